@@ -1,0 +1,13 @@
+"""dspex's engine: the DSPy side of Elixir applications.
+
+Plugins import `command` from here to register their own handlers. Importing this
+package is cheap: DSPy is loaded only when a command needs it.
+"""
+
+from .engine import Context, Engine, EngineConfig
+from .errors import BridgeError
+from .registry import REGISTRY, Arg, command
+
+__version__ = "0.1.0"
+
+__all__ = ["Arg", "BridgeError", "Context", "Engine", "EngineConfig", "REGISTRY", "__version__", "command"]

@@ -1,0 +1,3 @@
+"""The built-in command sets; importing this package registers them."""
+
+from . import core, programs  # noqa: F401

@@ -1,0 +1,345 @@
+"""The DSPy commands of the contract: configure an LM, create and run programs.
+
+Every call runs inside its own `dspy.context` (the LM of its session, an observer of
+LM calls, usage tracking); `dspy.configure` is never called, so requests on many
+threads never share or fight over global settings.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from ..dspy_loader import load_dspy
+from ..engine import Context
+from ..errors import (BridgeError, Cancelled, ExecutionFailed, InvalidArguments, InvalidSignature,
+                      LMCallFailed, LMNotConfigured, ProgramExists, ProgramNotFound)
+from ..lm_calls import make_observer, make_replay_lm
+from ..redact import remember_secret, scrub_text
+from ..registry import Arg, command
+from ..sessions import LMHandle, ProgramRecord
+from ..signatures import (SignatureError, SignatureSpec, build_dspy_signature, coerce_inputs,
+                          field_mapping, parse_signature, signature_def, to_json_safe)
+
+# Accepted spellings of each program type, as Elixir and Python users write them.
+PROGRAM_TYPES = {
+    "predict": "predict", "Predict": "predict",
+    "chain_of_thought": "chain_of_thought", "ChainOfThought": "chain_of_thought",
+    "cot": "chain_of_thought", "chain-of-thought": "chain_of_thought",
+}
+
+_LM_ARGS = (
+    Arg("model", "string", help="e.g. openai/gpt-4o-mini, gemini/gemini-2.0-flash, mock"),
+    Arg("provider", "string", help="legacy: google, openai, anthropic, mock"),
+    Arg("api_key", "string", help="else taken from the environment"),
+    Arg("api_base", "string", help="base URL of an OpenAI-compatible server"),
+    Arg("temperature", "number"), Arg("max_tokens", "integer"), Arg("cache", "boolean"),
+    Arg("num_retries", "integer"), Arg("timeout", "number"),
+    Arg("session_id", "string", help="configure this session's LM instead of the default"),
+    Arg("test_call", "boolean", help="make one tiny call to check the LM answers"),
+)
+
+
+def configure_session_lm(args: dict[str, Any], ctx: Context) -> LMHandle:
+    """Builds an LM from configure_lm-style args (no network call)."""
+    from ..lm_config import LMConfigError, build_lm, parse_lm_args
+
+    remember_secret(args.get("api_key"))
+    try:
+        config = parse_lm_args(args)
+    except LMConfigError as exc:
+        raise InvalidArguments(scrub_text(str(exc))) from None
+    remember_secret(config.api_key)
+    public = config.public_dict()
+    if ctx.engine.lm_responder is not None:
+        return LMHandle(make_replay_lm(public, ctx), public)
+    try:
+        lm = build_lm(config)
+    except BridgeError:
+        raise
+    except Exception as exc:
+        raise InvalidArguments(f"Cannot configure LM {public.get('model')}: "
+                               f"{scrub_text(str(exc))}") from None
+    return LMHandle(lm, public)
+
+
+@command("configure_lm", args=_LM_ARGS)
+def configure_lm(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """Sets the LM of a session (with session_id) or the worker's default LM."""
+    handle = configure_session_lm(args, ctx)
+    if args.get("test_call"):
+        _test_call(handle, ctx)
+    if args.get("session_id"):
+        ctx.session.lm = handle
+        scope = "session"
+    else:
+        ctx.engine.default_lm = handle
+        scope = "default"
+    public = handle.public
+    return {"status": "configured", "model": public.get("model"), "provider": public.get("provider"),
+            "temperature": public.get("temperature"), "scope": scope, "session_id": ctx.session_id,
+            "lm": public}
+
+
+def _test_call(handle: LMHandle, ctx: Context) -> None:
+    dspy = load_dspy()
+    try:
+        with dspy.context(lm=handle.lm, callbacks=[make_observer(ctx)], track_usage=True):
+            handle.lm("Reply with the word ok.")
+    except Exception as exc:
+        raise LMCallFailed(f"Test call to {handle.model} failed: {scrub_text(str(exc))}") from None
+
+
+def _build_program(spec: SignatureSpec, program_type: str, demos: list[dict[str, Any]]) -> tuple[Any, str]:
+    dspy = load_dspy()
+    signature = build_dspy_signature(spec)
+    module = dspy.ChainOfThought(signature) if program_type == "chain_of_thought" else dspy.Predict(signature)
+    if demos:
+        examples = [dspy.Example(**demo).with_inputs(*spec.input_names) for demo in demos]
+        for predictor in module.predictors():
+            predictor.demos = list(examples)
+    return module, signature.__name__
+
+
+def _parse_program_type(value: Any) -> str:
+    program_type = PROGRAM_TYPES.get(value or "predict")
+    if program_type is None:
+        raise InvalidArguments(f"Unknown program_type {value!r}; use one of: predict, chain_of_thought")
+    return program_type
+
+
+def _parse_demos(value: Any, spec: SignatureSpec) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(d, dict) for d in value):
+        raise InvalidArguments("'demos' must be a list of objects (input and output fields)")
+    known = set(spec.input_names) | set(spec.output_names)
+    for index, demo in enumerate(value):
+        unknown = sorted(set(demo) - known - {"reasoning"})
+        if unknown:
+            raise InvalidArguments(f"demo {index} has unknown fields: {', '.join(unknown)}")
+    return value
+
+
+def build_record(program_id: str, args: dict[str, Any]) -> ProgramRecord:
+    """Builds a program and its description from create_program args (or program_data)."""
+    raw_signature = args.get("signature")
+    if raw_signature is None:
+        raise InvalidArguments("create_program: 'signature' is required (a map or \"inputs -> outputs\")")
+    try:
+        spec = parse_signature(raw_signature)
+    except SignatureError as exc:
+        raise InvalidSignature(str(exc)) from None
+    program_type = _parse_program_type(args.get("program_type"))
+    demos = _parse_demos(args.get("demos"), spec)
+    try:
+        module, class_name = _build_program(spec, program_type, demos)
+    except SignatureError as exc:
+        raise InvalidSignature(str(exc)) from None
+    description = {
+        "program_id": program_id, "status": "created", "signature": spec.to_dict(),
+        "program_type": program_type, "signature_class": class_name,
+        "field_mapping": field_mapping(spec), "fallback_used": False,
+        "signature_def": signature_def(spec), "demos": demos,
+    }
+    if args.get("model"):
+        description["model"] = args["model"]
+    return ProgramRecord(program_id=program_id, program=module, program_type=program_type,
+                         signature=spec.to_dict(), description=description)
+
+
+_PROGRAM_ARGS = (
+    Arg("id", "string", help="program id (generated when absent)"),
+    Arg("signature", "string|object", required=True,
+        help='DSPex map {name, inputs:[{name,type}], outputs:[...]} or "question -> answer: int"'),
+    Arg("program_type", "string", help="predict (default) or chain_of_thought"),
+    Arg("demos", "array", help="few-shot examples: objects with input and output fields"),
+    Arg("session_id", "string"),
+)
+
+
+@command("create_program", args=_PROGRAM_ARGS)
+def create_program(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """Creates a program from a signature in the request's session."""
+    program_id = args.get("id") or args.get("program_id") or f"program_{uuid.uuid4().hex[:12]}"
+    if not isinstance(program_id, str):
+        program_id = str(program_id)
+    session = ctx.session
+    if program_id in session.programs:
+        raise ProgramExists(program_id)
+    record = build_record(program_id, args)
+    session.programs[program_id] = record
+    ctx.engine.publish("program_created", {"session_id": ctx.session_id, "program_id": program_id})
+    return dict(record.description)
+
+
+@command("create_gemini_program", args=(*_PROGRAM_ARGS, Arg("model", "string")))
+def create_gemini_program(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """Legacy alias of create_program; a `model` becomes the program's own Gemini LM."""
+    return create_program(args, ctx)
+
+
+def _options(value: Any) -> dict[str, Any]:
+    """Execution options arrive as a map, or as a list from Elixir keyword lists."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, list):
+        options: dict[str, Any] = {}
+        for item in value:
+            if isinstance(item, dict):
+                options.update(item)
+            elif isinstance(item, list) and len(item) == 2 and isinstance(item[0], str):
+                options[item[0]] = item[1]
+            else:
+                raise InvalidArguments("'options' list items must be [key, value] pairs or objects")
+        return options
+    raise InvalidArguments("'options' must be an object or a list")
+
+
+def _find_program(args: dict[str, Any], ctx: Context) -> ProgramRecord:
+    program_id = args.get("program_id")
+    if not program_id:
+        raise InvalidArguments("'program_id' is required")
+    session = ctx.session
+    record = session.programs.get(program_id)
+    if record is not None:
+        return record
+    program_data = args.get("program_data")
+    if isinstance(program_data, dict) and program_data:
+        # Another worker created it: rebuild from its description, keep it for next time.
+        record = build_record(program_id, program_data)
+        return session.programs.setdefault(program_id, record)
+    raise ProgramNotFound(program_id)
+
+
+def _program_lm(record: ProgramRecord, ctx: Context) -> LMHandle:
+    model = record.description.get("model")
+    if model:
+        cached = getattr(record, "_lm", None)
+        if cached is None:
+            cached = configure_session_lm({"provider": "google", "model": model}, ctx)
+            record._lm = cached  # type: ignore[attr-defined]
+        return cached
+    handle = ctx.lm()
+    if handle is None:
+        raise LMNotConfigured()
+    return handle
+
+
+_EXECUTE_ARGS = (
+    Arg("program_id", "string", required=True), Arg("inputs", "object", help="input field values"),
+    Arg("options", "array|object", help="LM options for this call, e.g. temperature"),
+    Arg("program_data", "object", help="what create_program returned; rebuilds the program here"),
+    Arg("session_id", "string"),
+)
+
+
+@command("execute_program", args=_EXECUTE_ARGS, scheduling="read")
+def execute_program(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """Runs a program on inputs; outputs come back typed as the signature declares."""
+    record = _find_program(args, ctx)
+    handle = _program_lm(record, ctx)
+    spec = SignatureSpec.from_dict(record.signature)
+    inputs = args.get("inputs") or {}
+    try:
+        inputs = coerce_inputs(spec, inputs)
+    except SignatureError as exc:
+        raise InvalidArguments(str(exc)) from None
+    options = _options(args.get("options"))
+    if ctx.cancel.is_set():
+        raise Cancelled("Request cancelled before it started")
+    dspy = load_dspy()
+    started = time.perf_counter()
+    ok = False
+    try:
+        with dspy.context(lm=handle.lm, callbacks=[make_observer(ctx)], track_usage=True):
+            call_kwargs = dict(inputs)
+            if options:
+                call_kwargs["config"] = options
+            prediction = record.program(**call_kwargs)
+        ok = True
+    except BridgeError:
+        raise
+    except Exception as exc:
+        raise _execution_error(exc, handle) from None
+    finally:
+        elapsed = time.perf_counter() - started
+        record.record_execution(elapsed * 1000, ok)
+    names = list(spec.output_names)
+    if record.program_type == "chain_of_thought":
+        names.insert(0, "reasoning")
+    outputs = {name: to_json_safe(prediction.get(name)) for name in names}
+    usage = _usage(prediction)
+    return {"program_id": record.program_id, "outputs": outputs, "execution_time": elapsed,
+            "duration_ms": round(elapsed * 1000, 3), "usage": usage, "model": handle.model,
+            "session_id": ctx.session_id}
+
+
+@command("execute_gemini_program", args=_EXECUTE_ARGS, scheduling="read")
+def execute_gemini_program(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """Legacy alias of execute_program."""
+    return execute_program(args, ctx)
+
+
+def _usage(prediction: Any) -> dict[str, Any]:
+    try:
+        per_model = prediction.get_lm_usage() or {}
+    except Exception:
+        return {}
+    totals: dict[str, int] = {}
+    for usage in per_model.values():
+        for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+            value = (usage or {}).get(key)
+            if isinstance(value, int):
+                totals[key] = totals.get(key, 0) + value
+    return totals
+
+
+def _execution_error(exc: Exception, handle: LMHandle) -> BridgeError:
+    name = type(exc).__name__
+    text = scrub_text(str(exc))
+    if "AdapterParseError" in name or "parse" in name.lower():
+        return ExecutionFailed(f"The LM's answer did not match the signature: {text}")
+    if "No LM is loaded" in text:
+        return LMNotConfigured()
+    module = type(exc).__module__ or ""
+    if "lm15" in module or "clients" in module or "LM" in name or "litellm" in module:
+        return LMCallFailed(f"LM call to {handle.model} failed: {name}: {text}")
+    return ExecutionFailed(f"{name}: {text}")
+
+
+def _summary(record: ProgramRecord) -> dict[str, Any]:
+    return {"id": record.program_id, "program_id": record.program_id, "created_at": record.created_at,
+            "execution_count": record.execution_count, "last_executed": record.last_executed,
+            "signature": record.signature, "program_type": record.program_type,
+            "signature_def": record.description.get("signature_def"),
+            "mean_latency_ms": record.mean_latency_ms, "error_count": record.error_count}
+
+
+@command("list_programs", args=(Arg("session_id", "string"),))
+def list_programs(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """The programs of the request's session."""
+    programs = [_summary(r) for r in ctx.session.programs.values()]
+    return {"programs": programs, "total_count": len(programs), "session_id": ctx.session_id}
+
+
+@command("get_program_info", args=(Arg("program_id", "string", required=True), Arg("session_id", "string")))
+def get_program_info(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """Details and counters of one program."""
+    record = ctx.session.programs.get(args["program_id"])
+    if record is None:
+        raise ProgramNotFound(args["program_id"])
+    info = _summary(record)
+    info["program_data"] = record.description
+    return info
+
+
+@command("delete_program", args=(Arg("program_id", "string", required=True), Arg("session_id", "string")))
+def delete_program(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """Removes one program from the request's session."""
+    if ctx.session.programs.pop(args["program_id"], None) is None:
+        raise ProgramNotFound(args["program_id"])
+    return {"program_id": args["program_id"], "status": "deleted"}

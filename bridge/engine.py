@@ -1,0 +1,437 @@
+"""The engine: validates requests, schedules them per session, runs handlers, builds replies.
+
+It knows nothing of its transport. `dspex serve` feeds it frames from a port, the REPL
+and replay call it in-process, tests do both. Replies leave through the `send` callback
+given with each request, already encoded, so every transport gets the same bytes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import codec
+from .errors import BridgeError, InvalidArguments, InvalidRequest, ShuttingDown
+from .redact import scrub_text
+from .registry import REGISTRY, CommandSpec, Registry
+from .sessions import ANONYMOUS, LMHandle, Session, SessionStore
+
+log = logging.getLogger("dspex.engine")
+
+Send = Callable[[bytes], None]
+FrameTap = Callable[[str, bytes, float], None]
+Listener = Callable[[str, dict[str, Any]], None]
+
+DEFAULT_MAX_CONCURRENCY = 64
+
+
+@dataclass
+class EngineConfig:
+    mode: str = "standalone"
+    worker_id: str | None = None
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    argv: list[str] = field(default_factory=list)
+    recent_frames: int = 200
+    recent_lm_calls: int = 100
+
+
+@dataclass
+class Inflight:
+    """One request being worked on; what `inspect inflight` shows."""
+
+    request_id: Any
+    command: str
+    session_id: str
+    started: float  # monotonic
+    cancel: threading.Event
+
+
+class Stats:
+    """Counters for get_stats and inspect. One lock: requests finish on many threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.command_count = 0
+        self.error_count = 0
+        self.protocol_errors = 0
+        self.by_command: Counter[str] = Counter()
+        self.errors_by_type: Counter[str] = Counter()
+        self.lm_calls = 0
+        self.usage: Counter[str] = Counter()
+
+    def count_command(self, name: str) -> None:
+        with self._lock:
+            self.command_count += 1
+            self.by_command[name] += 1
+
+    def count_error(self, error_type: str, protocol: bool = False) -> None:
+        with self._lock:
+            self.error_count += 1
+            self.errors_by_type[error_type] += 1
+            if protocol:
+                self.protocol_errors += 1
+
+    def count_lm_call(self, usage: dict[str, Any]) -> None:
+        with self._lock:
+            self.lm_calls += 1
+            for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+                value = usage.get(key)
+                if isinstance(value, int):
+                    self.usage[key] += value
+
+    def reset(self) -> tuple[int, int]:
+        with self._lock:
+            commands, errors = self.command_count, self.error_count
+            self.command_count = self.error_count = self.protocol_errors = 0
+            self.by_command.clear()
+            self.errors_by_type.clear()
+            return commands, errors
+
+
+class _Ticket:
+    """A scheduled request: runs once every ticket it depends on is done."""
+
+    __slots__ = ("run", "pending", "waiters", "done", "lane")
+
+    def __init__(self, run: Callable[[], None], lane: str | None) -> None:
+        self.run = run
+        self.pending = 0
+        self.waiters: list[_Ticket] = []
+        self.done = False
+        self.lane = lane
+
+
+class _Lane:
+    __slots__ = ("last_write", "reads")
+
+    def __init__(self) -> None:
+        self.last_write: _Ticket | None = None
+        self.reads: set[_Ticket] = set()
+
+
+class SessionScheduler:
+    """Orders requests per session without ever blocking a pool thread.
+
+    A "read" (execute_program) runs as soon as the session's last earlier write is
+    done, side by side with other reads. A "write" waits for everything earlier in its
+    session and holds back what comes after. A "global" write does that across all
+    sessions. Dependencies are fixed at arrival, so the order is the order frames came in.
+    """
+
+    def __init__(self, executor: ThreadPoolExecutor) -> None:
+        self._executor = executor
+        self._lock = threading.Lock()
+        self._lanes: dict[str, _Lane] = {}
+        self._barrier: _Ticket | None = None
+
+    def schedule(self, session_id: str, scheduling: str, run: Callable[[], None]) -> None:
+        ticket = _Ticket(run, None if scheduling == "global" else session_id)
+        with self._lock:
+            deps: list[_Ticket] = []
+            if scheduling == "global":
+                for lane in self._lanes.values():
+                    deps.extend(lane.reads)
+                    if lane.last_write is not None:
+                        deps.append(lane.last_write)
+                self._lanes.clear()
+                if self._barrier is not None:
+                    deps.append(self._barrier)
+                self._barrier = ticket
+            else:
+                lane = self._lanes.get(session_id)
+                if lane is None:
+                    lane = self._lanes[session_id] = _Lane()
+                if self._barrier is not None:
+                    deps.append(self._barrier)
+                if lane.last_write is not None:
+                    deps.append(lane.last_write)
+                if scheduling == "write":
+                    deps.extend(lane.reads)
+                    lane.reads = set()
+                    lane.last_write = ticket
+                else:
+                    lane.reads.add(ticket)
+            for dep in deps:
+                if not dep.done:
+                    dep.waiters.append(ticket)
+                    ticket.pending += 1
+            ready = ticket.pending == 0
+        if ready:
+            self._submit(ticket)
+
+    def _submit(self, ticket: _Ticket) -> None:
+        self._executor.submit(self._execute, ticket)
+
+    def _execute(self, ticket: _Ticket) -> None:
+        try:
+            ticket.run()
+        finally:
+            self._complete(ticket)
+
+    def _complete(self, ticket: _Ticket) -> None:
+        ready = []
+        with self._lock:
+            ticket.done = True
+            for waiter in ticket.waiters:
+                waiter.pending -= 1
+                if waiter.pending == 0:
+                    ready.append(waiter)
+            ticket.waiters = []
+            # Forget finished tickets so idle sessions cost nothing.
+            if ticket is self._barrier:
+                self._barrier = None
+            lane = self._lanes.get(ticket.lane) if ticket.lane is not None else None
+            if lane is not None:
+                lane.reads.discard(ticket)
+                if lane.last_write is ticket:
+                    lane.last_write = None
+                if lane.last_write is None and not lane.reads:
+                    del self._lanes[ticket.lane]
+        for waiter in ready:
+            self._submit(waiter)
+
+
+class Context:
+    """What a handler gets besides its args: the engine, its session, its request."""
+
+    __slots__ = ("engine", "request_id", "command", "session_id", "cancel", "started")
+
+    def __init__(self, engine: Engine, request_id: Any, command: str, session_id: str,
+                 cancel: threading.Event | None = None) -> None:
+        self.engine = engine
+        self.request_id = request_id
+        self.command = command
+        self.session_id = session_id
+        self.cancel = cancel or threading.Event()
+        self.started = time.monotonic()
+
+    @property
+    def session(self) -> Session:
+        """The request's session, created on first use."""
+        session = self.engine.sessions.get(self.session_id)
+        session.touch()
+        return session
+
+    def lm(self) -> LMHandle | None:
+        """The LM this request should use: its session's, else the worker's default."""
+        session = self.engine.sessions.peek(self.session_id)
+        if session is not None and session.lm is not None:
+            return session.lm
+        return self.engine.default_lm
+
+
+def session_of(args: dict[str, Any]) -> str:
+    """The namespace a request belongs to; "anonymous" when it names none."""
+    value = args.get("session_id")
+    if value is None or value == "":
+        return ANONYMOUS
+    return value if isinstance(value, str) else str(value)
+
+
+class Engine:
+    """Dispatches requests to registered handlers; owns sessions, stats and scheduling."""
+
+    def __init__(self, config: EngineConfig | None = None, registry: Registry | None = None) -> None:
+        from . import commands  # noqa: F401  (registers the built-in commands)
+
+        self.config = config or EngineConfig()
+        self.registry = registry or REGISTRY
+        self.worker_id = self.config.worker_id or f"{os.uname().nodename}-{os.getpid()}"
+        self.started_wall = time.time()
+        self.started = time.monotonic()
+        self.stats = Stats()
+        self.sessions = SessionStore()
+        self.default_lm: LMHandle | None = None
+        self.executor = ThreadPoolExecutor(max(1, self.config.max_concurrency),
+                                           thread_name_prefix="dspex-request")
+        self.scheduler = SessionScheduler(self.executor)
+        self._ids = itertools.count()
+        self.inflight: dict[int, Inflight] = {}
+        self._idle = threading.Condition()
+        # Observation points, all cheap when unused: frame taps (recorder), listeners
+        # for events (inspect subscriptions), ring buffers for the inspect views.
+        self.frame_taps: list[FrameTap] = []
+        self.listeners: list[Listener] = []
+        self.recent_frames: deque[tuple[str, float, bytes]] = deque(maxlen=self.config.recent_frames)
+        self.recent_lm_calls: deque[dict[str, Any]] = deque(maxlen=self.config.recent_lm_calls)
+        # Replay installs this to answer LM calls from a cassette instead of the network.
+        self.lm_responder: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
+        self.shutting_down = threading.Event()
+        self.on_shutdown: Callable[[], None] | None = None
+
+    # -- entry points ---------------------------------------------------------------
+
+    def submit_frame(self, payload: bytes, send: Send) -> None:
+        """Takes one raw frame payload; every outcome ends in a reply or a counted log line."""
+        now = time.monotonic()
+        self.recent_frames.append(("in", now, payload))
+        for tap in self.frame_taps:
+            tap("in", payload, now)
+        try:
+            request = codec.decode(payload)
+        except BridgeError as exc:
+            salvaged = codec.salvage_id(payload)
+            if salvaged is None:
+                self._protocol_error(exc)
+            else:
+                self._reply_error(salvaged, exc, send)
+            return
+        self.submit(request, send)
+
+    def submit(self, request: Any, send: Send) -> None:
+        """Validates a decoded request and runs it, at once or through the scheduler."""
+        if not isinstance(request, dict):
+            self._protocol_error(InvalidRequest(f"Request must be a JSON object, got {type(request).__name__}"))
+            return
+        request_id = request.get("id")
+        if request_id is None or isinstance(request_id, (dict, list)):
+            self._protocol_error(InvalidRequest("Request has no usable 'id'; it cannot be answered"))
+            return
+        name = request.get("command")
+        if not isinstance(name, str) or not name:
+            self._reply_error(request_id, InvalidRequest("Request 'command' must be a non-empty string"), send)
+            return
+        args = request.get("args")
+        if args is None:
+            args = {}
+        elif not isinstance(args, dict):
+            self._reply_error(request_id, InvalidArguments(
+                f"'args' must be an object, got {type(args).__name__}"), send)
+            return
+        self.stats.count_command(name)
+        try:
+            spec = self.registry.get(name)
+            spec.validate(args)
+        except BridgeError as exc:
+            self._reply_error(request_id, exc, send)
+            return
+        session_id = session_of(args)
+        if spec.scheduling == "inline":
+            self._run(spec, request_id, args, session_id, send)
+            return
+        self.scheduler.schedule(session_id, spec.scheduling,
+                                lambda: self._run(spec, request_id, args, session_id, send))
+
+    def call(self, command: str, args: dict[str, Any] | None = None, *, request_id: Any = None,
+             timeout: float | None = None) -> dict[str, Any]:
+        """Runs one command and waits for its reply (REPL, replay and tests use this)."""
+        done: Future[bytes] = Future()
+        rid = request_id if request_id is not None else next(self._ids) + 1
+        self.submit({"id": rid, "command": command, "args": args or {}}, done.set_result)
+        return codec.decode(done.result(timeout))
+
+    # -- running --------------------------------------------------------------------
+
+    def _run(self, spec: CommandSpec, request_id: Any, args: dict[str, Any], session_id: str,
+             send: Send) -> None:
+        key = next(self._ids)
+        ctx = Context(self, request_id, spec.name, session_id)
+        self.inflight[key] = Inflight(request_id, spec.name, session_id, ctx.started, ctx.cancel)
+        try:
+            if self.shutting_down.is_set() and spec.name != "shutdown" and spec.scheduling != "inline":
+                raise ShuttingDown("Worker is shutting down; request not started")
+            result = spec.handler(args, ctx)
+            if not isinstance(result, dict):
+                raise BridgeError(f"Handler for {spec.name} returned {type(result).__name__}, not an object")
+            reply = {"id": request_id, "success": True, "result": result, "timestamp": time.time()}
+            try:
+                data = codec.encode(reply)
+            except BridgeError as exc:
+                self._reply_error(request_id, exc, send)
+                return
+            self._send(data, send)
+        except BaseException as exc:  # a handler must never take the worker down
+            if not isinstance(exc, Exception):
+                log.warning("%s (id %s) interrupted: %s", spec.name, request_id, type(exc).__name__)
+            self._reply_error(request_id, exc, send)
+        finally:
+            del self.inflight[key]
+            if not self.inflight:
+                with self._idle:
+                    self._idle.notify_all()
+
+    def _send(self, data: bytes, send: Send) -> None:
+        now = time.monotonic()
+        self.recent_frames.append(("out", now, data))
+        for tap in self.frame_taps:
+            tap("out", data, now)
+        send(data)
+
+    def _reply_error(self, request_id: Any, exc: BaseException, send: Send) -> None:
+        error_type, message, details = describe_error(exc)
+        self.stats.count_error(error_type)
+        if error_type == "internal_error":
+            log.error("request %s failed: %s", request_id, message)
+        reply: dict[str, Any] = {"id": request_id, "success": False, "error": message,
+                                 "error_type": error_type, "timestamp": time.time()}
+        if details:
+            reply["details"] = details
+        try:
+            data = codec.encode(reply)
+        except BridgeError:
+            reply.pop("details", None)
+            data = codec.encode(reply)
+        self._send(data, send)
+
+    def _protocol_error(self, exc: BridgeError) -> None:
+        """A frame that cannot be answered: logged and counted, and serving goes on."""
+        self.stats.count_error(exc.error_type, protocol=True)
+        log.warning("dropped frame (%s): %s", exc.error_type, exc.message)
+        self.publish("protocol_error", {"error_type": exc.error_type, "error": exc.message})
+
+    # -- observation and lifecycle ------------------------------------------------------
+
+    def publish(self, kind: str, data: dict[str, Any]) -> None:
+        """Tells subscribers (inspect --follow, recorder) that something happened."""
+        for listener in self.listeners:
+            try:
+                listener(kind, data)
+            except Exception:  # an observer must never break serving
+                log.exception("event listener failed")
+
+    def record_lm_call(self, call: dict[str, Any]) -> None:
+        """Called by the DSPy layer after each LM call, with a redacted record of it."""
+        self.stats.count_lm_call(call.get("usage") or {})
+        self.recent_lm_calls.append(call)
+        self.publish("lm_call", call)
+
+    def uptime(self) -> float:
+        return float(time.monotonic() - self.started)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Waits until nothing is in flight; False if the timeout came first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._idle:
+            while self.inflight:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._idle.wait(remaining if remaining is None else min(remaining, 0.05))
+        return True
+
+    def cancel_all(self) -> None:
+        for entry in list(self.inflight.values()):
+            entry.cancel.set()
+
+    def close(self, wait: bool = False) -> None:
+        self.cancel_all()
+        self.executor.shutdown(wait=wait, cancel_futures=True)
+
+
+def describe_error(exc: BaseException) -> tuple[str, str, dict[str, Any] | None]:
+    """(error_type, message, details) for any exception, with secrets scrubbed."""
+    if isinstance(exc, BridgeError):
+        return exc.error_type, scrub_text(exc.message), exc.details
+    error_type = getattr(exc, "error_type", None)
+    if isinstance(error_type, str):
+        return error_type, scrub_text(str(exc)), None
+    text = str(exc) or type(exc).__name__
+    return "internal_error", scrub_text(f"{type(exc).__name__}: {text}"), None

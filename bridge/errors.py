@@ -1,0 +1,104 @@
+"""Errors with stable `error_type` codes.
+
+Clients match on `error_type` (stable) and show `error` (human text). Every failure a
+handler or the protocol layer can produce is one of these classes, so the code that
+turns exceptions into replies never has to guess.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class BridgeError(Exception):
+    """Base of every error that becomes a `success: false` reply."""
+
+    error_type: str = "internal_error"
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class InvalidRequest(BridgeError):
+    error_type = "invalid_request"
+
+
+class InvalidJSON(BridgeError):
+    error_type = "invalid_json"
+
+
+class InvalidUTF8(BridgeError):
+    error_type = "invalid_utf8"
+
+
+class FrameTooLarge(BridgeError):
+    error_type = "frame_too_large"
+
+
+class TruncatedFrame(BridgeError):
+    error_type = "truncated_frame"
+
+
+class UnknownCommand(BridgeError):
+    error_type = "unknown_command"
+
+    def __init__(self, name: str, suggestion: str | None = None) -> None:
+        # The exact text "Unknown command: X" is matched by existing Elixir clients.
+        super().__init__(f"Unknown command: {name}",
+                         details={"suggestion": suggestion} if suggestion else None)
+
+
+class InvalidArguments(BridgeError):
+    error_type = "invalid_arguments"
+
+
+class ProgramNotFound(BridgeError):
+    error_type = "program_not_found"
+
+    def __init__(self, program_id: str) -> None:
+        super().__init__(f"Program not found: {program_id}")
+
+
+class ProgramExists(BridgeError):
+    error_type = "program_exists"
+
+    def __init__(self, program_id: str) -> None:
+        super().__init__(f"Program with ID '{program_id}' already exists")
+
+
+class InvalidSignature(BridgeError):
+    error_type = "invalid_signature"
+
+
+class LMNotConfigured(BridgeError):
+    error_type = "lm_not_configured"
+
+    def __init__(self) -> None:
+        # "No LM is loaded." is the text DSPy itself uses and clients match on.
+        super().__init__("No LM is loaded. Send configure_lm first (model \"mock\" works offline).")
+
+
+class LMCallFailed(BridgeError):
+    error_type = "lm_error"
+
+
+class ExecutionFailed(BridgeError):
+    error_type = "execution_error"
+
+
+class SerializationFailed(BridgeError):
+    error_type = "serialization_error"
+
+
+class Cancelled(BridgeError):
+    error_type = "cancelled"
+
+
+class ShuttingDown(BridgeError):
+    error_type = "shutting_down"
+
+
+class DSPyUnavailable(BridgeError):
+    error_type = "dspy_unavailable"

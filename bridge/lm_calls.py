@@ -1,0 +1,134 @@
+"""Watching and answering LM calls.
+
+Every LM call made while serving a request is observed through a DSPy callback: its
+normalised request (model, messages, generation parameters; never keys or addresses)
+and its answer become a record that the engine keeps for inspect, counts for usage and
+hands to the recorder as a cassette entry. Replay answers calls from a cassette by
+swapping the session's LM for a `ReplayLM` that asks `engine.lm_responder`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from .dspy_loader import load_dspy
+from .redact import redact
+
+if TYPE_CHECKING:
+    from .engine import Context
+
+# Parameters that change what a model answers; everything else (client settings,
+# retries, cache flags) is left out of the key so a recording replays anywhere.
+KEY_PARAMS = ("temperature", "max_tokens", "max_completion_tokens", "top_p", "n", "stop",
+              "response_format", "tools", "tool_choice", "seed", "logprobs")
+
+
+def normalise_request(model: str, messages: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """The parts of an LM request that determine its answer, JSON-safe."""
+    kept = {k: params[k] for k in KEY_PARAMS if params.get(k) is not None}
+    return {"model": model, "messages": _jsonable(messages), "params": _jsonable(kept)}
+
+
+def request_key(normalised: dict[str, Any]) -> str:
+    """A stable key for a normalised request (same request, same key, on any machine)."""
+    data = orjson.dumps(normalised, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def _jsonable(value: Any) -> Any:
+    from pydantic_core import to_jsonable_python
+
+    return to_jsonable_python(value, fallback=str)
+
+
+def make_observer(ctx: Context) -> Any:
+    """A DSPy callback that reports each LM call of this request to the engine."""
+    dspy = load_dspy()
+    from dspy.utils.callback import BaseCallback
+
+    class LMCallObserver(BaseCallback):
+        def __init__(self) -> None:
+            self.pending: dict[str, tuple[float, dict[str, Any]]] = {}
+
+        def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+            params = {**getattr(instance, "kwargs", {}), **(inputs.get("kwargs") or {})}
+            messages = inputs.get("messages")
+            if messages is None and inputs.get("prompt") is not None:
+                messages = [{"role": "user", "content": inputs["prompt"]}]
+            request = normalise_request(str(getattr(instance, "model", "?")), messages, params)
+            self.pending[call_id] = (time.monotonic(), request)
+
+        def on_lm_end(self, call_id: str, outputs: Any, exception: Exception | None = None) -> None:
+            started, request = self.pending.pop(call_id, (time.monotonic(), {}))
+            usage = _last_usage(dspy, request.get("model"))
+            record = {
+                "call_id": call_id, "request_id": ctx.request_id, "session_id": ctx.session_id,
+                "command": ctx.command, "key": request_key(request) if request else None,
+                "model": request.get("model"), "request": redact(request),
+                "response": None if exception else {"outputs": _jsonable(outputs), "usage": usage},
+                "error": None if exception is None else f"{type(exception).__name__}: {exception}",
+                "latency_ms": round((time.monotonic() - started) * 1000, 3),
+                "usage": usage, "timestamp": time.time(),
+            }
+            ctx.engine.record_lm_call(redact(record))
+
+    return LMCallObserver()
+
+
+def _last_usage(dspy: Any, model: Any) -> dict[str, Any]:
+    """Token usage of the call that just ended, from the request's usage tracker."""
+    tracker = getattr(dspy.settings, "usage_tracker", None)
+    entries = getattr(tracker, "usage_data", {}).get(model) if tracker is not None else None
+    if not entries:
+        return {}
+    last = entries[-1]
+    return {k: v for k, v in dict(last).items() if isinstance(v, (int, float))}
+
+
+class _AttrDict(dict):
+    """A dict that also answers attribute access, as DSPy expects of provider responses."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def _attrs(value: Any) -> Any:
+    if isinstance(value, dict):
+        return _AttrDict({k: _attrs(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return [_attrs(v) for v in value]
+    return value
+
+
+def make_replay_lm(public: dict[str, Any], ctx: Context) -> Any:
+    """An LM that answers from `engine.lm_responder` (a cassette) and never uses the network."""
+    dspy = load_dspy()
+    engine = ctx.engine
+
+    class ReplayLM(dspy.BaseLM):
+        def forward(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> Any:
+            if messages is None and prompt is not None:
+                messages = [{"role": "user", "content": prompt}]
+            request = normalise_request(self.model, messages, {**self.kwargs, **kwargs})
+            responder = engine.lm_responder
+            answer = responder(request) if responder is not None else None
+            if answer is None:
+                raise RuntimeError("no recorded LM response for this request")
+            outputs = answer.get("outputs") or []
+            choices = [{"index": i, "finish_reason": "stop",
+                        "message": {"role": "assistant",
+                                    "content": o if isinstance(o, str) else (o or {}).get("text")}}
+                       for i, o in enumerate(outputs)]
+            return _attrs({"id": f"replay-{uuid.uuid4().hex[:8]}", "model": self.model, "choices": choices,
+                           "usage": answer.get("usage") or {}})
+
+    kwargs = {k: public[k] for k in ("temperature", "max_tokens") if public.get(k) is not None}
+    return ReplayLM(model=str(public.get("model")), cache=False, **kwargs)

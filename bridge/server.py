@@ -1,0 +1,192 @@
+"""`dspex serve`: the port worker's lifecycle around the engine.
+
+The main thread reads frames from fd 0 and hands them to the engine; handlers run on
+the engine's pool; replies are written whole under one lock to the protocol fd, which
+is a private duplicate of the original fd 1 (fd 1 itself points at stderr, so stray
+prints can never corrupt the stream). End of input, `shutdown`, SIGTERM and the death
+of the parent all lead to a drained, prompt exit.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .engine import DEFAULT_MAX_CONCURRENCY, Engine, EngineConfig
+from .errors import FrameTooLarge, TruncatedFrame
+from .framing import DEFAULT_MAX_FRAME, FrameReader, Oversized, pack, write_all
+
+log = logging.getLogger("dspex.serve")
+
+# End of input means the client is gone; in-flight work gets this long to finish.
+EOF_GRACE_SECONDS = 0.8
+
+
+@dataclass
+class ServeConfig:
+    mode: str = "standalone"
+    worker_id: str | None = None
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    max_frame_size: int = DEFAULT_MAX_FRAME
+    plugins: list[str] = field(default_factory=list)
+    record: str | None = None
+    control: str = "on"  # on | read-only | off
+    drain_timeout: float = 30.0
+    warm: bool = True
+    argv: list[str] = field(default_factory=list)
+
+
+def protect_stdout() -> int:
+    """Moves the protocol channel off fd 1 and points fd 1 at stderr.
+
+    Must run before any library is imported: from then on print(), sys.stdout and even
+    os.write(1, ...) land on stderr, and only the returned fd carries frames.
+    """
+    protocol_fd = os.dup(1)
+    os.dup2(2, 1)
+    os.set_inheritable(protocol_fd, False)
+    return protocol_fd
+
+
+def configure_logging(level: str | None) -> None:
+    name = (level or os.environ.get("DSPEX_LOG_LEVEL") or "warning").upper()
+    logging.basicConfig(stream=sys.stderr, level=getattr(logging, name, logging.WARNING),
+                        format="%(asctime)s dspex[%(process)d] %(levelname)s %(name)s: %(message)s")
+
+
+def load_plugins(names: list[str]) -> list[str]:
+    """Imports plugin modules (their @command decorators register on import)."""
+    from_env = [n.strip() for n in os.environ.get("DSPEX_PLUGINS", "").split(",") if n.strip()]
+    loaded = []
+    for name in [*names, *from_env]:
+        if name not in loaded:
+            importlib.import_module(name)
+            loaded.append(name)
+    return loaded
+
+
+class Server:
+    """Owns the read loop, the reply writer and the ways a worker ends."""
+
+    def __init__(self, config: ServeConfig, protocol_fd: int, input_fd: int = 0) -> None:
+        self.config = config
+        self.protocol_fd = protocol_fd
+        self.input_fd = input_fd
+        self.engine = Engine(EngineConfig(mode=config.mode, worker_id=config.worker_id,
+                                          max_concurrency=config.max_concurrency, argv=config.argv))
+        self.engine.on_shutdown = lambda: self.begin_drain("shutdown command")
+        self._write_lock = threading.Lock()
+        self._exit_lock = threading.Lock()
+        self._draining = False
+        self._signals = 0
+        self.exit_hooks: list[Callable[[], None]] = []
+        self._parent = os.getppid()
+
+    def send(self, payload: bytes) -> None:
+        """Writes one reply frame whole; concurrent replies never interleave."""
+        frame = pack(payload)
+        try:
+            with self._write_lock:
+                write_all(self.protocol_fd, frame)
+        except OSError as exc:  # the reader of our replies is gone
+            log.warning("cannot write reply (%s); exiting", exc)
+            self.exit(0)
+
+    def run(self) -> int:
+        self._install_signals()
+        self._start_extras()
+        threading.Thread(target=self._watch_parent, name="dspex-parent-watch", daemon=True).start()
+        reader = FrameReader(self.config.max_frame_size)
+        warmed = not self.config.warm
+        engine = self.engine
+        while True:
+            try:
+                chunk = os.read(self.input_fd, 1 << 20)
+            except OSError as exc:
+                log.warning("reading input failed: %s", exc)
+                chunk = b""
+            if not chunk:
+                break
+            for frame in reader.feed(chunk):
+                if isinstance(frame, Oversized):
+                    engine._protocol_error(FrameTooLarge(
+                        f"Frame of {frame.length} bytes exceeds the limit of {reader.max_frame_size}; skipped"))
+                else:
+                    engine.submit_frame(frame, self.send)
+            if not warmed:
+                # Warm DSPy only after the first request is answered, so the first ping
+                # never waits for it.
+                warmed = True
+                from .dspy_loader import warm_in_background
+                warm_in_background()
+        if reader.pending:
+            engine._protocol_error(TruncatedFrame(
+                f"Input ended inside a frame ({reader.pending} bytes unread)"))
+        log.info("end of input; finishing in-flight work")
+        self.finish(EOF_GRACE_SECONDS)
+        return 0
+
+    def finish(self, grace: float) -> None:
+        if not self.engine.wait_idle(grace):
+            log.warning("cancelling %d unfinished request(s)", len(self.engine.inflight))
+            self.engine.cancel_all()
+        self.exit(0)
+
+    def begin_drain(self, reason: str) -> None:
+        """Stops taking new work and exits once in-flight work is done."""
+        if self._draining:
+            return
+        self._draining = True
+        self.engine.shutting_down.set()
+        log.info("draining (%s)", reason)
+        threading.Thread(target=self.finish, args=(self.config.drain_timeout,),
+                         name="dspex-drain", daemon=True).start()
+
+    def exit(self, code: int) -> None:
+        """Leaves at once, without waiting for pool threads stuck in LM calls."""
+        with self._exit_lock:
+            for hook in self.exit_hooks:
+                try:
+                    hook()
+                except Exception:
+                    log.exception("exit hook failed")
+            logging.shutdown()
+            os._exit(code)
+
+    def _install_signals(self) -> None:
+        def on_signal(signum: int, frame: object) -> None:
+            self._signals += 1
+            if self._signals > 1:
+                os._exit(1)  # the second signal means now
+            self.begin_drain(signal.Signals(signum).name)
+
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, on_signal)
+
+    def _watch_parent(self) -> None:
+        """Exits when the parent dies, even if our stdin was inherited elsewhere."""
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != self._parent:
+                log.warning("parent process %d is gone; exiting", self._parent)
+                self.finish(EOF_GRACE_SECONDS)
+
+    def _start_extras(self) -> None:
+        """Recording and the control socket, when enabled (see their own modules)."""
+        record = self.config.record or os.environ.get("DSPEX_RECORD")
+        if record:
+            from .recording import start_recording
+            self.exit_hooks.append(start_recording(self.engine, record))
+        if self.config.control != "off":
+            try:
+                from .control import start_control_server
+            except ImportError:
+                return
+            self.exit_hooks.append(start_control_server(self.engine, read_only=self.config.control == "read-only"))

@@ -1,0 +1,661 @@
+"""Signatures as data: parsing, validation, and the one step that builds a DSPy class.
+
+Clients send signatures either as the DSPex map
+(`{"name", "description", "inputs": [{"name", "type", "description"}], "outputs": [...]}`)
+or as a DSPy string (`"question, context: list[str] -> answer: int"`). Both come from
+outside the worker, so type names are resolved against a fixed whitelist by a small
+parser of our own: `dspy.Signature("...")` would look unknown names up in the caller's
+frames and may import modules.
+
+Only `build_dspy_signature` touches DSPy, and it gets it from `bridge.dspy_loader`.
+"""
+
+from __future__ import annotations
+
+import keyword
+import math
+import re
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping, Union
+
+__all__ = [
+    "FieldSpec",
+    "InputValidationError",
+    "MAX_FIELDS",
+    "MAX_SIGNATURE_CHARS",
+    "SignatureError",
+    "SignatureSpec",
+    "TypeNode",
+    "build_dspy_signature",
+    "canonical_type_text",
+    "coerce_inputs",
+    "field_mapping",
+    "parse_signature",
+    "parse_type",
+    "python_type_text",
+    "signature_def",
+    "to_json_safe",
+    "type_to_python",
+]
+
+MAX_FIELDS = 100
+MAX_SIGNATURE_CHARS = 10_000
+MAX_TYPE_CHARS = 1_000
+MAX_NAME_CHARS = 100
+MAX_DESCRIPTION_CHARS = 10_000
+# Deep nesting is never useful in a signature and would only exercise recursion limits.
+MAX_TYPE_DEPTH = 16
+DEFAULT_CLASS_NAME = "DynamicSignature"
+
+# Public attributes of dspy.Signature (pydantic.BaseModel plus DSPy's own) in DSPy 3.4.1.
+# A field with one of these names shadows the attribute: DSPy warns on stderr and, for
+# several (`instructions`, `signature`, `fields`, `model_config`), fails with an obscure
+# TypeError, so such names are refused up front with a clear message.
+RESERVED_FIELD_NAMES = frozenset({
+    "append", "append_instructions", "construct", "copy", "delete", "dict", "dump_state", "equals",
+    "fields", "from_orm", "input_fields", "insert", "instructions", "json", "load_state",
+    "model_computed_fields", "model_config", "model_construct", "model_copy", "model_dump",
+    "model_dump_json", "model_extra", "model_fields", "model_fields_set", "model_json_schema",
+    "model_parametrized_name", "model_post_init", "model_rebuild", "model_validate",
+    "model_validate_json", "model_validate_strings", "mro", "output_fields", "parse_file", "parse_obj",
+    "parse_raw", "prepend", "register", "schema", "schema_json", "signature", "update_forward_refs",
+    "validate", "with_instructions", "with_updated_fields",
+})
+
+
+class SignatureError(ValueError):
+    """A signature (or one of its types) that the worker refuses to build."""
+
+    error_type = "invalid_signature"
+
+
+class InputValidationError(SignatureError):
+    """Inputs that do not match a program's signature.
+
+    A subclass so a handler catching `SignatureError` still catches it, with its own
+    `error_type` so clients can tell a bad call from a bad program.
+    """
+
+    error_type = "invalid_inputs"
+
+
+# --------------------------------------------------------------------------- types
+
+Kind = Literal["string", "integer", "float", "boolean", "any", "none", "list", "dict", "union", "literal"]
+# Python's Literal allows no floats, so neither do we.
+LiteralValue = Union[str, int, bool, None]
+
+
+@dataclass(frozen=True)
+class TypeNode:
+    """A parsed field type. `args` holds nested types; `values` the choices of a literal."""
+
+    kind: Kind
+    args: tuple["TypeNode", ...] = ()
+    values: tuple[LiteralValue, ...] = ()
+
+
+STRING = TypeNode("string")
+NONE = TypeNode("none")
+
+# Both spellings (DSPex `integer`, Python `int`) map onto one node kind; lookups are
+# case-insensitive because DSPex clients send `String`, `Integer` and the like.
+_SIMPLE_NAMES: dict[str, Kind] = {
+    "string": "string", "str": "string", "text": "string",
+    "integer": "integer", "int": "integer",
+    "float": "float", "number": "float",
+    "boolean": "boolean", "bool": "boolean",
+    "any": "any",
+    "none": "none", "nonetype": "none", "null": "none",
+}
+_GENERIC_NAMES = {"list", "dict", "union", "optional", "literal"}
+
+_TOKEN = re.compile(
+    r"""\s*(?:
+        (?P<name>[A-Za-z_][A-Za-z0-9_.]*)
+      | (?P<number>-?\d+)
+      | (?P<string>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
+      | (?P<punct>[<>\[\],|])
+    )""",
+    re.X | re.S,
+)
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "'": "'", '"': '"', "0": "\0"}
+
+
+def _tokenize(text: str) -> list[tuple[str, str]]:
+    tokens: list[tuple[str, str]] = []
+    pos = 0
+    while pos < len(text):
+        if text[pos:].strip() == "":
+            break
+        match = _TOKEN.match(text, pos)
+        if match is None:
+            raise SignatureError(f"Invalid type {text!r}: unexpected {text[pos:].strip()[:20]!r}")
+        kind = match.lastgroup or ""
+        tokens.append((kind, match.group(kind)))
+        pos = match.end()
+    return tokens
+
+
+class _TypeParser:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.tokens = _tokenize(text)
+        self.pos = 0
+
+    def fail(self, why: str) -> SignatureError:
+        return SignatureError(f"Invalid type {self.text!r}: {why}")
+
+    def peek(self) -> tuple[str, str] | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def take(self) -> tuple[str, str]:
+        token = self.peek()
+        if token is None:
+            raise self.fail("unexpected end")
+        self.pos += 1
+        return token
+
+    def expect(self, punct: str) -> None:
+        kind, value = self.take()
+        if kind != "punct" or value != punct:
+            raise self.fail(f"expected {punct!r}, found {value!r}")
+
+    def at(self, *puncts: str) -> bool:
+        token = self.peek()
+        return token is not None and token[0] == "punct" and token[1] in puncts
+
+    def parse(self) -> TypeNode:
+        if not self.tokens:
+            raise self.fail("empty type")
+        node = self.union(0)
+        if self.peek() is not None:
+            raise self.fail(f"unexpected {self.peek()[1]!r}")  # type: ignore[index]
+        return node
+
+    def union(self, depth: int) -> TypeNode:
+        # `A | B` is the loosest binding, so it is parsed at every type position.
+        members = [self.primary(depth)]
+        while self.at("|"):
+            self.take()
+            members.append(self.primary(depth))
+        return _make_union(members) if len(members) > 1 else members[0]
+
+    def primary(self, depth: int) -> TypeNode:
+        if depth > MAX_TYPE_DEPTH:
+            raise self.fail("nested too deeply")
+        kind, value = self.take()
+        if kind != "name":
+            raise self.fail(f"expected a type name, found {value!r}")
+        lowered = value.lower()
+        if lowered.startswith("typing."):
+            lowered = lowered[len("typing."):]
+        if lowered in _SIMPLE_NAMES:
+            if self.at("<", "["):
+                raise self.fail(f"{value!r} takes no parameters")
+            return TypeNode(_SIMPLE_NAMES[lowered])
+        if lowered not in _GENERIC_NAMES:
+            raise SignatureError(
+                f"Unknown type {value!r} in {self.text!r}; allowed: string, integer, float, boolean, any, "
+                "list<T>, dict<K,V>, union<A|B>, literal (or str, int, float, bool, list[T], dict[K, V], "
+                "Optional[T], Union[A, B], A | B, Any, Literal['a', 'b'])"
+            )
+        if not self.at("<", "["):
+            if lowered in ("list", "dict"):
+                return TypeNode(lowered)  # type: ignore[arg-type]
+            raise self.fail(f"{value!r} needs parameters")
+        close = ">" if self.take()[1] == "<" else "]"
+        if lowered == "literal":
+            values = self.literal_values()
+            self.expect(close)
+            return TypeNode("literal", values=values)
+        args = [self.union(depth + 1)]
+        while self.at(","):
+            self.take()
+            args.append(self.union(depth + 1))
+        self.expect(close)
+        if lowered == "list":
+            if len(args) != 1:
+                raise self.fail("list takes one element type")
+            return TypeNode("list", (args[0],))
+        if lowered == "dict":
+            if len(args) != 2:
+                raise self.fail("dict takes a key type and a value type")
+            return TypeNode("dict", (args[0], args[1]))
+        if lowered == "optional":
+            if len(args) != 1:
+                raise self.fail("Optional takes one type")
+            return _make_union([args[0], NONE])
+        return _make_union(args)
+
+    def literal_values(self) -> tuple[LiteralValue, ...]:
+        values: list[LiteralValue] = []
+        while True:
+            kind, value = self.take()
+            if kind == "string":
+                values.append(_unquote(value))
+            elif kind == "number":
+                values.append(int(value))
+            elif kind == "name" and value in ("True", "False", "None", "true", "false", "null"):
+                values.append({"True": True, "true": True, "False": False, "false": False}.get(value))
+            else:
+                raise self.fail(f"literal values must be quoted strings, integers, booleans or None, found {value!r}")
+            if not self.at(",", "|"):
+                break
+            self.take()
+        # Literal['a', 'a'] is legal Python; duplicates only clutter the prompt.
+        # keyed by type too, since True == 1 would otherwise swallow one of them.
+        return tuple({(type(v), v): v for v in values}.values())
+
+
+def _unquote(token: str) -> str:
+    body = token[1:-1]
+    return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), "\\" + m.group(1)), body, flags=re.S)
+
+
+def _make_union(members: list[TypeNode]) -> TypeNode:
+    flat: list[TypeNode] = []
+    for member in members:
+        for item in member.args if member.kind == "union" else (member,):
+            if item not in flat:
+                flat.append(item)
+    if any(m.kind == "any" for m in flat):
+        return TypeNode("any")
+    return flat[0] if len(flat) == 1 else TypeNode("union", tuple(flat))
+
+
+def parse_type(text: str) -> TypeNode:
+    """Parses a DSPex or Python type spelling into a `TypeNode`, from a whitelist only."""
+    if not isinstance(text, str):
+        raise SignatureError(f"A type must be a string, not {type(text).__name__}")
+    if len(text) > MAX_TYPE_CHARS:
+        raise SignatureError(f"Type is too long ({len(text)} characters, at most {MAX_TYPE_CHARS})")
+    if not text.strip():
+        return STRING
+    return _TypeParser(text).parse()
+
+
+def type_to_python(node: TypeNode) -> Any:
+    """Turns a `TypeNode` into the type expression DSPy and pydantic understand."""
+    kind = node.kind
+    if kind == "string":
+        return str
+    if kind == "integer":
+        return int
+    if kind == "float":
+        return float
+    if kind == "boolean":
+        return bool
+    if kind == "any":
+        return typing.Any
+    if kind == "none":
+        return type(None)
+    if kind == "list":
+        return list[type_to_python(node.args[0])] if node.args else list  # type: ignore[misc]
+    if kind == "dict":
+        if not node.args:
+            return dict
+        return dict[type_to_python(node.args[0]), type_to_python(node.args[1])]  # type: ignore[misc]
+    if kind == "union":
+        return Union[tuple(type_to_python(a) for a in node.args)]  # type: ignore[return-value]
+    if kind == "literal":
+        return Literal[node.values]  # type: ignore[valid-type]
+    raise SignatureError(f"Unknown type kind {kind!r}")
+
+
+def _literal_text(value: LiteralValue, *, python: bool) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if value is None:
+        return "None" if python else "null"
+    if isinstance(value, bool):
+        return str(value) if python else str(value).lower()
+    return repr(value)
+
+
+def canonical_type_text(node: TypeNode) -> str:
+    """The DSPex spelling of a type, e.g. `list<string>` or `union<integer|none>`."""
+    kind = node.kind
+    if kind == "list":
+        return f"list<{canonical_type_text(node.args[0])}>" if node.args else "list"
+    if kind == "dict":
+        return f"dict<{canonical_type_text(node.args[0])},{canonical_type_text(node.args[1])}>" if node.args else "dict"
+    if kind == "union":
+        return "union<" + "|".join(canonical_type_text(a) for a in node.args) + ">"
+    if kind == "literal":
+        return "literal<" + ",".join(_literal_text(v, python=False) for v in node.values) + ">"
+    return kind
+
+
+def python_type_text(node: TypeNode) -> str:
+    """The Python spelling of a type, as DSPy prints it in a string signature."""
+    kind = node.kind
+    simple = {"string": "str", "integer": "int", "float": "float", "boolean": "bool", "any": "Any", "none": "None"}
+    if kind in simple:
+        return simple[kind]
+    if kind == "list":
+        return f"list[{python_type_text(node.args[0])}]" if node.args else "list"
+    if kind == "dict":
+        return f"dict[{python_type_text(node.args[0])}, {python_type_text(node.args[1])}]" if node.args else "dict"
+    if kind == "union":
+        others = [a for a in node.args if a.kind != "none"]
+        if len(others) == 1 and len(node.args) == 2:
+            return f"Optional[{python_type_text(others[0])}]"
+        return "Union[" + ", ".join(python_type_text(a) for a in node.args) + "]"
+    if kind == "literal":
+        return "Literal[" + ", ".join(_literal_text(v, python=True) for v in node.values) + "]"
+    raise SignatureError(f"Unknown type kind {kind!r}")
+
+
+# ---------------------------------------------------------------------- signatures
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    type_text: str
+    description: str = ""
+
+    @property
+    def type_node(self) -> TypeNode:
+        return parse_type(self.type_text)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "type": self.type_text, "description": self.description}
+
+
+@dataclass(frozen=True)
+class SignatureSpec:
+    name: str
+    description: str
+    inputs: tuple[FieldSpec, ...]
+    outputs: tuple[FieldSpec, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "inputs": [f.to_dict() for f in self.inputs],
+            "outputs": [f.to_dict() for f in self.outputs],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "SignatureSpec":
+        """Rebuilds (and re-validates) a spec from `to_dict()` output or a DSPex map."""
+        return _parse_map(data)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.inputs)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.outputs)
+
+
+def parse_signature(value: Mapping[str, Any] | str) -> SignatureSpec:
+    """Parses and validates a signature given as a DSPex map or a DSPy string."""
+    if isinstance(value, str):
+        return _parse_string(value)
+    if isinstance(value, Mapping):
+        return _parse_map(value)
+    raise SignatureError(f"A signature must be a map or a string like 'question -> answer', not {type(value).__name__}")
+
+
+def _split_top_level(text: str, sep: str) -> list[str]:
+    """Splits at `sep` outside brackets and quotes, so `dict[str, int]` stays whole."""
+    parts: list[str] = []
+    depth = 0
+    quote = ""
+    start = 0
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == "\\":
+                i += 1
+            elif ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[<(":
+            depth += 1
+        elif ch in "]>)" and not (ch == ">" and text[i - 1:i] == "-"):
+            depth -= 1
+        elif depth == 0 and text.startswith(sep, i):
+            parts.append(text[start:i])
+            i += len(sep)
+            start = i
+            continue
+        i += 1
+    parts.append(text[start:])
+    return parts
+
+
+def _parse_string(text: str) -> SignatureSpec:
+    if len(text) > MAX_SIGNATURE_CHARS:
+        raise SignatureError(f"Signature is too long ({len(text)} characters, at most {MAX_SIGNATURE_CHARS})")
+    sides = _split_top_level(text, "->")
+    if len(sides) != 2:
+        raise SignatureError(f"A string signature needs exactly one '->', as in 'question -> answer': {text[:200]!r}")
+
+    def fields(side: str, where: str) -> list[FieldSpec]:
+        if not side.strip():
+            return []
+        result = []
+        for item in _split_top_level(side, ","):
+            name, colon, type_text = item.partition(":")
+            name = name.strip()
+            if not name:
+                raise SignatureError(f"Empty field name in the {where} of {text[:200]!r}")
+            if colon and not type_text.strip():
+                raise SignatureError(f"Field {name!r} has ':' but no type")
+            result.append(_make_field(name, type_text.strip() if colon else None, "", where))
+        return result
+
+    return _validated("", "", fields(sides[0], "inputs"), fields(sides[1], "outputs"))
+
+
+def _parse_map(data: Mapping[str, Any]) -> SignatureSpec:
+    name = data.get("name") or ""
+    description = data.get("description")
+    if description is None:
+        description = data.get("instructions") or ""
+    if not isinstance(name, str):
+        raise SignatureError("Signature 'name' must be a string")
+    if not isinstance(description, str):
+        raise SignatureError("Signature 'description' must be a string")
+    if len(name) > MAX_NAME_CHARS or len(description) > MAX_SIGNATURE_CHARS:
+        raise SignatureError("Signature name or description is too long")
+    inputs = _parse_field_list(data.get("inputs"), "inputs")
+    outputs = _parse_field_list(data.get("outputs"), "outputs")
+    return _validated(name, description, inputs, outputs)
+
+
+def _parse_field_list(raw: Any, where: str) -> list[FieldSpec]:
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        raise SignatureError(f"Signature '{where}' must be a list of fields, not a string")
+    if isinstance(raw, Mapping):
+        # `{"question": "string"}` or `{"question": {"type": ..., "description": ...}}`
+        items: list[Any] = [
+            {"name": key, **(val if isinstance(val, Mapping) else {"type": val})} for key, val in raw.items()
+        ]
+    elif isinstance(raw, (list, tuple)):
+        items = list(raw)
+    else:
+        raise SignatureError(f"Signature '{where}' must be a list of fields, not {type(raw).__name__}")
+    if len(items) > MAX_FIELDS:
+        raise SignatureError(f"Signature has too many {where} ({len(items)}, at most {MAX_FIELDS})")
+    result = []
+    for index, item in enumerate(items):
+        if isinstance(item, str):
+            name, colon, type_text = item.partition(":")
+            result.append(_make_field(name.strip(), type_text.strip() if colon else None, "", where))
+        elif isinstance(item, Mapping):
+            name = item.get("name")
+            if not isinstance(name, str) or not name.strip():
+                raise SignatureError(f"Field {index + 1} of {where} needs a 'name' string")
+            type_text = item.get("type")
+            if type_text is not None and not isinstance(type_text, str):
+                raise SignatureError(f"Field {name!r}: 'type' must be a string")
+            desc = item.get("description")
+            if desc is None:
+                desc = item.get("desc") or ""
+            if not isinstance(desc, str):
+                raise SignatureError(f"Field {name!r}: 'description' must be a string")
+            result.append(_make_field(name.strip(), type_text, desc, where))
+        else:
+            raise SignatureError(f"Field {index + 1} of {where} must be a map or a name, not {type(item).__name__}")
+    return result
+
+
+def _make_field(name: str, type_text: str | None, description: str, where: str) -> FieldSpec:
+    _check_field_name(name, where)
+    if len(description) > MAX_DESCRIPTION_CHARS:
+        raise SignatureError(f"Field {name!r}: description is too long")
+    try:
+        node = parse_type(type_text or "")
+    except SignatureError as exc:
+        raise SignatureError(f"Field {name!r}: {exc}") from None
+    return FieldSpec(name=name, type_text=canonical_type_text(node), description=description)
+
+
+def _check_field_name(name: str, where: str) -> None:
+    if len(name) > MAX_NAME_CHARS:
+        raise SignatureError(f"Field name in {where} is too long ({len(name)} characters, at most {MAX_NAME_CHARS})")
+    if not name.isidentifier() or not name.isascii():
+        raise SignatureError(f"Field name {name!r} in {where} is not a valid identifier")
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+        raise SignatureError(f"Field name {name!r} in {where} is a Python keyword")
+    if name.startswith("_"):
+        # pydantic treats underscore names as private attributes, not fields.
+        raise SignatureError(f"Field name {name!r} in {where} must not start with '_'")
+    if name in RESERVED_FIELD_NAMES or name.startswith(("model_dump", "model_validate")):
+        raise SignatureError(f"Field name {name!r} in {where} is reserved by DSPy signatures; rename the field")
+
+
+def _validated(name: str, description: str, inputs: list[FieldSpec], outputs: list[FieldSpec]) -> SignatureSpec:
+    if len(inputs) + len(outputs) > MAX_FIELDS:
+        raise SignatureError(f"Signature has too many fields ({len(inputs) + len(outputs)}, at most {MAX_FIELDS})")
+    if not inputs:
+        raise SignatureError("Signature needs at least one input field")
+    if not outputs:
+        raise SignatureError("Signature needs at least one output field")
+    seen: set[str] = set()
+    for spec in (*inputs, *outputs):
+        if spec.name in seen:
+            raise SignatureError(f"Field name {spec.name!r} is used more than once")
+        seen.add(spec.name)
+    return SignatureSpec(name=name, description=description, inputs=tuple(inputs), outputs=tuple(outputs))
+
+
+def _class_name(name: str) -> str:
+    cleaned = re.sub(r"\W", "_", name.strip(), flags=re.ASCII).strip("_")[:MAX_NAME_CHARS]
+    if not cleaned:
+        return DEFAULT_CLASS_NAME
+    if cleaned[0].isdigit():
+        cleaned = "S_" + cleaned
+    if keyword.iskeyword(cleaned):
+        cleaned += "_"
+    return cleaned
+
+
+def signature_class_name(spec: SignatureSpec) -> str:
+    """The class name `build_dspy_signature` gives the spec (an identifier)."""
+    return _class_name(spec.name)
+
+
+def build_dspy_signature(spec: SignatureSpec) -> type:
+    """Builds the DSPy Signature class for a validated spec, without string parsing."""
+    from bridge.dspy_loader import load_dspy
+
+    dspy = load_dspy()
+    fields: dict[str, tuple[Any, Any]] = {}
+    for f in (*spec.inputs, *spec.outputs):
+        # A DSPy newer than the reserved list may have grown attributes of its own.
+        if hasattr(dspy.Signature, f.name):
+            raise SignatureError(f"Field name {f.name!r} is reserved by DSPy signatures; rename the field")
+    for f in spec.inputs:
+        fields[f.name] = (type_to_python(f.type_node), dspy.InputField(desc=f.description))
+    for f in spec.outputs:
+        fields[f.name] = (type_to_python(f.type_node), dspy.OutputField(desc=f.description))
+    try:
+        return dspy.make_signature(fields, spec.description or None, signature_name=_class_name(spec.name))
+    except (TypeError, ValueError, AttributeError) as exc:
+        # e.g. a field name that clashes with an attribute of dspy.Signature
+        raise SignatureError(f"DSPy rejected the signature: {exc}") from exc
+
+
+def signature_def(spec: SignatureSpec) -> str:
+    """The spec as a DSPy string signature, e.g. `question: str -> answer: int`."""
+
+    def side(fields: tuple[FieldSpec, ...]) -> str:
+        return ", ".join(f"{f.name}: {python_type_text(f.type_node)}" for f in fields)
+
+    return f"{side(spec.inputs)} -> {side(spec.outputs)}"
+
+
+def field_mapping(spec: SignatureSpec) -> dict[str, dict[str, str]]:
+    """Field names to canonical DSPex types, per side."""
+    return {
+        "inputs": {f.name: f.type_text for f in spec.inputs},
+        "outputs": {f.name: f.type_text for f in spec.outputs},
+    }
+
+
+# ------------------------------------------------------------------------ values
+
+
+def to_json_safe(value: Any) -> Any:
+    """Converts DSPy outputs (pydantic models, Predictions, tuples, sets, ...) to JSON values.
+
+    NaN and infinities become `null`: strict JSON has no spelling for them.
+    """
+    to_dict = getattr(value, "toDict", None)
+    if callable(to_dict) and not isinstance(value, type):
+        # Prediction/Example: their own dict view, not the str() the fallback would give.
+        value = to_dict()
+    from pydantic_core import to_jsonable_python
+
+    return _finite(to_jsonable_python(value, fallback=_fallback, inf_nan_mode="null"))
+
+
+def _fallback(value: Any) -> Any:
+    to_dict = getattr(value, "toDict", None)
+    if callable(to_dict) and not isinstance(value, type):
+        return to_json_safe(to_dict())
+    return str(value)
+
+
+def _finite(value: Any) -> Any:
+    # pydantic's inf_nan_mode covers models; plain floats inside containers pass through.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
+
+
+def coerce_inputs(spec: SignatureSpec, inputs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Checks call inputs against the spec: all inputs present, none unknown. Values stay as given."""
+    if inputs is None:
+        inputs = {}
+    if not isinstance(inputs, Mapping):
+        raise InputValidationError(f"'inputs' must be a map of field name to value, not {type(inputs).__name__}")
+    expected = spec.input_names
+    missing = [name for name in expected if name not in inputs]
+    unknown = sorted(str(name) for name in inputs if name not in expected)
+    problems = []
+    if missing:
+        problems.append("missing required input(s): " + ", ".join(missing))
+    if unknown:
+        problems.append("unknown input(s): " + ", ".join(unknown[:20]) + (" ..." if len(unknown) > 20 else ""))
+    if problems:
+        message = "; ".join(problems)
+        raise InputValidationError(message[0].upper() + message[1:] + f" (expected: {', '.join(expected)})")
+    return {name: inputs[name] for name in expected}

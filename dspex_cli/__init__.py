@@ -1,0 +1,1 @@
+"""The `dspex` command line: serve, replay, inspect, repl."""

@@ -1,0 +1,3 @@
+from dspex_cli.main import main
+
+raise SystemExit(main())

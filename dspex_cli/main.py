@@ -1,0 +1,29 @@
+"""Entry point of the `dspex` console script.
+
+`dspex serve` is spawned by Elixir for every worker, so it takes a fast path: fd 1 is
+protected before anything else is imported, and the typer machinery the other
+subcommands use is never loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "serve":
+        # Before any import: the protocol gets a private copy of fd 1, fd 1 becomes stderr.
+        protocol_fd = os.dup(1)
+        os.dup2(2, 1)
+        from dspex_cli.serve_cmd import run_serve
+
+        return run_serve(args[1:], protocol_fd)
+    from dspex_cli.app import run_app
+
+    return run_app(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,70 @@
+"""Small subcommands: `shim` (DSPex drop-in launcher), `commands` (the registry), `demo`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+SHIM_TEMPLATE = '''#!{python}
+"""Launcher that lets the DSPex Elixir library run `dspex serve`.
+
+DSPex checks that this file mentions class DSPyBridge, def handle_command and
+def main(); they are here for that check. The real worker is dspex's.
+"""
+import os
+import sys
+
+
+class DSPyBridge:
+    """Marker for DSPex's environment check; the worker is dspex.serve."""
+
+    def handle_command(self, command, args):
+        raise NotImplementedError("served by dspex")
+
+
+def main():
+    from dspex_cli.main import main as dspex_main
+
+    sys.exit(dspex_main(["serve", *sys.argv[1:]]))
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+def shim_text(python: str | None = None) -> str:
+    """The launcher script for DSPex, bound to this interpreter."""
+    return SHIM_TEMPLATE.format(python=python or sys.executable)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("shim")
+    def shim(output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                                   help="write the script here (made executable)")) -> None:
+        """Print a launcher script that DSPex accepts as its Python bridge."""
+        text = shim_text()
+        if output is None:
+            sys.stdout.write(text)
+            return
+        output.write_text(text)
+        output.chmod(0o755)
+        typer.echo(f"wrote {output}", err=True)
+
+    @app.command("commands")
+    def commands(markdown: bool = typer.Option(False, "--markdown", help="as a Markdown table"),
+                 plugin: list[str] = typer.Option([], "--plugin", help="also load this plugin module")) -> None:
+        """List every registered command with its arguments (from the one registry)."""
+        from dspex_cli.registry_view import render_commands
+
+        render_commands(markdown=markdown, plugins=plugin)
+
+    @app.command("demo")
+    def demo() -> None:
+        """Spawn `dspex serve` and run a short session against the offline mock LM."""
+        from dspex_cli.demo import run_demo
+
+        raise typer.Exit(run_demo())
