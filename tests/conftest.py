@@ -1,0 +1,62 @@
+"""Shared fixtures: the local OpenAI-compatible server and worker subprocesses."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from openai_server import LocalOpenAIServer  # noqa: E402
+
+from bridge.client import WorkerClient, dspex_serve_argv  # noqa: E402
+
+# Nothing in the suite may reach the internet: DSPy's price-list download is off,
+# and no provider key from the developer's shell leaks into tests.
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+for _name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
+    os.environ.pop(_name, None)
+
+
+@pytest.fixture(scope="session")
+def openai_server() -> Iterator[LocalOpenAIServer]:
+    """A local OpenAI-compatible server on 127.0.0.1 (real HTTP for dspy.LM)."""
+    server = LocalOpenAIServer().start()
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture
+def lm_args(openai_server: LocalOpenAIServer) -> dict[str, str]:
+    """configure_lm args that point DSPy's real HTTP client at the local server."""
+    return {"model": "openai/local-model", "api_base": openai_server.base_url, "api_key": "sk-test-secret-123456"}
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("DSPEX_LOG_LEVEL", "info")
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def spawn_worker(tmp_path: Path) -> Iterator:
+    """Spawns `dspex serve` subprocesses (stdin held by the test, as a port would)."""
+    workers: list[WorkerClient] = []
+
+    def spawn(*args: str, env: dict[str, str] | None = None) -> WorkerClient:
+        stderr = open(tmp_path / f"worker-{len(workers)}.stderr", "wb")
+        client = WorkerClient(dspex_serve_argv(*args), env=env or worker_env(), stderr=stderr, cwd=str(ROOT))
+        client.stderr_path = Path(stderr.name)  # type: ignore[attr-defined]
+        workers.append(client)
+        return client
+
+    yield spawn
+    for client in workers:
+        client.close(timeout=5)
