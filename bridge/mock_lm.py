@@ -183,8 +183,9 @@ def mock_lm_class() -> type:
         def __init__(self, model: str = "mock", temperature: float | None = None,
                      max_tokens: int | None = None, cache: bool = False, **kwargs: Any) -> None:
             # DSPy's cache is pointless for a pure function and its keys would mix runs.
-            kwargs.pop("api_key", None)
-            kwargs.pop("api_base", None)
+            # load_state passes model_type back; the mock only speaks chat.
+            for ignored in ("api_key", "api_base", "model_type"):
+                kwargs.pop(ignored, None)
             super().__init__(model=model, model_type="chat", temperature=temperature,
                              max_tokens=max_tokens, cache=False, **kwargs)
 
