@@ -13,10 +13,10 @@ import pytest
 from bridge.lm_config import DEFAULT_NUM_RETRIES, LMConfig, LMConfigError, build_lm, parse_lm_args
 from bridge.signatures import build_dspy_signature, parse_signature
 
-try:
-    from tests.openai_server import LocalOpenAIServer
-except ImportError:  # tests/ on sys.path instead of the project root
-    from openai_server import LocalOpenAIServer  # type: ignore[no-redef]
+try:  # conftest puts tests/ on sys.path; reuse its module rather than load a second copy
+    from openai_server import LocalOpenAIServer
+except ImportError:
+    from tests.openai_server import LocalOpenAIServer  # type: ignore[no-redef]
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "sk-test-123-do-not-leak"
@@ -236,7 +236,7 @@ def test_predict_over_local_openai_server(server: LocalOpenAIServer) -> None:
 def test_typed_outputs_over_local_openai_server(server: LocalOpenAIServer) -> None:
     import dspy
 
-    lm = build_lm(parse_lm_args({"model": "openai/local", "api_base": server.base_url}))
+    lm = build_lm(parse_lm_args({"model": "openai/local", "api_base": server.base_url, "api_key": "sk-x"}))
     sig = build_dspy_signature(parse_signature("question, context -> answer: int, words: list[str], score: float"))
     with dspy.context(lm=lm):
         p = dspy.ChainOfThought(sig)(question="abc", context="de")
@@ -245,6 +245,18 @@ def test_typed_outputs_over_local_openai_server(server: LocalOpenAIServer) -> No
     assert p.words == joined.split()[:3]
     assert p.score == len(joined) / 4
     assert p.reasoning == f"Thinking about {joined}."
+
+
+def test_openai_provider_without_key_fails_at_call_not_at_build(server: LocalOpenAIServer) -> None:
+    """DSPy 3.4.1's native engine wants a key for openai/* even with a local api_base."""
+    import dspy
+
+    lm = build_lm(parse_lm_args({"model": "openai/local", "api_base": server.base_url}))
+    before = len(server.requests)
+    with pytest.raises(Exception, match="API key"):
+        lm("hello")
+    assert len(server.requests) == before
+    assert isinstance(lm, dspy.LM)
 
 
 def test_modules_do_not_import_dspy() -> None:
