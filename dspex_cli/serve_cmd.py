@@ -6,8 +6,8 @@ import argparse
 import os
 import sys
 
-SERVE_HELP = """Run the port worker an Elixir app spawns: 4-byte length-prefixed JSON frames on
-stdin/stdout. Logs go to stderr; nothing but frames ever reaches stdout."""
+SERVE_HELP = ("Run the port worker an Elixir app spawns: 4-byte length-prefixed JSON frames on "
+              "stdin/stdout. Logs go to stderr; nothing but frames ever reaches stdout.")
 
 
 def build_parser() -> argparse.ArgumentParser:
