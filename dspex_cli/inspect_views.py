@@ -1,0 +1,405 @@
+"""Rich renderables for `dspex inspect`: worker views, the --watch dashboard, transcripts.
+
+Every function here takes plain data (what the control socket or a transcript gave) and
+returns something rich can render; none of them talks to a worker. That keeps the views
+testable by rendering them into a fixed-width console.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from rich import box
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+# Eight heights for the latency sparkline, lowest first.
+_SPARK = "▁▂▃▄▅▆▇█"
+
+
+# -- small formatters ----------------------------------------------------------------------
+
+
+def duration(seconds: float | None) -> str:
+    """3.2s, 4m05s, 2h10m, 3d04h: short enough for a table cell."""
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def ago(timestamp: float | None, now: float | None = None) -> str:
+    if not timestamp:
+        return "never"
+    return duration((now or time.time()) - timestamp) + " ago"
+
+
+def millis(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value >= 10_000:
+        return f"{value / 1000:.1f}s"
+    return f"{value:.1f}ms" if value < 100 else f"{value:.0f}ms"
+
+
+def size(num: float | None) -> str:
+    if num is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if num < 1024 or unit == "GiB":
+            return f"{num:.0f}{unit}" if unit == "B" else f"{num:.1f}{unit}"
+        num /= 1024
+    return f"{num:.1f}GiB"
+
+
+def clock(timestamp: float | None) -> str:
+    if not timestamp:
+        return "-"
+    return time.strftime("%H:%M:%S", time.localtime(timestamp)) + f".{int(timestamp * 1000) % 1000:03d}"
+
+
+def one_line(value: Any, width: int = 80) -> str:
+    """Compact JSON on one line, cut to width."""
+    if isinstance(value, str):
+        text = value
+    else:
+        try:
+            text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+        except TypeError:
+            text = repr(value)
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def tokens(usage: dict[str, Any] | None) -> str:
+    usage = usage or {}
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if prompt is None and completion is None:
+        total = usage.get("total_tokens")
+        return "-" if total is None else str(total)
+    return f"{prompt or 0}+{completion or 0}"
+
+
+def sparkline(values: list[float]) -> str:
+    if not values:
+        return ""
+    low, high = min(values), max(values)
+    span = (high - low) or 1.0
+    return "".join(_SPARK[min(7, int((v - low) / span * 7.999))] for v in values)
+
+
+def _table(title: str | None, *columns: str, empty: str | None = None) -> Table:
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", title_style="bold",
+                  show_edge=False, pad_edge=False)
+    for name in columns:
+        table.add_column(name, overflow="fold")
+    if empty is not None:
+        table.caption = empty
+    return table
+
+
+def _lm_model(lm: dict[str, Any] | None) -> str:
+    return str(lm.get("model")) if isinstance(lm, dict) and lm.get("model") else "-"
+
+
+# -- workers ---------------------------------------------------------------------------------
+
+
+def workers_table(workers: list[dict[str, Any]], now: float | None = None) -> RenderableType:
+    if not workers:
+        return Text("No live dspex workers for this user on this machine.")
+    table = _table(f"{len(workers)} live dspex worker(s)", "pid", "worker id", "mode", "control", "uptime",
+                   "version", "socket")
+    now = now or time.time()
+    for w in workers:
+        started = w.get("started_at")
+        table.add_row(str(w.get("pid")), str(w.get("worker_id")), str(w.get("mode")), str(w.get("control")),
+                      duration(now - started) if started else "-", str(w.get("version") or "-"),
+                      str(w.get("socket")))
+    return table
+
+
+# -- one worker --------------------------------------------------------------------------------
+
+
+def status_view(status: dict[str, Any]) -> RenderableType:
+    counters = status.get("counters") or {}
+    rates = status.get("rates") or {}
+    recent = rates.get("10s") or {}
+    minute = rates.get("60s") or {}
+    versions = status.get("versions") or {}
+    memory = status.get("memory") or {}
+    latency = status.get("lm_latency_ms") or {}
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("worker", f"{status.get('worker_id')}  pid {status.get('pid')}  parent {status.get('ppid')}")
+    grid.add_row("mode", f"{status.get('mode')}  control {status.get('control')}"
+                 + ("  [shutting down]" if status.get("shutting_down") else ""))
+    grid.add_row("uptime", f"{duration(status.get('uptime'))}  (since {clock(status.get('started_at'))})")
+    grid.add_row("versions", "  ".join(f"{k} {v}" for k, v in versions.items() if v))
+    grid.add_row("memory", f"rss {size(memory.get('rss'))}  ({memory.get('percent', 0)}%)  "
+                 f"threads {status.get('threads')}  dspy {'loaded' if status.get('dspy_loaded') else 'not loaded'}")
+    grid.add_row("default LM", _lm_model(status.get("default_lm")))
+    grid.add_row("counters", f"commands {counters.get('commands', 0)}  errors {counters.get('errors', 0)}  "
+                 f"protocol errors {counters.get('protocol_errors', 0)}  LM calls {counters.get('lm_calls', 0)}")
+    grid.add_row("state", f"sessions {counters.get('sessions', 0)}  programs {counters.get('programs', 0)}  "
+                 f"in flight {counters.get('inflight', 0)}")
+    grid.add_row("rates", f"{recent.get('requests_per_s', 0):g} req/s, {recent.get('errors_per_s', 0):g} err/s "
+                 f"(last {recent.get('window_s', 0):g}s)   {minute.get('requests_per_s', 0):g} req/s "
+                 f"(last {minute.get('window_s', 0):g}s)")
+    grid.add_row("LM latency", f"p50 {millis(latency.get('p50'))}  p95 {millis(latency.get('p95'))}  "
+                 f"max {millis(latency.get('max'))}  over {latency.get('recent', 0)} recent call(s)")
+    usage = status.get("usage") or {}
+    if usage:
+        grid.add_row("tokens", "  ".join(f"{k} {v}" for k, v in usage.items()))
+    errors = status.get("errors_by_type") or {}
+    grid.add_row("errors by type", "  ".join(f"{k} {v}" for k, v in sorted(errors.items())) or "none")
+    return Panel(grid, title="status", title_align="left", box=box.ROUNDED)
+
+
+def sessions_table(sessions: list[dict[str, Any]], now: float | None = None) -> RenderableType:
+    table = _table("sessions", "session", "programs", "LM", "last activity", "data fields",
+                   empty=None if sessions else "no sessions")
+    for s in sessions:
+        programs = s.get("programs") or []
+        table.add_row(str(s.get("session_id")), ", ".join(map(str, programs)) or "-", _lm_model(s.get("lm")),
+                      ago(s.get("last_activity"), now), ", ".join(map(str, s.get("data_fields") or [])) or "-")
+    return table
+
+
+def programs_table(programs: list[dict[str, Any]], now: float | None = None) -> RenderableType:
+    table = _table("programs", "session", "program", "type", "signature", "runs", "errors", "last executed",
+                   "mean", empty=None if programs else "no programs")
+    for p in programs:
+        table.add_row(str(p.get("session_id")), str(p.get("program_id")), str(p.get("program_type")),
+                      str(p.get("signature_def") or "-"), str(p.get("execution_count", 0)),
+                      str(p.get("error_count", 0)), ago(p.get("last_executed"), now),
+                      millis(p.get("mean_latency_ms")))
+    return table
+
+
+def inflight_table(inflight: list[dict[str, Any]]) -> RenderableType:
+    table = _table("in flight", "id", "command", "session", "age", empty=None if inflight else "nothing in flight")
+    for w in inflight:
+        table.add_row(str(w.get("id")), str(w.get("command")), str(w.get("session_id")),
+                      millis(w.get("age_ms")) + (" (cancelled)" if w.get("cancelled") else ""))
+    return table
+
+
+def _frame_summary(entry: dict[str, Any]) -> str:
+    frame = entry.get("frame")
+    if entry.get("raw") is not None:
+        return f"{entry.get('error', 'undecodable')}: {entry.get('raw')}"
+    if not isinstance(frame, dict):
+        return one_line(frame)
+    if entry.get("direction") == "in":
+        return one_line(frame.get("args") or {})
+    if frame.get("success") is False:
+        return f"{frame.get('error_type')}: {frame.get('error')}"
+    return one_line(frame.get("result"))
+
+
+def frames_table(frames: list[dict[str, Any]], width: int = 60) -> RenderableType:
+    table = _table("frames", "time", "dir", "id", "command / outcome", "latency", "size", "content",
+                   empty=None if frames else "no frames yet")
+    for f in frames:
+        direction = f.get("direction")
+        if direction == "in":
+            what = str(f.get("command") or "-")
+        elif f.get("success") is False:
+            what = f"error {f.get('error_type')}"
+        elif f.get("success") is True:
+            what = "ok"
+        else:
+            what = str(f.get("error") or "-")
+        table.add_row(clock(f.get("timestamp")), "→ in" if direction == "in" else "← out", str(f.get("id", "-")),
+                      what, millis(f.get("latency_ms")) if f.get("latency_ms") is not None else "",
+                      size(f.get("size")), one_line(_frame_summary(f), width))
+    return table
+
+
+def lm_table(calls: list[dict[str, Any]], width: int = 50) -> RenderableType:
+    table = _table("LM calls", "time", "model", "latency", "tokens", "session", "prompt", "answer",
+                   empty=None if calls else "no LM calls yet")
+    for c in calls:
+        answer = f"ERROR {c.get('error')}" if c.get("error") else c.get("answer_preview") or ""
+        table.add_row(clock(c.get("timestamp")), str(c.get("model")), millis(c.get("latency_ms")),
+                      tokens(c.get("usage")), str(c.get("session_id") or "-"),
+                      one_line(c.get("prompt_preview") or "", width), one_line(answer, width))
+    return table
+
+
+VIEW_RENDERERS = {
+    "status": lambda data: status_view(data),
+    "sessions": lambda data: sessions_table(data.get("sessions") or []),
+    "programs": lambda data: programs_table(data.get("programs") or []),
+    "inflight": lambda data: inflight_table(data.get("inflight") or []),
+    "frames": lambda data: frames_table(data.get("frames") or []),
+    "lm": lambda data: lm_table(data.get("calls") or []),
+}
+
+
+def render_view(name: str, data: dict[str, Any]) -> RenderableType:
+    renderer = VIEW_RENDERERS.get(name)
+    if renderer is None:  # a view the worker knows and this CLI does not: show its data
+        return Text(one_line(data, 10_000))
+    return renderer(data)
+
+
+def overview(snapshot: dict[str, Any]) -> RenderableType:
+    """`dspex inspect WORKER`: status, sessions, programs and in-flight work."""
+    return Group(status_view(snapshot["status"]), sessions_table(snapshot["sessions"]),
+                 programs_table(snapshot["programs"]), inflight_table(snapshot["inflight"]))
+
+
+# -- the --watch dashboard ---------------------------------------------------------------------
+
+
+def dashboard(snapshot: dict[str, Any], now: float | None = None) -> RenderableType:
+    """One frame of `--watch`: header, sessions, in-flight work, recent LM latency."""
+    status = snapshot["status"]
+    counters = status.get("counters") or {}
+    recent = (status.get("rates") or {}).get("10s") or {}
+    memory = status.get("memory") or {}
+    header = Text.assemble(
+        (f"{status.get('worker_id')}", "bold"), f"  pid {status.get('pid')}  {status.get('mode')}",
+        f"  up {duration(status.get('uptime'))}  rss {size(memory.get('rss'))}",
+        f"  {recent.get('requests_per_s', 0):g} req/s", f"  commands {counters.get('commands', 0)}",
+        (f"  errors {counters.get('errors', 0)}", "red" if counters.get("errors") else ""),
+        f"  in flight {counters.get('inflight', 0)}", f"  LM calls {counters.get('lm_calls', 0)}",
+        ("  SHUTTING DOWN", "bold red") if status.get("shutting_down") else "",
+    )
+    calls = snapshot.get("lm") or []
+    latencies = [c["latency_ms"] for c in calls if isinstance(c.get("latency_ms"), (int, float))]
+    latency = status.get("lm_latency_ms") or {}
+    lm_summary = Text.assemble(
+        ("LM latency  ", "bold"), sparkline(latencies[-40:]) or "no LM calls yet",
+        f"  p50 {millis(latency.get('p50'))}  p95 {millis(latency.get('p95'))}  max {millis(latency.get('max'))}",
+    )
+    sessions = snapshot.get("sessions") or []
+    inflight = snapshot.get("inflight") or []
+    return Group(
+        Panel(header, title="dspex inspect --watch", title_align="left",
+              subtitle=f"refreshed {clock(now or time.time())}  Ctrl-C to quit", subtitle_align="right"),
+        sessions_table(sessions[:10], now),
+        inflight_table(inflight[:10]),
+        lm_summary,
+        lm_table(calls[-5:], width=30),
+    )
+
+
+# -- --follow -----------------------------------------------------------------------------------
+
+
+def follow_line(event: dict[str, Any]) -> Text:
+    """One `tail -f` line for a streamed event."""
+    kind = event.get("event")
+    data = event.get("data") or {}
+    when = clock(data.get("timestamp") or event.get("timestamp"))
+    if kind == "frame":
+        if data.get("direction") == "in":
+            session = f" [{data['session_id']}]" if data.get("session_id") else ""
+            return Text.assemble(when, ("  → ", "cyan"), f"#{data.get('id', '-')} {data.get('command', '?')}{session} ",
+                                 one_line(_frame_summary(data), 100))
+        latency = f" {millis(data.get('latency_ms'))}" if data.get("latency_ms") is not None else ""
+        outcome = ("ok", "green") if data.get("success") else (f"error {data.get('error_type')}", "red")
+        return Text.assemble(when, ("  ← ", "magenta"), f"#{data.get('id', '-')} ", outcome, latency, " ",
+                             one_line(_frame_summary(data), 100))
+    if kind == "lm_call":
+        answer = f"ERROR {data.get('error')}" if data.get("error") else data.get("answer_preview") or ""
+        return Text.assemble(when, ("  LM ", "yellow"), f"{data.get('model')} {millis(data.get('latency_ms'))} ",
+                             f"{tokens(data.get('usage'))} tok  ", one_line(data.get("prompt_preview") or "", 60),
+                             " ⇒ ", one_line(answer, 60))
+    if kind == "dropped":
+        return Text(f"{when}  … {data.get('count')} event(s) dropped (inspector too slow)", style="red")
+    return Text.assemble(when, (f"  {kind} ", "blue"), one_line(data, 120))
+
+
+# -- transcripts ----------------------------------------------------------------------------------
+
+
+def transcript_summary(report: dict[str, Any]) -> RenderableType:
+    header = report.get("header") or {}
+    counts = report.get("counts") or {}
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("file", str(report.get("path")))
+    grid.add_row("format", f"{header.get('format')} v{header.get('version')}")
+    grid.add_row("recorded", f"{header.get('created_at', '-')}  worker {header.get('worker_id')}  "
+                 f"mode {header.get('mode')}  pid {header.get('pid', '-')}")
+    versions = header.get("versions") or {}
+    if versions:
+        grid.add_row("versions", "  ".join(f"{k} {v}" for k, v in versions.items() if v))
+    grid.add_row("frames", f"{counts.get('frames_in', 0)} in, {counts.get('frames_out', 0)} out  "
+                 f"requests {counts.get('requests', 0)}  errors {counts.get('errors', 0)}  "
+                 f"unanswered {counts.get('unanswered', 0)}")
+    grid.add_row("LM calls", str(counts.get("lm_calls", 0)))
+    grid.add_row("duration", millis(report.get("duration_ms")))
+    grid.add_row("complete", "yes (clean end)" if report.get("complete") else
+                 "no end line (worker killed or still recording)" + (", torn last line" if report.get("torn") else ""))
+    return Panel(grid, title="transcript", title_align="left", box=box.ROUNDED)
+
+
+def transcript_sessions_table(sessions: list[dict[str, Any]]) -> RenderableType:
+    table = _table("sessions", "session", "requests", "errors", "programs", "LM", "first", "last",
+                   empty=None if sessions else "no sessions")
+    for s in sessions:
+        table.add_row(str(s.get("session_id")), str(s.get("requests")), str(s.get("errors")),
+                      ", ".join(s.get("programs") or []) or "-", str(s.get("lm") or "-"),
+                      millis(s.get("first_ms")), millis(s.get("last_ms")))
+    return table
+
+
+def transcript_programs_table(programs: list[dict[str, Any]]) -> RenderableType:
+    table = _table("programs", "session", "program", "type", "signature", "runs", "errors", "mean",
+                   empty=None if programs else "no programs")
+    for p in programs:
+        table.add_row(str(p.get("session_id")), str(p.get("program_id")), str(p.get("program_type") or "-"),
+                      str(p.get("signature") or "-"), str(p.get("execution_count", 0)),
+                      str(p.get("error_count", 0)), millis(p.get("mean_latency_ms")))
+    return table
+
+
+def timeline_table(timeline: list[dict[str, Any]], width: int = 50) -> RenderableType:
+    table = _table("timeline", "at", "dir", "id", "command / outcome", "latency", "content",
+                   empty=None if timeline else "no frames")
+    for f in timeline:
+        if f.get("direction") == "in":
+            what = str(f.get("command") or "-")
+        elif f.get("success") is False:
+            what = f"error {f.get('error_type')}"
+        else:
+            what = "ok" if f.get("success") else str(f.get("error") or "-")
+        table.add_row(millis(f.get("offset_ms")), "→ in" if f.get("direction") == "in" else "← out",
+                      str(f.get("id", "-")), what,
+                      millis(f.get("latency_ms")) if f.get("latency_ms") is not None else "",
+                      one_line(f.get("summary") or "", width))
+    return table
+
+
+TRANSCRIPT_RENDERERS = {
+    "summary": lambda r: transcript_summary(r),
+    "sessions": lambda r: transcript_sessions_table(r.get("sessions") or []),
+    "programs": lambda r: transcript_programs_table(r.get("programs") or []),
+    "timeline": lambda r: timeline_table(r.get("timeline") or []),
+    "lm": lambda r: lm_table(r.get("lm_calls") or []),
+}
+
+
+def transcript_overview(report: dict[str, Any]) -> RenderableType:
+    return Group(*(render(report) for render in TRANSCRIPT_RENDERERS.values()))
