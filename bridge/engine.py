@@ -31,6 +31,8 @@ FrameTap = Callable[[str, bytes, float], None]
 Listener = Callable[[str, dict[str, Any]], None]
 
 DEFAULT_MAX_CONCURRENCY = 64
+# Handed to inline commands, which run to completion at once and are never cancelled.
+_NOT_CANCELLABLE = threading.Event()
 
 
 @dataclass
@@ -256,6 +258,9 @@ class Engine:
         self._ids = itertools.count()
         self.inflight: dict[int, Inflight] = {}
         self._idle = threading.Condition()
+        # Accepted requests not yet finished, started or not: a drain must wait for
+        # queued ones too, which `inflight` (running only) does not show.
+        self._accepted = 0
         # Observation points, all cheap when unused: frame taps (recorder), listeners
         # for events (inspect subscriptions), ring buffers for the inspect views.
         self.frame_taps: list[FrameTap] = []
@@ -317,27 +322,50 @@ class Engine:
         if spec.scheduling == "inline":
             self._run(spec, request_id, args, session_id, send)
             return
+        if self.shutting_down.is_set():
+            # Refused on arrival: what came before the drain began still runs.
+            self._reply_error(request_id, ShuttingDown("Worker is shutting down; request not accepted"), send)
+            return
+        with self._idle:
+            self._accepted += 1
         self.scheduler.schedule(session_id, spec.scheduling,
-                                lambda: self._run(spec, request_id, args, session_id, send))
+                                lambda: self._run_accepted(spec, request_id, args, session_id, send))
+
+    def _run_accepted(self, spec: CommandSpec, request_id: Any, args: dict[str, Any], session_id: str,
+                      send: Send) -> None:
+        try:
+            self._run(spec, request_id, args, session_id, send)
+        finally:
+            with self._idle:
+                self._accepted -= 1
+                self._idle.notify_all()
 
     def call(self, command: str, args: dict[str, Any] | None = None, *, request_id: Any = None,
              timeout: float | None = None) -> dict[str, Any]:
         """Runs one command and waits for its reply (REPL, replay and tests use this)."""
         done: Future[bytes] = Future()
         rid = request_id if request_id is not None else next(self._ids) + 1
-        self.submit({"id": rid, "command": command, "args": args or {}}, done.set_result)
+        request = {"id": rid, "command": command, "args": args or {}}
+        if self.frame_taps:  # a recorder must see in-process calls as the frames they stand for
+            self.submit_frame(codec.encode(request), done.set_result)
+        else:
+            self.submit(request, done.set_result)
         return codec.decode(done.result(timeout))
 
     # -- running --------------------------------------------------------------------
 
     def _run(self, spec: CommandSpec, request_id: Any, args: dict[str, Any], session_id: str,
              send: Send) -> None:
-        key = next(self._ids)
-        ctx = Context(self, request_id, spec.name, session_id)
-        self.inflight[key] = Inflight(request_id, spec.name, session_id, ctx.started, ctx.cancel)
+        if spec.scheduling == "inline":
+            # Inline commands (ping, get_stats) finish in microseconds on the reader thread;
+            # a cancel Event and an in-flight entry would cost more than the ping itself.
+            key = None
+            ctx = Context(self, request_id, spec.name, session_id, _NOT_CANCELLABLE)
+        else:
+            key = next(self._ids)
+            ctx = Context(self, request_id, spec.name, session_id)
+            self.inflight[key] = Inflight(request_id, spec.name, session_id, ctx.started, ctx.cancel)
         try:
-            if self.shutting_down.is_set() and spec.name != "shutdown" and spec.scheduling != "inline":
-                raise ShuttingDown("Worker is shutting down; request not started")
             result = spec.handler(args, ctx)
             if not isinstance(result, dict):
                 raise BridgeError(f"Handler for {spec.name} returned {type(result).__name__}, not an object")
@@ -353,10 +381,11 @@ class Engine:
                 log.warning("%s (id %s) interrupted: %s", spec.name, request_id, type(exc).__name__)
             self._reply_error(request_id, exc, send)
         finally:
-            del self.inflight[key]
-            if not self.inflight:
-                with self._idle:
-                    self._idle.notify_all()
+            if key is not None:
+                del self.inflight[key]
+                if not self.inflight:
+                    with self._idle:
+                        self._idle.notify_all()
 
     def _send(self, data: bytes, send: Send) -> None:
         now = time.monotonic()
@@ -410,7 +439,7 @@ class Engine:
         """Waits until nothing is in flight; False if the timeout came first."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._idle:
-            while self.inflight:
+            while self.inflight or self._accepted:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False

@@ -26,7 +26,9 @@ from .framing import DEFAULT_MAX_FRAME, FrameReader, Oversized, pack, write_all
 log = logging.getLogger("dspex.serve")
 
 # End of input means the client is gone; in-flight work gets this long to finish.
-EOF_GRACE_SECONDS = 0.8
+EOF_GRACE_SECONDS = 0.5
+# Bytes read from the port per system call.
+READ_CHUNK = 1 << 20
 
 
 @dataclass
@@ -41,6 +43,7 @@ class ServeConfig:
     drain_timeout: float = 30.0
     warm: bool = True
     argv: list[str] = field(default_factory=list)
+    parent_pid: int | None = None  # noted at process start; None means "now"
 
 
 def protect_stdout() -> int:
@@ -87,7 +90,7 @@ class Server:
         self._draining = False
         self._signals = 0
         self.exit_hooks: list[Callable[[], None]] = []
-        self._parent = os.getppid()
+        self._parent = config.parent_pid or os.getppid()
 
     def send(self, payload: bytes) -> None:
         """Writes one reply frame whole; concurrent replies never interleave."""
@@ -106,15 +109,19 @@ class Server:
         reader = FrameReader(self.config.max_frame_size)
         warmed = not self.config.warm
         engine = self.engine
+        # One reused buffer: os.read(fd, 1 MiB) would mmap, shrink and unmap a fresh
+        # megabyte on every read, three syscalls and a page fault per ping.
+        read_buffer = bytearray(READ_CHUNK)
+        read_view = memoryview(read_buffer)
         while True:
             try:
-                chunk = os.read(self.input_fd, 1 << 20)
+                count = os.readv(self.input_fd, [read_buffer])
             except OSError as exc:
                 log.warning("reading input failed: %s", exc)
-                chunk = b""
-            if not chunk:
+                count = 0
+            if not count:
                 break
-            for frame in reader.feed(chunk):
+            for frame in reader.feed(read_view[:count]):
                 if isinstance(frame, Oversized):
                     engine._protocol_error(FrameTooLarge(
                         f"Frame of {frame.length} bytes exceeds the limit of {reader.max_frame_size}; skipped"))
@@ -180,6 +187,10 @@ class Server:
 
     def _start_extras(self) -> None:
         """Recording and the control socket, when enabled (see their own modules)."""
+        cassette = os.environ.get("DSPEX_REPLAY_CASSETTE")
+        if cassette:  # `dspex replay --worker` answers this worker's LM calls from a cassette
+            from .replay import install_cassette
+            install_cassette(self.engine, cassette)
         record = self.config.record or os.environ.get("DSPEX_RECORD")
         if record:
             from .recording import start_recording

@@ -14,12 +14,15 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] == "serve":
+        # The parent is noted first: if it died while we import, the watcher would
+        # otherwise adopt init as "the parent" and never notice.
+        parent_pid = os.getppid()
         # Before any import: the protocol gets a private copy of fd 1, fd 1 becomes stderr.
         protocol_fd = os.dup(1)
         os.dup2(2, 1)
         from dspex_cli.serve_cmd import run_serve
 
-        return run_serve(args[1:], protocol_fd)
+        return run_serve(args[1:], protocol_fd, parent_pid=parent_pid)
     from dspex_cli.app import run_app
 
     return run_app(args)

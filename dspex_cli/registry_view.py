@@ -10,11 +10,15 @@ def commands_markdown() -> str:
     from bridge import REGISTRY
     import bridge.commands  # noqa: F401  (registers the built-ins)
 
+    def cell(text: str) -> str:
+        # Types such as string|object would otherwise split the table cell.
+        return text.replace("|", "\\|")
+
     lines = ["| command | scheduling | arguments | what it does |", "|---|---|---|---|"]
     for spec in REGISTRY.specs():
         args = ", ".join(f"`{a.name}`{'*' if a.required else ''}: {a.type}" for a in spec.args) or "-"
         name = f"`{spec.name}`" + (f" (alias {', '.join(spec.aliases)})" if spec.aliases else "")
-        lines.append(f"| {name} | {spec.scheduling} | {args} | {spec.summary} |")
+        lines.append(f"| {cell(name)} | {spec.scheduling} | {cell(args)} | {cell(spec.summary)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_serve(argv: list[str], protocol_fd: int) -> int:
+def run_serve(argv: list[str], protocol_fd: int, parent_pid: int | None = None) -> int:
     """Parses options and runs the worker until its input ends or it is told to stop."""
     parser = build_parser()
     # Unknown flags are tolerated: older DSPex versions pass options of their own.
@@ -51,7 +51,8 @@ def run_serve(argv: list[str], protocol_fd: int) -> int:
         log.info("ignoring unknown arguments: %s", " ".join(unknown))
     config = ServeConfig(mode=options.mode, worker_id=options.worker_id, plugins=options.plugin,
                          record=options.record, control=options.control,
-                         drain_timeout=options.drain_timeout, warm=options.warm, argv=list(argv))
+                         drain_timeout=options.drain_timeout, warm=options.warm, argv=list(argv),
+                         parent_pid=parent_pid)
     if options.max_concurrency is not None:
         if options.max_concurrency < 1:
             parser.error("--max-concurrency must be at least 1")

@@ -26,6 +26,11 @@ class DSPyBridge:
 
 
 def main():
+    # Python puts this script's directory first on sys.path; a neighbour (or this file)
+    # named like one of dspex's packages, e.g. bridge.py, must not shadow them.
+    here = os.path.dirname(os.path.abspath(__file__))
+    if sys.path and os.path.abspath(sys.path[0] or ".") == here:
+        sys.path.append(sys.path.pop(0))
     from dspex_cli.main import main as dspex_main
 
     sys.exit(dspex_main(["serve", *sys.argv[1:]]))

@@ -7,7 +7,7 @@ import os
 import time
 from typing import Any
 
-from ..dspy_loader import dspy_available
+from ..dspy_loader import dspy_available, is_loaded
 from ..engine import Context
 from ..errors import InvalidArguments
 from ..registry import Arg, command
@@ -33,6 +33,8 @@ def ping(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
         "uptime": engine.uptime(),
         "mode": engine.config.mode,
         "dspy_available": dspy_available(),
+        # Whether the background import has finished: benchmarks and health checks wait on it.
+        "dspy_loaded": is_loaded(),
         "gemini_available": gemini_available(),
         "worker_id": engine.worker_id,
     }
