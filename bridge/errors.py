@@ -68,6 +68,12 @@ class ProgramExists(BridgeError):
         super().__init__(f"Program with ID '{program_id}' already exists")
 
 
+class InvalidInputs(BridgeError):
+    """Inputs that do not match the program's signature (missing or unknown fields)."""
+
+    error_type = "invalid_inputs"
+
+
 class InvalidSignature(BridgeError):
     error_type = "invalid_signature"
 

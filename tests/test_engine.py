@@ -200,7 +200,7 @@ def test_argument_errors_are_clear(engine: Engine) -> None:
     ok(engine.call("configure_lm", {"model": "mock"}))
     ok(engine.call("create_program", {"id": "p", "signature": "a, b -> c"}))
     message = err(engine.call("execute_program", {"program_id": "p", "inputs": {"a": 1, "z": 2}}),
-                  "invalid_arguments")
+                  "invalid_inputs")
     assert "missing required input(s): b" in message.lower() and "unknown input(s): z" in message
     assert "temperature" in err(engine.call("configure_lm", {"model": "mock", "temperature": 9}),
                                 "invalid_arguments")

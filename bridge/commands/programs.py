@@ -13,7 +13,7 @@ from typing import Any
 
 from ..dspy_loader import load_dspy
 from ..engine import Context
-from ..errors import (BridgeError, Cancelled, ExecutionFailed, InvalidArguments, InvalidSignature,
+from ..errors import (BridgeError, Cancelled, ExecutionFailed, InvalidArguments, InvalidInputs, InvalidSignature,
                       LMCallFailed, LMNotConfigured, ProgramExists, ProgramNotFound)
 from ..lm_calls import make_observer, make_replay_lm
 from ..redact import remember_secret, scrub_text
@@ -244,10 +244,12 @@ def execute_program(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     handle = _program_lm(record, ctx)
     spec = SignatureSpec.from_dict(record.signature)
     inputs = args.get("inputs") or {}
+    if not isinstance(inputs, dict):
+        raise InvalidArguments("'inputs' must be an object of input field values")
     try:
         inputs = coerce_inputs(spec, inputs)
     except SignatureError as exc:
-        raise InvalidArguments(str(exc)) from None
+        raise InvalidInputs(str(exc)) from None
     options = _options(args.get("options"))
     if ctx.cancel.is_set():
         raise Cancelled("Request cancelled before it started")
