@@ -2,7 +2,7 @@
 
 `dspex serve` is spawned by Elixir for every worker, so it takes a fast path: fd 1 is
 protected before anything else is imported, and the typer machinery the other
-subcommands use is never loaded.
+subcommands use is never loaded. `dspex repl` skips typer too, to reach its prompt fast.
 """
 
 from __future__ import annotations
@@ -23,6 +23,12 @@ def main(argv: list[str] | None = None) -> int:
         from dspex_cli.serve_cmd import run_serve
 
         return run_serve(args[1:], protocol_fd, parent_pid=parent_pid)
+    if args and args[0] == "repl" and "--help" not in args:
+        # The console's first prompt must appear in under half a second; typer's
+        # start-up alone costs a quarter of that, so the REPL parses its own options.
+        from dspex_cli.repl.runner import main as repl_main
+
+        return repl_main(args[1:])
     from dspex_cli.app import run_app
 
     return run_app(args)

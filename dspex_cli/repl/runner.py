@@ -1,0 +1,172 @@
+"""Chooses the target and the mode (terminal or pipe) and runs the console."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import ModelMemory, load_config, state_dir
+from .targets import AttachTarget, InProcessTarget, SpawnTarget, Target
+
+
+USAGE = """dspex repl [--attach WORKER | --spawn CMD] [--session ID] [--lm MODEL] [--json]
+                  [--config FILE] [--no-history] [--plugin MODULE ...]
+
+An interactive console for DSPy through the bridge. On a terminal: completion, history
+(Ctrl-R), Ctrl-C cancels a running call, Ctrl-D exits; :help lists everything. With stdin
+not a terminal, one command per line in and one JSON reply per line out:
+    printf 'ping\\n' | dspex repl
+"""
+
+
+@dataclass
+class ReplOptions:
+    attach: str | None = None
+    spawn: str | None = None
+    session: str | None = None
+    lm: str | None = None
+    json: bool = False
+    config_path: Path | None = None
+    no_history: bool = False
+    plugins: list[str] = field(default_factory=list)
+
+
+class LazyRichOutput:
+    """Imports rich on the first output, so it costs nothing before the first prompt."""
+
+    def __init__(self) -> None:
+        self._real: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._real is None:
+            from .render import RichOutput
+
+            self._real = RichOutput()
+        return getattr(self._real, name)
+
+
+def parse_args(argv: list[str]) -> ReplOptions:
+    """The command line of `dspex repl` (argparse: typer would cost start-up time)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="dspex repl", usage=USAGE, description=None,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--attach", "-a", metavar="WORKER",
+                        help="run commands in a live worker (pid, worker id or socket path)")
+    target.add_argument("--spawn", metavar="CMD",
+                        help='start a worker command, talk to it over the port framing (e.g. "dspex serve")')
+    parser.add_argument("--session", "-s", metavar="ID", help="the session to start in")
+    parser.add_argument("--lm", metavar="MODEL", help="configure this LM at start-up (e.g. mock)")
+    parser.add_argument("--json", action="store_true", help="show requests and replies as raw JSON")
+    parser.add_argument("--config", type=Path, metavar="FILE", help="config file (default: XDG config dir)")
+    parser.add_argument("--no-history", action="store_true", help="do not read or write the history file")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="also load this plugin module's commands (repeatable; $DSPEX_PLUGINS too)")
+    ns = parser.parse_args(argv)
+    return ReplOptions(attach=ns.attach, spawn=ns.spawn, session=ns.session, lm=ns.lm, json=ns.json,
+                       config_path=ns.config, no_history=ns.no_history, plugins=ns.plugin)
+
+
+def main(argv: list[str]) -> int:
+    """Runs the console and leaves the process at once with its exit code."""
+    try:
+        options = parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed by argparse
+        return exc.code if isinstance(exc.code, int) else 0
+    code = run(options)
+    # Leave at once: a daemon thread still importing DSPy, or one of LiteLLM's threads,
+    # would otherwise abort or stall the interpreter's shutdown.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def make_target(options: ReplOptions, log_dir: Path) -> Target:
+    if options.attach and options.spawn:
+        raise ValueError("use either --attach or --spawn, not both")
+    if options.attach:
+        return AttachTarget(options.attach)
+    if options.spawn:
+        return SpawnTarget(options.spawn, log_dir / f"spawned-worker-{os.getpid()}.log")
+    return InProcessTarget()
+
+
+def _setup_logging(interactive: bool, log_dir: Path) -> None:
+    # On a terminal, library warnings (DSPy, LiteLLM) would scribble over the prompt.
+    if interactive:
+        try:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            handler: logging.Handler = logging.FileHandler(log_dir / "repl.log")
+        except OSError:
+            handler = logging.NullHandler()
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(os.environ.get("DSPEX_LOG_LEVEL", "WARNING").upper())
+    logging.captureWarnings(True)
+
+
+def run(options: ReplOptions) -> int:
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    config = load_config(options.config_path)
+    if options.session:
+        config.session = options.session
+    if options.lm:
+        config.lm = options.lm
+    if options.json:
+        config.json = True
+    states = state_dir()
+    _setup_logging(interactive, states)
+    from .parsing import use_plugins
+
+    use_plugins(options.plugins)
+    try:
+        target = make_target(options, states)
+    except ValueError as exc:
+        print(f"dspex repl: {exc}", file=sys.stderr)
+        return 2
+    models = ModelMemory(states / "repl_models.json")
+    if not interactive:
+        for problem in config.problems:
+            print(f"dspex repl: config: {problem}", file=sys.stderr)
+        config.problems = []
+        return _pipe(target, config, models, config.lm or None)
+    from .app import run_console, show_banner
+    from .shell import Shell
+
+    shell = Shell(target, LazyRichOutput(), config=config, models=models, interactive=True)
+    history_path = None
+    if not options.no_history:
+        try:
+            states.mkdir(parents=True, exist_ok=True)
+            history_path = str(states / "repl_history")
+        except OSError:
+            history_path = None
+    show_banner(shell, config)
+    try:
+        return run_console(shell, config, history_path)
+    finally:
+        shell.close()
+
+
+def _pipe(target: Target, config: Any, models: ModelMemory, lm: str | None) -> int:
+    from .pipe import JsonLinesOutput, run_pipe
+    from .shell import Shell
+
+    shell = Shell(target, JsonLinesOutput(sys.stdout), config=config, models=models)
+    try:
+        if lm:
+            # Same as typing `:lm MODEL` first, so its reply is the first line of output.
+            shell.handle(f":lm {lm}")
+        return run_pipe(shell, sys.stdin)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        shell.close()

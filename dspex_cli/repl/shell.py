@@ -1,0 +1,312 @@
+"""The console's state and the dispatch of one input, shared by the terminal and the pipe.
+
+The shell turns parsed input into protocol requests, sends them to its target, waits
+(interruptibly) and hands every outcome to an Output: the rich renderer on a terminal,
+JSON lines on a pipe. It never raises to its caller: whatever goes wrong becomes a red
+message, and the console goes on.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, Protocol
+
+from .config import ModelMemory, ReplConfig
+from .parsing import (registry, CallInput, DefineInput, Empty, MetaInput, ParseError, ProtocolInput,
+                      closest, parse, parse_assignments, split_words)
+from .targets import Target
+
+ANONYMOUS = "anonymous"
+
+# What to try next, by error_type, when the reply itself carries no suggestion.
+ERROR_HINTS = {
+    "lm_not_configured": "configure one: `:lm mock` works offline; `:lm openai/gpt-4o-mini api_key=...` "
+                         "or `:lm openai/MODEL api_base=http://...` for a real one",
+    "program_not_found": "`:programs` lists this session's programs; `:def NAME inputs -> outputs` makes one",
+    "program_exists": "pick another id, or `delete_program program_id=ID` first",
+    "invalid_arguments": "`:help COMMAND` shows its arguments",
+    "invalid_signature": "a signature looks like `question, context: list[str] -> answer: int`",
+    "invalid_inputs": "`get_program_info program_id=ID` shows the program's input fields",
+    "lm_error": "check the model name, api_base and key (`:lm` reconfigures)",
+    "worker_gone": "restart the console to start a new worker",
+}
+
+
+# Commands whose effect later requests depend on; a recording started mid-session
+# begins with them so that it replays on its own.
+SETUP_COMMANDS = ("configure_lm", "create_program", "create_gemini_program", "update_session_data")
+
+
+class Output(Protocol):
+    """Where the shell's outcomes go; see render.RichOutput and pipe.JsonLinesOutput."""
+
+    def sent(self, request: dict[str, Any], raw: bool) -> None: ...
+
+    def reply(self, request: dict[str, Any], reply: dict[str, Any], elapsed_ms: float | None,
+              raw: bool) -> None: ...
+
+    def error(self, message: str, suggestion: str | None = None, error_type: str = "error") -> None: ...
+
+    def info(self, message: str, data: dict[str, Any] | None = None) -> None: ...
+
+    def data(self, kind: str, payload: Any) -> None: ...
+
+    def cancelled(self, request: dict[str, Any]) -> None: ...
+
+    def notice(self, message: str, suggestion: str | None = None) -> None: ...
+
+
+class Cancelled(Exception):
+    """The user pressed Ctrl-C while waiting for a reply."""
+
+
+class Shell:
+    def __init__(self, target: Target, output: Output, config: ReplConfig | None = None,
+                 models: ModelMemory | None = None, interactive: bool = False) -> None:
+        self.target = target
+        self.out = output
+        self.config = config or ReplConfig()
+        self.models = models or ModelMemory(None)
+        self.interactive = interactive
+        self.session = self.config.session or ANONYMOUS
+        self.show_json = self.config.json
+        self.timing = self.config.timing
+        self.lm_label: str | None = None
+        self.programs: dict[str, set[str]] = {}
+        self.sessions: set[str] = {ANONYMOUS, self.session}
+        self.last_latency_ms: float | None = None
+        self.last_tokens: int | None = None
+        self.failures = 0
+        self.quit_requested = False
+        self.stop_recording: Any = None
+        self.recording_path: str | None = None
+        # Successful commands that built the current state, for a recording's prelude.
+        self.setup_log: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        self._ids = itertools.count(1)
+        self._waiting: set[Future[dict[str, Any]]] = set()
+        self._notices: list[tuple[str, str | None]] = []
+        self._lock = threading.Lock()
+
+    # -- input ------------------------------------------------------------------------
+
+    def handle(self, text: str) -> None:
+        """Runs one complete input; never raises (Ctrl-C included)."""
+        self.flush_notices()
+        try:
+            parsed = parse(text)
+            if isinstance(parsed, Empty):
+                return
+            if isinstance(parsed, MetaInput):
+                from .meta import run_meta
+
+                run_meta(self, parsed.name, parsed.argument)
+            elif isinstance(parsed, ProtocolInput):
+                self.send(parsed.command, parsed.args)
+            elif isinstance(parsed, DefineInput):
+                self.define(parsed.program_id, parsed.signature, parsed.program_type)
+            elif isinstance(parsed, CallInput):
+                self.call_program(parsed.program_id, parsed.inputs)
+        except ParseError as exc:
+            self.fail(exc.message, exc.suggestion, exc.error_type)
+        except KeyboardInterrupt:
+            self.fail("Interrupted", None, "cancelled")
+        except Exception as exc:  # the console must outlive any bug in itself
+            self.fail(f"{type(exc).__name__}: {exc}", "this is a bug in the console; the session goes on",
+                      "console_error")
+
+    def fail(self, message: str, suggestion: str | None, error_type: str) -> None:
+        self.failures += 1
+        self.out.error(message, suggestion, error_type)
+
+    def notice(self, message: str, suggestion: str | None = None) -> None:
+        """A message from a background task, shown before the next command's output."""
+        with self._lock:
+            self._notices.append((message, suggestion))
+
+    def flush_notices(self) -> None:
+        from . import parsing
+
+        registry()  # loads plugins, whose failures are notices too
+        with self._lock:
+            notices, self._notices = self._notices, []
+            notices += [(error, "check the module name and that it imports") for error in parsing.plugin_errors]
+            parsing.plugin_errors.clear()
+        for message, suggestion in notices:
+            self.out.notice(message, suggestion)
+
+    # -- requests ---------------------------------------------------------------------
+
+    def request_for(self, command: str, args: dict[str, Any]) -> dict[str, Any]:
+        args = dict(args)
+        spec = registry().get(command)
+        # The current session goes to every command that has one, unless given explicitly.
+        if self.session != ANONYMOUS and "session_id" in spec.arg_names and "session_id" not in args:
+            args["session_id"] = self.session
+        return {"id": next(self._ids), "command": command, "args": args}
+
+    def send(self, command: str, args: dict[str, Any], *, show_reply: bool = True) -> dict[str, Any] | None:
+        """Sends one protocol command, shows it, waits for and shows the reply."""
+        request = self.request_for(command, args)
+        self.out.sent(request, self.show_json)
+        started = time.perf_counter()
+        future = self.target.submit(request)
+        try:
+            reply = self.wait(request, future)
+        except Cancelled:
+            self.out.cancelled(request)
+            self.failures += 1
+            return None
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        self.observe(request, reply)
+        if not reply.get("success"):
+            self.failures += 1
+            if "suggestion" not in reply:
+                hint = ((reply.get("details") or {}).get("suggestion")
+                        if isinstance(reply.get("details"), dict) else None)
+                if hint:
+                    reply = {**reply, "suggestion": f"did you mean '{hint}'?"}
+                elif reply.get("error_type") in ERROR_HINTS:
+                    reply = {**reply, "suggestion": ERROR_HINTS[reply["error_type"]]}
+        if show_reply or not reply.get("success"):
+            self.out.reply(request, reply, elapsed_ms if self.timing else None, self.show_json)
+        return reply
+
+    def wait(self, request: dict[str, Any], future: Future[dict[str, Any]]) -> dict[str, Any]:
+        """Waits for a reply in short steps, so Ctrl-C is noticed at once."""
+        self._waiting.add(future)
+        try:
+            while True:
+                try:
+                    return future.result(timeout=0.05)
+                except FutureTimeout:
+                    continue
+        except KeyboardInterrupt:
+            self.target.cancel(request["id"])
+            raise Cancelled() from None
+        finally:
+            if future.done():
+                self._waiting.discard(future)
+            else:
+                future.add_done_callback(self._waiting.discard)
+
+    def inflight(self) -> int:
+        """Calls not answered yet, including those the user stopped waiting for."""
+        counted = self.target.inflight()
+        pending = sum(1 for f in list(self._waiting) if not f.done())
+        return max(pending, counted or 0)
+
+    def observe(self, request: dict[str, Any], reply: dict[str, Any]) -> None:
+        """Learns ids, sessions and models from traffic, for completion and the toolbar."""
+        args = request.get("args") or {}
+        session = args.get("session_id") or ANONYMOUS
+        if isinstance(session, str):
+            self.sessions.add(session)
+        if not reply.get("success"):
+            return
+        result = reply.get("result") or {}
+        command = request.get("command")
+        self._log_setup(command, request, reply)
+        if command == "configure_lm":
+            model = result.get("model") or args.get("model")
+            if isinstance(model, str):
+                self.models.remember(model)
+                if session == self.session or not args.get("session_id"):
+                    self.lm_label = model
+        elif command in ("create_program", "create_gemini_program"):
+            self.programs.setdefault(session, set()).add(str(result.get("program_id")))
+        elif command == "delete_program":
+            self.programs.get(session, set()).discard(str(args.get("program_id")))
+        elif command == "list_programs":
+            self.programs[session] = {str(p.get("id")) for p in result.get("programs") or []}
+        elif command == "list_sessions":
+            for entry in result.get("sessions") or []:
+                self.sessions.add(str(entry.get("session_id")))
+        elif command in ("reset_state", "cleanup"):
+            self.programs.clear()
+            if command == "reset_state":
+                self.lm_label = None
+        elif command in ("execute_program", "execute_gemini_program"):
+            self.last_latency_ms = result.get("duration_ms")
+            usage = result.get("usage") or {}
+            self.last_tokens = usage.get("total_tokens") if isinstance(usage, dict) else None
+
+    def _log_setup(self, command: Any, request: dict[str, Any], reply: dict[str, Any]) -> None:
+        args = request.get("args") or {}
+        if command in SETUP_COMMANDS:
+            self.setup_log.append((request, reply))
+        elif command == "delete_program":
+            session = args.get("session_id") or ANONYMOUS
+            self.setup_log = [(q, r) for q, r in self.setup_log
+                              if not (q["command"] in ("create_program", "create_gemini_program")
+                                      and (q["args"].get("session_id") or ANONYMOUS) == session
+                                      and (r.get("result") or {}).get("program_id") == args.get("program_id"))]
+        elif command == "cleanup_session":
+            session = args.get("session_id")
+            self.setup_log = [(q, r) for q, r in self.setup_log if q["args"].get("session_id") != session]
+        elif command == "cleanup":
+            self.setup_log = [(q, r) for q, r in self.setup_log if q["command"] == "configure_lm"]
+        elif command == "reset_state":
+            self.setup_log = []
+
+    # -- the friendly layer -------------------------------------------------------------
+
+    def known_programs(self) -> list[str]:
+        return sorted(self.programs.get(self.session, set()))
+
+    def configure_lm(self, text: str) -> None:
+        words = split_words(text)
+        if not words:
+            current = self.lm_label or "none"
+            self.out.info(f"LM: {current}", {"lm": self.lm_label})
+            if self.lm_label is None:
+                self.out.error("No LM configured yet", ERROR_HINTS["lm_not_configured"], "lm_not_configured")
+            return
+        model, rest = words[0], words[1:]
+        if "=" in model:
+            args = parse_assignments(words)
+        else:
+            args = {"model": model, **parse_assignments(rest)}
+        self._check_args("configure_lm", args)
+        self.send("configure_lm", args)
+
+    def define(self, program_id: str, signature: str, program_type: str = "predict") -> None:
+        args = {"id": program_id, "signature": signature}
+        if program_type != "predict":
+            args["program_type"] = program_type
+        self._create(args)
+
+    def _create(self, args: dict[str, Any]) -> dict[str, Any] | None:
+        program_id = str(args["id"])
+        if program_id in self.programs.get(self.session, set()):
+            # Redefining is the point of a console: replace, showing both commands.
+            self.send("delete_program", {"program_id": program_id}, show_reply=False)
+        reply = self.send("create_program", args, show_reply=True)
+        return reply
+
+    def call_program(self, program_id: str, inputs: dict[str, Any]) -> None:
+        self.send("execute_program", {"program_id": program_id, "inputs": inputs})
+
+    def _check_args(self, command: str, args: dict[str, Any]) -> None:
+        spec = registry().get(command)
+        for key in args:
+            if key not in spec.arg_names:
+                close = closest(key, spec.arg_names)
+                hint = (f"did you mean '{close}'? " if close else "") + f"{command} takes: {', '.join(spec.arg_names)}"
+                raise ParseError(f"{command} has no argument '{key}'", hint)
+
+    def switch_session(self, session_id: str) -> None:
+        self.session = session_id or ANONYMOUS
+        self.sessions.add(self.session)
+
+    def close(self) -> None:
+        if self.stop_recording is not None:
+            try:
+                self.stop_recording()
+            except Exception:
+                pass
+            self.stop_recording = None
+        self.target.close()
