@@ -8,6 +8,7 @@ same `@command` decorator the built-in DSPy commands use.
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,6 +85,11 @@ class CommandSpec:
                 problems.append(f"'{arg.name}' must be {arg.type}, got {_json_type(value)}")
         if problems:
             raise InvalidArguments(f"{self.name}: " + "; ".join(problems))
+
+    @functools.cached_property
+    def validated(self) -> bool:
+        """Whether any argument is constrained (a ping's are not, and skips the check)."""
+        return any(arg.required or arg.type != "any" for arg in self.args)
 
     @property
     def arg_names(self) -> list[str]:

@@ -91,21 +91,41 @@ class Server:
         self._signals = 0
         self.exit_hooks: list[Callable[[], None]] = []
         self._parent = config.parent_pid or os.getppid()
+        # Replies produced on the reader thread while it works through one read (a burst
+        # of pipelined pings) are collected here and written with a single syscall.
+        self._batch: list[bytes] | None = None
+        self._reader_ident = 0
+        # Held by the reader while it works through one read; exit() takes it so a batch
+        # in the making (a shutdown reply among pipelined frames) is written, not lost.
+        self._chunk_lock = threading.RLock()
 
     def send(self, payload: bytes) -> None:
         """Writes one reply frame whole; concurrent replies never interleave."""
         frame = pack(payload)
+        batch = self._batch
+        if batch is not None and threading.get_ident() == self._reader_ident:
+            batch.append(frame)
+            return
+        self._write(frame)
+
+    def _write(self, data: bytes) -> None:
         try:
             with self._write_lock:
-                # A pipe takes a small frame in one write; only a partial write needs the loop.
-                written = os.write(self.protocol_fd, frame)
-                if written != len(frame):
-                    write_all(self.protocol_fd, frame[written:])
+                # A pipe takes a small write whole; only a partial write needs the loop.
+                written = os.write(self.protocol_fd, data)
+                if written != len(data):
+                    write_all(self.protocol_fd, data[written:])
         except OSError as exc:  # the reader of our replies is gone
             log.warning("cannot write reply (%s); exiting", exc)
             self.exit(0)
 
+    def _flush_batch(self) -> None:
+        batch, self._batch = self._batch, None
+        if batch:
+            self._write(batch[0] if len(batch) == 1 else b"".join(batch))
+
     def run(self) -> int:
+        self._reader_ident = threading.get_ident()
         self._install_signals()
         self._start_extras()
         threading.Thread(target=self._watch_parent, name="dspex-parent-watch", daemon=True).start()
@@ -130,7 +150,12 @@ class Server:
                 # ping): skip the incremental parser, a sizeable share of a ping's cost.
                 engine.submit_frame(bytes(read_view[4:count]), self.send)
             else:
-                self._feed(reader, read_view[:count])
+                with self._chunk_lock:
+                    self._batch = []
+                    try:
+                        self._feed(reader, read_view[:count])
+                    finally:
+                        self._flush_batch()
             if not warmed:
                 # Warm DSPy only after the first request is answered, so the first ping
                 # never waits for it.
@@ -172,6 +197,8 @@ class Server:
     def exit(self, code: int) -> None:
         """Leaves at once, without waiting for pool threads stuck in LM calls."""
         with self._exit_lock:
+            if self._chunk_lock.acquire(timeout=1.0):
+                self._flush_batch()  # replies already made must not be lost
             for hook in self.exit_hooks:
                 try:
                     hook()
