@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import sys
 import threading
 import time
 from types import ModuleType
@@ -19,6 +20,11 @@ from types import ModuleType
 __all__ = ["DSPyUnavailableError", "dspy_available", "is_loaded", "load_dspy", "warm_in_background"]
 
 logger = logging.getLogger("dspex.dspy_loader")
+
+# Optional packages DSPy imports only if installed, for notebook display. A worker never
+# displays a notebook, and IPython alone adds ~0.4 s and ~20 MB to every worker, so they
+# are hidden while DSPy is imported (DSPy falls back to its own plain versions).
+_OPTIONAL_EXTRAS = ("IPython",)
 
 _lock = threading.Lock()
 _dspy: ModuleType | None = None
@@ -68,10 +74,17 @@ def _import_locked() -> ModuleType:
         # LiteLLM's model price list from the internet.
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         started = time.perf_counter()
+        blocked = [name for name in _OPTIONAL_EXTRAS if name not in sys.modules]
+        for name in blocked:
+            sys.modules[name] = None  # type: ignore[assignment]  (makes `import` raise ImportError)
         try:
             module = importlib.import_module("dspy")
         except ImportError as exc:
             raise DSPyUnavailableError(f"DSPy is not available: {exc}") from exc
+        finally:
+            for name in blocked:
+                if sys.modules.get(name, 0) is None:
+                    del sys.modules[name]  # later code that wants them may import them
         logger.debug("imported dspy %s in %.0f ms", getattr(module, "__version__", "?"),
                      (time.perf_counter() - started) * 1000)
         _dspy = module
