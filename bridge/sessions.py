@@ -28,6 +28,8 @@ class ProgramRecord:
     error_count: int = 0
     last_executed: float | None = None
     total_latency_ms: float = 0.0
+    # The program's own LM (legacy create_gemini_program with a `model`), built on first use.
+    own_lm: LMHandle | None = None
     # Executions run concurrently; their counters must not lose updates.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

@@ -218,11 +218,9 @@ def _find_program(args: dict[str, Any], ctx: Context) -> ProgramRecord:
 def _program_lm(record: ProgramRecord, ctx: Context) -> LMHandle:
     model = record.description.get("model")
     if model:
-        cached = getattr(record, "_lm", None)
-        if cached is None:
-            cached = configure_session_lm({"provider": "google", "model": model}, ctx)
-            record._lm = cached  # type: ignore[attr-defined]
-        return cached
+        if record.own_lm is None:
+            record.own_lm = configure_session_lm({"provider": "google", "model": model}, ctx)
+        return record.own_lm
     handle = ctx.lm()
     if handle is None:
         raise LMNotConfigured()
