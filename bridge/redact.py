@@ -38,6 +38,12 @@ def remember_secret(value: Any) -> None:
             _known.add(value)
 
 
+def known_secrets() -> tuple[str, ...]:
+    """The secret values registered so far (the recorder's fast path checks raw bytes for them)."""
+    with _lock:
+        return tuple(_known)
+
+
 def scrub_text(text: str) -> str:
     """Replaces known secret values and key-shaped tokens in free text."""
     for secret in _known:

@@ -148,7 +148,10 @@ class Server:
                     int.from_bytes(read_buffer[:4], "big") == count - 4 <= reader.max_frame_size:
                 # The read holds exactly one whole frame (a lone request, e.g. a health
                 # ping): skip the incremental parser, a sizeable share of a ping's cost.
-                engine.submit_frame(bytes(read_view[4:count]), self.send)
+                # Under the chunk lock all the same: exit() must not run its hooks (the
+                # recorder's close) while an inline reply such as shutdown's is being sent.
+                with self._chunk_lock:
+                    engine.submit_frame(bytes(read_view[4:count]), self.send)
             else:
                 with self._chunk_lock:
                     self._batch = []

@@ -1,0 +1,448 @@
+"""The recorder: taps an engine's frames and LM calls and writes them as a transcript.
+
+Recording must not slow serving, so the hot path only appends (direction, monotonic
+time, raw payload) to a deque. A thread forwards what accumulated every few
+milliseconds, in one write, through a private pipe to a writer process that decodes,
+scrubs secrets, formats and writes, flushing each batch of lines, so a worker killed at
+any moment leaves a readable transcript. Secrets are scrubbed there, when written,
+never later: anything that reaches the file is already clean.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from array import array
+import re
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from .framing import write_all
+from .redact import REDACTED, known_secrets, redact, remember_secret, scrub_text
+from .transcript import TranscriptWriter, frame_line, make_header
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+log = logging.getLogger("dspex.record")
+
+# Env: comma-separated JSON paths that replay should not compare for this recording.
+IGNORE_ENV = "DSPEX_RECORD_IGNORE"
+
+# In frames that are not JSON the key-name rule still applies, on the text itself.
+_SECRET_PAIR = re.compile(
+    r'("(?:[^"\\]*(?:key|token|secret|password|authorization|credential)[^"\\]*)"\s*:\s*)"(?:[^"\\]|\\.)*"',
+    re.I)
+_STOP = object()  # never equal to a decoded frame: lets `loads(x) is not _STOP` read as "is JSON"
+# Anything in a payload that redaction could change: secret-like key names, key shapes;
+# and raw line breaks, which a JSON Lines line cannot hold. A frame without any of these
+# (and without a registered secret value) is written as the bytes it arrived as, skipping
+# decode, redact and encode: most frames, every ping among them. Plain substring tests on
+# the lowered bytes run at memory speed, unlike one case-insensitive regex.
+_MARKERS = (b"key", b"token", b"secret", b"password", b"authoriz", b"authoris", b"credential", b"sk-", b"aiza",
+            b"xoxa-", b"xoxb-", b"xoxp-", b"ghp_", b"gho_", b"ghu_", b"ghs_", b"bearer", b"\n", b"\r")
+
+
+_IN_LINE = b'{"type":"frame","dir":"in","ms":%.3f,"frame":%s}\n'
+_OUT_LINE = b'{"type":"frame","dir":"out","ms":%.3f,"frame":%s}\n'
+
+
+def clean_as_is(payload: bytes, secrets: tuple[bytes, ...]) -> bool:
+    """Whether a payload can go into the transcript byte for byte (nothing to scrub, one line)."""
+    lowered = payload.lower()
+    for marker in _MARKERS:
+        if marker in lowered:
+            return False
+    for secret in secrets:
+        if secret in payload:
+            return False
+    return True
+
+
+def scrub_payload(payload: bytes) -> tuple[Any, bytes | None]:
+    """(decoded and redacted frame, None), or (None, scrubbed raw bytes) when not JSON."""
+    try:
+        return redact(orjson.loads(payload)), None
+    except orjson.JSONDecodeError:
+        pass
+    # latin-1 maps every byte to one character and back, so non-UTF-8 bytes survive.
+    text = payload.decode("latin-1")
+    text = _SECRET_PAIR.sub(lambda m: f'{m.group(1)}"{REDACTED}"', text)
+    return None, scrub_text(text).encode("latin-1", errors="replace")
+
+
+def scrub_lm_call(record: dict[str, Any]) -> dict[str, Any]:
+    """A cassette entry from an engine lm_call record, redacted, keeping its cassette key."""
+    cleaned = redact({k: v for k, v in record.items() if k != "key"})
+    cleaned["key"] = record.get("key")
+    ordered = {"key": cleaned.pop("key"), "request_id": cleaned.pop("request_id", None)}
+    ordered.update(cleaned)
+    return ordered
+
+
+def transcript_file_for(path: str, worker_id: str, started: float) -> tuple[Path, bool]:
+    """Where to write: (file, exclusive). A directory (existing or ending in '/') gets
+    one file per worker, named by worker id and start time."""
+    target = Path(path)
+    if path.endswith(os.sep) or target.is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+        safe_id = re.sub(r"[^A-Za-z0-9_.-]+", "_", worker_id or "worker")[:80]
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started)) + f"{int(started * 1000) % 1000:03d}"
+        return target / f"{safe_id}-{stamp}.jsonl", True
+    if target.parent and not target.parent.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+    return target, False
+
+
+class BatchFormatter:
+    """Turns batches of (kind, offset_ms, data) into scrubbed transcript lines.
+
+    kind is "in"/"out" (data: the raw payload) or "lm" (data: an engine lm_call record).
+    """
+
+    def __init__(self, writer: TranscriptWriter) -> None:
+        self.writer = writer
+        self.secrets: tuple[bytes, ...] = ()
+
+    def lines(self, batch: list[tuple[str, float, Any]]) -> list[bytes]:
+        secrets = self.secrets
+        writer = self.writer
+        frames = [item[2] for item in batch if item[0] != "lm"]
+        # One search over the whole batch: usually nothing in it needs scrubbing.
+        batch_clean = clean_as_is(b"\x00".join(frames), secrets) if frames else False
+        lines: list[bytes] = []
+        append = lines.append
+        loads = orjson.loads
+        if batch_clean and len(frames) == len(batch):
+            # The common case, kept tight: nothing to scrub, no LM call in the batch.
+            for kind, offset_ms, data in batch:
+                if kind == "in":
+                    try:
+                        loads(data)  # in frames must prove they are JSON to be embedded
+                    except orjson.JSONDecodeError:
+                        frame, raw = scrub_payload(data)
+                        append(writer.encode_entry(frame_line(kind, offset_ms, frame, raw)))
+                        continue
+                    writer.frames += 1
+                    append(_IN_LINE % (offset_ms, data))
+                else:
+                    writer.frames += 1
+                    append(_OUT_LINE % (offset_ms, data))
+            return lines
+        for kind, offset_ms, data in batch:
+            try:
+                if kind == "lm":
+                    entry = scrub_lm_call(data)
+                    append(writer.encode_entry({"type": "lm_call", "ms": round(offset_ms, 3), **entry}))
+                    continue
+                if batch_clean or clean_as_is(data, secrets):
+                    try:
+                        if kind == "out" or loads(data) is not _STOP:
+                            writer.frames += 1
+                            append((_IN_LINE if kind == "in" else _OUT_LINE) % (offset_ms, data))
+                            continue
+                    except orjson.JSONDecodeError:
+                        pass
+                frame, raw = scrub_payload(data)
+                append(writer.encode_entry(frame_line(kind, offset_ms, frame, raw)))
+            except Exception:  # one odd frame must not end the recording
+                log.exception("could not record a frame")
+        return lines
+
+
+# The private pipe from a worker to its transcript writer process: records of
+# kind (1 byte), offset in ms (float64), length (uint32), body.
+_RECORD = struct.Struct(">cdI")
+_KINDS = {b"i": "in", b"o": "out", b"l": "lm"}
+
+
+class Recorder:
+    """Owns the pending deque, the forwarding thread and the writer of one engine.
+
+    The hot path appends one tuple to a deque (no lock, no wake-up). A thread polls the
+    deque and forwards what accumulated, as raw bytes in one write, through a private
+    pipe to a writer process (`python -m bridge.recording`), which scrubs, formats,
+    writes and flushes on the other core, outside this process's GIL. Secrets cross
+    only that pipe, never the disk. If the writer process cannot start, the thread
+    formats and writes itself (correct, just dearer for the serving thread).
+    """
+
+    POLL_SECONDS = 0.005
+
+    def __init__(self, engine: Engine, path: str, *, ignore: list[str] | None = None,
+                 subprocess_writer: bool = True) -> None:
+        self.engine = engine
+        self.started = time.monotonic()
+        started_wall = time.time()
+        env_ignore = [p.strip() for p in os.environ.get(IGNORE_ENV, "").split(",") if p.strip()]
+        header = make_header(mode=engine.config.mode, worker_id=engine.worker_id,
+                             argv=list(engine.config.argv), ignore=[*(ignore or []), *env_ignore])
+        header = redact(header)  # argv may carry a secret on a command line
+        target, exclusive = transcript_file_for(path, engine.worker_id, started_wall)
+        if exclusive:
+            for attempt in range(1, 100):
+                try:
+                    self.writer = TranscriptWriter(target, header, exclusive=True)
+                    break
+                except FileExistsError:
+                    target = target.with_name(f"{target.stem.split('~')[0]}~{attempt}.jsonl")
+            else:
+                raise FileExistsError(f"no free transcript name in {target.parent}")
+        else:
+            self.writer = TranscriptWriter(target, header)
+        self.writer.flush()
+        self.path = str(target)
+        self._subprocess_writer = subprocess_writer
+        self._process: subprocess.Popen[bytes] | None = None
+        self._formatter: BatchFormatter | None = None
+        self._sent_secrets = 0
+        self._pending: deque[tuple[str, float, Any]] = deque()
+        self._stopping = threading.Event()
+        self._failed = False
+        self._closed = False
+        append = self._pending.append
+
+        # The hot path: one tuple and one C-level append per frame.
+        def tap(direction: str, payload: bytes, now: float) -> None:
+            append((direction, now, payload))
+
+        def listener(kind: str, data: dict[str, Any]) -> None:
+            if kind == "lm_call":
+                append(("lm", time.monotonic(), data))
+
+        self._tap = tap
+        self._listener = listener
+        self._thread = threading.Thread(target=self._run, name="dspex-recorder", daemon=True)
+        self._thread.start()
+        engine.frame_taps.append(tap)
+        engine.listeners.append(listener)
+
+    def _start_writer(self) -> None:
+        if self._subprocess_writer:
+            try:
+                self.writer.detach()
+                self._process = subprocess.Popen(
+                    [sys.executable, "-m", "bridge.recording", self.path], stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL, close_fds=True, env=_writer_env())
+                return
+            except OSError as exc:
+                log.warning("transcript writer process unavailable (%s); writing in-process", exc)
+                self.writer = TranscriptWriter(self.path, {}, append=True)
+        self._formatter = BatchFormatter(self.writer)
+
+    def _run(self) -> None:
+        try:
+            self._start_writer()
+        except OSError as exc:
+            self._fail(exc)
+        pending = self._pending
+        popleft = pending.popleft
+        stopping = self._stopping
+        while True:
+            if not pending:
+                if stopping.is_set():
+                    return
+                stopping.wait(self.POLL_SECONDS)
+                continue
+            batch = [popleft() for _ in range(min(len(pending), 4096))]
+            if not self._failed:
+                try:
+                    self._forward(batch)
+                except OSError as exc:
+                    self._fail(exc)
+            if len(batch) < 4096 and not stopping.is_set():
+                # Pause even when busy: taking frames as they trickle in would make this
+                # thread and the serving thread trade the GIL at every frame.
+                stopping.wait(self.POLL_SECONDS)
+
+    def _forward(self, batch: list[tuple[str, float, Any]]) -> None:
+        started = self.started
+        secrets = known_secrets()
+        if self._process is None:
+            assert self._formatter is not None
+            self._formatter.secrets = tuple(s.encode() for s in secrets)
+            items = [(kind, (now - started) * 1000.0, data) for kind, now, data in batch]
+            lines = self._formatter.lines(items)
+            if lines:
+                self.writer.write_lines(lines)
+            return
+        pack = _RECORD.pack
+        parts: list[bytes] = []
+        if len(secrets) != self._sent_secrets:
+            body = orjson.dumps(list(secrets))
+            parts += (pack(b"s", 0.0, len(body)), body)
+            self._sent_secrets = len(secrets)
+        kinds, nows, payloads = zip(*batch)
+        if "lm" not in kinds:
+            # Frames only (the usual batch): one block built by C-level calls, no
+            # per-frame Python work in the serving process.
+            kind_text = "".join(kinds).replace("in", "i").replace("out", "o").encode()
+            body = b"".join((struct.pack(">I", len(kinds)), kind_text, array("d", nows).tobytes(),
+                             array("I", map(len, payloads)).tobytes(), *payloads))
+            parts += (pack(b"b", started, len(body)), body)
+            assert self._process.stdin is not None
+            write_all(self._process.stdin.fileno(), b"".join(parts))
+            return
+        for kind, now, data in batch:
+            if kind == "lm":
+                data = orjson.dumps(data, default=str, option=orjson.OPT_NON_STR_KEYS)
+                code = b"l"
+            else:
+                code = b"i" if kind == "in" else b"o"
+            parts += (pack(code, (now - started) * 1000.0, len(data)), data)
+        assert self._process.stdin is not None
+        write_all(self._process.stdin.fileno(), b"".join(parts))
+
+    def _fail(self, exc: OSError) -> None:
+        self._failed = True
+        log.error("recording to %s stopped: %s", self.path, exc)
+
+    def close(self) -> None:
+        """Stops tapping, writes what is pending and the end line; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for hooks, hook in ((self.engine.frame_taps, self._tap), (self.engine.listeners, self._listener)):
+            try:
+                hooks.remove(hook)
+            except ValueError:
+                pass
+        self._stopping.set()
+        self._thread.join(5.0)
+        ended_ms = round((time.monotonic() - self.started) * 1000.0, 3)
+        process = self._process
+        if process is not None:
+            try:
+                if not self._failed and not self._thread.is_alive():
+                    body = orjson.dumps({"ms": ended_ms})
+                    write_all(process.stdin.fileno(), _RECORD.pack(b"e", ended_ms, len(body)) + body)
+                process.stdin.close()
+            except OSError as exc:
+                log.error("transcript writer for %s is gone: %s", self.path, exc)
+            try:
+                process.wait(5.0)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            return
+        if self._thread.is_alive() or self._failed:
+            return
+        try:
+            self.writer.close({"ms": ended_ms})
+        except OSError as exc:
+            log.error("closing transcript %s failed: %s", self.path, exc)
+
+
+def _writer_env() -> dict[str, str]:
+    """The writer process imports this package from wherever the worker did."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    for name in ("DSPEX_RECORD", "DSPEX_REPLAY_CASSETTE", "DSPEX_PLUGINS"):
+        env.pop(name, None)
+    return env
+
+
+def _unpack_block(body: bytes, started: float) -> list[tuple[str, float, bytes]]:
+    """The frames of one block forwarded by Recorder._forward."""
+    (count,) = struct.unpack_from(">I", body, 0)
+    position = 4
+    kinds = body[position:position + count]
+    position += count
+    nows = array("d")
+    nows.frombytes(body[position:position + 8 * count])
+    position += 8 * count
+    lengths = array("I")
+    lengths.frombytes(body[position:position + 4 * count])
+    position += 4 * count
+    frames = []
+    for index in range(count):
+        end = position + lengths[index]
+        frames.append(("in" if kinds[index] == 105 else "out", (nows[index] - started) * 1000.0,
+                       body[position:end]))
+        position = end
+    return frames
+
+
+def run_writer_process(path: str, fd: int = 0) -> int:
+    """The writer process: reads records from the worker's pipe until it closes.
+
+    Lines are written and flushed per read, so the file trails the worker by
+    milliseconds; the end line is written only when the worker closed cleanly.
+    """
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        # The worker decides when recording ends (by closing the pipe), not a signal
+        # sent to the whole process group, which would lose the transcript's tail.
+        signal.signal(sig, signal.SIG_IGN)
+    writer = TranscriptWriter(path, {}, append=True)
+    formatter = BatchFormatter(writer)
+    buffer = bytearray()
+    header_size = _RECORD.size
+    footer: dict[str, Any] | None = None
+    while True:
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            break
+        buffer += chunk
+        batch: list[tuple[str, float, Any]] = []
+        start = 0
+        end = len(buffer)
+        while end - start >= header_size:
+            code, offset_ms, length = _RECORD.unpack_from(buffer, start)
+            if end - start - header_size < length:
+                break
+            body = bytes(buffer[start + header_size:start + header_size + length])
+            start += header_size + length
+            if code == b"b":
+                batch.extend(_unpack_block(body, offset_ms))
+            elif code == b"s":
+                formatter.secrets = tuple(s.encode() for s in orjson.loads(body))
+                for secret in orjson.loads(body):
+                    remember_secret(secret)
+            elif code == b"e":
+                footer = orjson.loads(body)
+            elif code == b"l":
+                batch.append(("lm", offset_ms, orjson.loads(body)))
+            else:
+                batch.append((_KINDS[code], offset_ms, body))
+        del buffer[:start]
+        if batch:
+            writer.write_lines(formatter.lines(batch))
+    if footer is not None:
+        writer.close(footer)
+    else:
+        writer.detach()
+    return 0
+
+
+def start_recording(engine: Engine, path: str, *, ignore: list[str] | None = None) -> Callable[[], None]:
+    """Records everything `engine` receives, sends and asks LMs into a transcript at `path`.
+
+    `path` is a file, or a directory (existing, or ending in '/') that gets one file per
+    worker. Returns the hook that finishes the transcript. A transcript that cannot be
+    created is logged and serving goes on unrecorded: recording never takes a worker down.
+    """
+    try:
+        recorder = Recorder(engine, path, ignore=ignore)
+    except (OSError, ValueError) as exc:
+        log.error("cannot record to %s: %s", path, exc)
+        return lambda: None
+    log.info("recording to %s", recorder.path)
+    engine.recorder = recorder  # type: ignore[attr-defined]  (lets inspect and the REPL find it)
+    return recorder.close
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_writer_process(sys.argv[1]))
+
+
+__all__ = ["IGNORE_ENV", "BatchFormatter", "run_writer_process", "Recorder", "scrub_lm_call", "scrub_payload", "start_recording", "transcript_file_for"]
