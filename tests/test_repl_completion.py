@@ -54,7 +54,7 @@ def test_argument_names_come_from_the_registry_and_skip_used_ones(shell: Shell) 
     assert texts("execute_program ", shell) == [f"{a.name}=" for a in spec.args]
     assert "program_id=" not in texts("execute_program program_id=qa ", shell)
     assert texts("configure_lm api_", shell) == ["api_key=", "api_base="]
-    assert texts("ping initialization=", shell) == ["initialization=true", "initialization=false"]
+    assert texts("configure_lm cache=", shell) == ["cache=true", "cache=false"]
     assert texts("create_program program_type=c", shell) == ["program_type=chain_of_thought"]
 
 
