@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .framing import write_all
+from .framing import DEFAULT_MAX_FRAME, FrameReader, Oversized, write_all
 from .redact import REDACTED, known_secrets, redact, remember_secret, scrub_text
 from .transcript import TranscriptWriter, frame_line, make_header
 
@@ -172,6 +172,8 @@ class BatchFormatter:
 # kind (1 byte), offset in ms (float64), length (uint32), body.
 _RECORD = struct.Struct(">cdI")
 _KINDS = {b"i": "in", b"o": "out", b"l": "lm"}
+# Raw stream chunks (framed bytes as read or written by the server) and LM calls.
+_CODES = {"raw_in": b"I", "raw_out": b"O", "lm": b"l", "in": b"i", "out": b"o"}
 
 
 class Recorder:
@@ -188,7 +190,8 @@ class Recorder:
     POLL_SECONDS = 0.005
 
     def __init__(self, engine: Engine, path: str, *, ignore: list[str] | None = None,
-                 subprocess_writer: bool = True) -> None:
+                 subprocess_writer: bool = True,
+                 stream_taps: list[Callable[[str, bytes, float], None]] | None = None) -> None:
         self.engine = engine
         self.started = time.monotonic()
         started_wall = time.time()
@@ -213,6 +216,7 @@ class Recorder:
         self._subprocess_writer = subprocess_writer
         self._process: subprocess.Popen[bytes] | None = None
         self._formatter: BatchFormatter | None = None
+        self._raw_readers: dict[str, FrameReader] = {}
         self._sent_secrets = 0
         self._pending: deque[tuple[str, float, Any]] = deque()
         self._stopping = threading.Event()
@@ -228,11 +232,18 @@ class Recorder:
             if kind == "lm_call":
                 append(("lm", time.monotonic(), data))
 
+        # A server hands over its stream taps: then whole reads and reply batches (framed
+        # bytes) are queued instead of single frames, one append per syscall, not per frame.
+        def stream_tap(direction: str, data: bytes, now: float) -> None:
+            append(("raw_in" if direction == "in" else "raw_out", now, data))
+
         self._tap = tap
+        self._stream_tap = stream_tap
+        self._tap_list = engine.frame_taps if stream_taps is None else stream_taps
         self._listener = listener
         self._thread = threading.Thread(target=self._run, name="dspex-recorder", daemon=True)
         self._thread.start()
-        engine.frame_taps.append(tap)
+        self._tap_list.append(tap if stream_taps is None else stream_tap)
         engine.listeners.append(listener)
 
     def _start_writer(self) -> None:
@@ -279,7 +290,15 @@ class Recorder:
         if self._process is None:
             assert self._formatter is not None
             self._formatter.secrets = tuple(s.encode() for s in secrets)
-            items = [(kind, (now - started) * 1000.0, data) for kind, now, data in batch]
+            items = []
+            for kind, now, data in batch:
+                if kind in ("raw_in", "raw_out"):
+                    direction = kind[4:]
+                    reader = self._raw_readers.setdefault(direction, FrameReader(DEFAULT_MAX_FRAME))
+                    items.extend((direction, (now - started) * 1000.0, frame) for frame in reader.feed(data)
+                                 if not isinstance(frame, Oversized))
+                else:
+                    items.append((kind, (now - started) * 1000.0, data))
             lines = self._formatter.lines(items)
             if lines:
                 self.writer.write_lines(lines)
@@ -291,6 +310,14 @@ class Recorder:
             parts += (pack(b"s", 0.0, len(body)), body)
             self._sent_secrets = len(secrets)
         kinds, nows, payloads = zip(*batch)
+        if "raw_in" in kinds or "raw_out" in kinds:
+            for kind, now, data in batch:
+                if kind == "lm":
+                    data = orjson.dumps(data, default=str, option=orjson.OPT_NON_STR_KEYS)
+                parts += (pack(_CODES[kind], (now - started) * 1000.0, len(data)), data)
+            assert self._process.stdin is not None
+            write_all(self._process.stdin.fileno(), b"".join(parts))
+            return
         if "lm" not in kinds:
             # Frames only (the usual batch): one block built by C-level calls, no
             # per-frame Python work in the serving process.
@@ -320,7 +347,8 @@ class Recorder:
         if self._closed:
             return
         self._closed = True
-        for hooks, hook in ((self.engine.frame_taps, self._tap), (self.engine.listeners, self._listener)):
+        for hooks, hook in ((self._tap_list, self._tap), (self._tap_list, self._stream_tap),
+                            (self.engine.listeners, self._listener)):
             try:
                 hooks.remove(hook)
             except ValueError:
@@ -400,6 +428,8 @@ def run_writer_process(path: str, fd: int = 0) -> int:
     formatter = BatchFormatter(writer)
     buffer = bytearray()
     header_size = _RECORD.size
+    # Each direction's stream is parsed like the server parses it; chunks may split frames.
+    streams = {b"I": ("in", FrameReader(DEFAULT_MAX_FRAME)), b"O": ("out", FrameReader(DEFAULT_MAX_FRAME))}
     footer: dict[str, Any] | None = None
     while True:
         chunk = os.read(fd, 1 << 20)
@@ -417,6 +447,10 @@ def run_writer_process(path: str, fd: int = 0) -> int:
             start += header_size + length
             if code == b"b":
                 batch.extend(_unpack_block(body, offset_ms))
+            elif code in streams:
+                direction, reader = streams[code]
+                batch.extend((direction, offset_ms, frame) for frame in reader.feed(body)
+                             if not isinstance(frame, Oversized))
             elif code == b"s":
                 formatter.secrets = tuple(s.encode() for s in orjson.loads(body))
                 for secret in orjson.loads(body):
@@ -437,7 +471,8 @@ def run_writer_process(path: str, fd: int = 0) -> int:
     return 0
 
 
-def start_recording(engine: Engine, path: str, *, ignore: list[str] | None = None) -> Callable[[], None]:
+def start_recording(engine: Engine, path: str, *, ignore: list[str] | None = None,
+                    stream_taps: list[Callable[[str, bytes, float], None]] | None = None) -> Callable[[], None]:
     """Records everything `engine` receives, sends and asks LMs into a transcript at `path`.
 
     `path` is a file, or a directory (existing, or ending in '/') that gets one file per
@@ -445,7 +480,7 @@ def start_recording(engine: Engine, path: str, *, ignore: list[str] | None = Non
     created is logged and serving goes on unrecorded: recording never takes a worker down.
     """
     try:
-        recorder = Recorder(engine, path, ignore=ignore)
+        recorder = Recorder(engine, path, ignore=ignore, stream_taps=stream_taps)
     except (OSError, ValueError) as exc:
         log.error("cannot record to %s: %s", path, exc)
         return lambda: None

@@ -98,6 +98,9 @@ class Server:
         # Held by the reader while it works through one read; exit() takes it so a batch
         # in the making (a shutdown reply among pipelined frames) is written, not lost.
         self._chunk_lock = threading.RLock()
+        # Observers of the raw byte streams (the recorder): called once per read and once
+        # per write, with framed bytes, so their cost does not grow with frames per read.
+        self.stream_taps: list[Callable[[str, bytes, float], None]] = []
 
     def send(self, payload: bytes) -> None:
         """Writes one reply frame whole; concurrent replies never interleave."""
@@ -111,6 +114,10 @@ class Server:
     def _write(self, data: bytes) -> None:
         try:
             with self._write_lock:
+                if self.stream_taps:  # inside the lock: the stream is recorded in write order
+                    now = time.monotonic()
+                    for tap in self.stream_taps:
+                        tap("out", data, now)
                 # A pipe takes a small write whole; only a partial write needs the loop.
                 written = os.write(self.protocol_fd, data)
                 if written != len(data):
@@ -144,6 +151,11 @@ class Server:
                 count = 0
             if not count:
                 break
+            if self.stream_taps:
+                now = time.monotonic()
+                data = bytes(read_view[:count])
+                for tap in self.stream_taps:
+                    tap("in", data, now)
             if count > 4 and not reader.pending and \
                     int.from_bytes(read_buffer[:4], "big") == count - 4 <= reader.max_frame_size:
                 # The read holds exactly one whole frame (a lone request, e.g. a health
@@ -237,7 +249,7 @@ class Server:
         record = self.config.record or os.environ.get("DSPEX_RECORD")
         if record:
             from .recording import start_recording
-            self.exit_hooks.append(start_recording(self.engine, record))
+            self.exit_hooks.append(start_recording(self.engine, record, stream_taps=self.stream_taps))
         if self.config.control != "off":
             try:
                 from .control import start_control_server
