@@ -8,6 +8,7 @@ while it already answers pings.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import importlib.util
 import logging
@@ -111,3 +112,7 @@ def _warm() -> None:
         load_dspy()
     except Exception:  # the request that needs DSPy reports it; a warm-up must not crash
         logger.warning("background import of dspy failed", exc_info=True)
+        return
+    # DSPy brings hundreds of thousands of long-lived objects; left to the collector, every
+    # full collection walks them all while a request waits. Frozen, they are skipped.
+    gc.freeze()

@@ -18,8 +18,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+from orjson import JSONDecodeError
+
 from . import codec
-from .errors import BridgeError, InvalidArguments, InvalidRequest, ShuttingDown
+from .errors import BridgeError, InvalidArguments, InvalidRequest, SerializationFailed, ShuttingDown
 from .redact import scrub_text
 from .registry import REGISTRY, CommandSpec, Registry
 from .sessions import ANONYMOUS, LMHandle, Session, SessionStore
@@ -33,6 +36,13 @@ Listener = Callable[[str, dict[str, Any]], None]
 DEFAULT_MAX_CONCURRENCY = 64
 # Handed to inline commands, which run to completion at once and are never cancelled.
 _NOT_CANCELLABLE = threading.Event()
+# Bound once: the inline path runs for every health ping.
+_loads = orjson.loads
+_dumps = orjson.dumps
+_DUMP_OPTIONS = orjson.OPT_NON_STR_KEYS
+_monotonic = time.monotonic
+_time = time.time
+_PLAIN_IDS = (int, str)
 
 
 @dataclass
@@ -282,15 +292,54 @@ class Engine:
         for tap in self.frame_taps:
             tap("in", payload, now)
         try:
-            request = codec.decode(payload)
+            request = _loads(payload)
+        except JSONDecodeError:
+            self._undecodable(payload, send)
+            return
+        if type(request) is dict:
+            spec = self.registry.fast_inline().get(request.get("command"))  # type: ignore[arg-type]
+            if spec is not None:
+                request_id = request.get("id")
+                args = request.get("args")
+                if type(request_id) in _PLAIN_IDS and (args is None or type(args) is dict):
+                    self._run_inline(spec, request_id, args or {}, send)
+                    return
+        self.submit(request, send)
+
+    def _undecodable(self, payload: bytes, send: Send) -> None:
+        try:
+            codec.decode(payload)  # for the precise error: not UTF-8, or not JSON
         except BridgeError as exc:
             salvaged = codec.salvage_id(payload)
             if salvaged is None:
                 self._protocol_error(exc)
             else:
                 self._reply_error(salvaged, exc, send)
+
+    def _run_inline(self, spec: CommandSpec, request_id: Any, args: dict[str, Any], send: Send) -> None:
+        """The short path of an unvalidated inline command (ping): no scheduling, no bookkeeping
+        beyond the counters; errors still become replies."""
+        stats = self.stats
+        stats.command_count += 1
+        stats.by_command[spec.name] += 1
+        try:
+            result = spec.handler(args, Context(self, request_id, spec.name, session_of(args), _NOT_CANCELLABLE))
+            if not isinstance(result, dict):
+                raise BridgeError(f"Handler for {spec.name} returned {type(result).__name__}, not an object")
+        except BaseException as exc:  # a handler must never take the worker down
+            self._reply_error(request_id, exc, send)
             return
-        self.submit(request, send)
+        try:
+            data = _dumps({"id": request_id, "success": True, "result": result, "timestamp": _time()},
+                          option=_DUMP_OPTIONS)
+        except TypeError as exc:
+            self._reply_error(request_id, SerializationFailed(f"Result is not JSON-serializable: {exc}"), send)
+            return
+        now = _monotonic()
+        self.recent_frames.append(("out", now, data))
+        for tap in self.frame_taps:
+            tap("out", data, now)
+        send(data)
 
     def submit(self, request: Any, send: Send) -> None:
         """Validates a decoded request and runs it, at once or through the scheduler."""

@@ -115,6 +115,20 @@ class Registry:
     def __init__(self) -> None:
         self._specs: dict[str, CommandSpec] = {}
         self._aliases: dict[str, str] = {}
+        self._fast: dict[str, CommandSpec] | None = None
+
+    def fast_inline(self) -> dict[str, CommandSpec]:
+        """Name (and alias) → spec of inline commands without constrained arguments.
+
+        The engine answers these straight from the decoded frame (health pings are the
+        most frequent request of all); rebuilt whenever a command is registered.
+        """
+        fast = self._fast
+        if fast is None:
+            fast = self._fast = {name: self._specs[canonical] for name, canonical in self._aliases.items()
+                                 if self._specs[canonical].scheduling == "inline"
+                                 and not self._specs[canonical].validated}
+        return fast
 
     def add(self, spec: CommandSpec) -> CommandSpec:
         if spec.scheduling not in _SCHEDULING:
@@ -125,6 +139,7 @@ class Registry:
                 raise ValueError(f"command {name!r} is already registered")
             self._aliases[name] = spec.name
         self._specs[spec.name] = spec
+        self._fast = None
         return spec
 
     def get(self, name: str) -> CommandSpec:
