@@ -13,6 +13,7 @@ import importlib
 import logging
 import os
 import signal
+import struct
 import sys
 import threading
 import time
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 
 from .engine import DEFAULT_MAX_CONCURRENCY, Engine, EngineConfig
 from .errors import FrameTooLarge, TruncatedFrame
-from .framing import DEFAULT_MAX_FRAME, FrameReader, Oversized, pack, write_all
+from .framing import DEFAULT_MAX_FRAME, FrameReader, Oversized, write_all
 
 log = logging.getLogger("dspex.serve")
 
@@ -104,7 +105,7 @@ class Server:
 
     def send(self, payload: bytes) -> None:
         """Writes one reply frame whole; concurrent replies never interleave."""
-        frame = pack(payload)
+        frame = len(payload).to_bytes(4, "big") + payload  # framing.pack, inlined: every reply
         batch = self._batch
         if batch is not None and threading.get_ident() == self._reader_ident:
             batch.append(frame)
@@ -143,6 +144,7 @@ class Server:
         # megabyte on every read, three syscalls and a page fault per ping.
         read_buffer = bytearray(READ_CHUNK)
         read_view = memoryview(read_buffer)
+        unpack_length = struct.Struct(">I").unpack_from
         while True:
             try:
                 count = os.readv(self.input_fd, [read_buffer])
@@ -156,8 +158,8 @@ class Server:
                 data = bytes(read_view[:count])
                 for tap in self.stream_taps:
                     tap("in", data, now)
-            if count > 4 and not reader.pending and \
-                    int.from_bytes(read_buffer[:4], "big") == count - 4 <= reader.max_frame_size:
+            if count > 4 and unpack_length(read_buffer)[0] == count - 4 <= reader.max_frame_size \
+                    and not reader.pending:
                 # The read holds exactly one whole frame (a lone request, e.g. a health
                 # ping): skip the incremental parser, a sizeable share of a ping's cost.
                 # Under the chunk lock all the same: exit() must not run its hooks (the

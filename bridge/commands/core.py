@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from ..dspy_loader import dspy_available, is_loaded
-from ..engine import Context, Engine
+from ..engine import Context
 from ..errors import InvalidArguments
 from ..registry import Arg, command
 from ..system import memory_usage
@@ -35,15 +35,11 @@ def ping(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
         "uptime": time.monotonic() - engine.started,
         # Whether the background import has finished: benchmarks and health checks wait on it.
         "dspy_loaded": is_loaded(),
-        **_facts(engine),
+        "mode": engine.config.mode,
+        "dspy_available": dspy_available(),
+        "gemini_available": gemini_available(),
+        "worker_id": engine.worker_id,
     }
-
-
-@functools.lru_cache(maxsize=16)
-def _facts(engine: Engine) -> dict[str, Any]:
-    """What a ping reports that never changes during a worker's life, worked out once."""
-    return {"mode": engine.config.mode, "dspy_available": dspy_available(),
-            "gemini_available": gemini_available(), "worker_id": engine.worker_id}
 
 
 @command("get_stats", scheduling="inline")
