@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .framing import DEFAULT_MAX_FRAME, FrameReader, Oversized, write_all
+from .framing import write_all
 from .redact import REDACTED, known_secrets, redact, remember_secret, scrub_text
 from .transcript import TranscriptWriter, frame_line, make_header
 
@@ -50,8 +50,11 @@ _STOP = object()  # never equal to a decoded frame: lets `loads(x) is not _STOP`
 # (and without a registered secret value) is written as the bytes it arrived as, skipping
 # decode, redact and encode: most frames, every ping among them. Plain substring tests on
 # the lowered bytes run at memory speed, unlike one case-insensitive regex.
-_MARKERS = (b"key", b"token", b"secret", b"password", b"authoriz", b"authoris", b"credential", b"sk-", b"aiza",
-            b"xoxa-", b"xoxb-", b"xoxp-", b"ghp_", b"gho_", b"ghu_", b"ghs_", b"bearer", b"\n", b"\r")
+# Prefixes stand for their families (b"xox" for xoxa-/xoxb-/xoxp-, b"authori" for both
+# spellings): each search is a pass over the batch, so fewer is faster, and a rare false
+# alarm only sends that batch down the careful path.
+_MARKERS = (b"key", b"token", b"secret", b"passw", b"authori", b"credential", b"sk-", b"aiza",
+            b"xox", b"gh", b"bearer", b"\n", b"\r")
 
 
 _IN_LINE = b'{"type":"frame","dir":"in","ms":%.3f,"frame":%s}\n'
@@ -110,17 +113,17 @@ def _format_clean(item: tuple[str, float, Any]) -> bytes:
     return (_IN_LINE if kind == "in" else _OUT_LINE) % (offset_ms, data)
 
 
-def _all_json(batch: list[tuple[str, float, Any]]) -> bool:
+def _all_json(payloads: list[bytes]) -> bool:
     """Whether every payload is one JSON value, checked with a single parse of them all.
 
     Joined as a JSON array they parse to exactly one element each; a payload holding a
     bare comma-separated pair would add an element, an invalid one fails the parse.
     """
     try:
-        values = orjson.loads(b"[" + b",".join([item[2] for item in batch]) + b"]")
+        values = orjson.loads(b"[" + b",".join(payloads) + b"]")
     except orjson.JSONDecodeError:
         return False
-    return len(values) == len(batch)
+    return len(values) == len(payloads)
 
 
 class BatchFormatter:
@@ -133,6 +136,18 @@ class BatchFormatter:
         self.writer = writer
         self.secrets: tuple[bytes, ...] = ()
 
+    def chunk_lines(self, direction: str, offset_ms: float, payloads: list[bytes]) -> list[bytes]:
+        """Lines for the frames of one read or one reply batch (one direction, one time)."""
+        if not payloads:
+            return []
+        # Replies were encoded by the engine with orjson, so only requests need the JSON check.
+        if clean_as_is(b"\x00".join(payloads), self.secrets) and (direction == "out" or _all_json(payloads)):
+            # The usual case: one prefix for the whole chunk, one concatenation per frame.
+            prefix = (_IN_LINE if direction == "in" else _OUT_LINE).split(b"%s")[0] % offset_ms
+            self.writer.frames += len(payloads)
+            return [prefix + payload + b"}\n" for payload in payloads]
+        return self.lines([(direction, offset_ms, payload) for payload in payloads])
+
     def lines(self, batch: list[tuple[str, float, Any]]) -> list[bytes]:
         secrets = self.secrets
         writer = self.writer
@@ -142,7 +157,7 @@ class BatchFormatter:
         lines: list[bytes] = []
         append = lines.append
         loads = orjson.loads
-        if batch_clean and len(frames) == len(batch) and _all_json(batch):
+        if batch_clean and len(frames) == len(batch) and _all_json(frames):
             # The common case, kept to C-level loops: nothing to scrub, no LM call, and
             # every frame proven JSON by one parse of the whole batch.
             writer.frames += len(batch)
@@ -191,7 +206,7 @@ class Recorder:
 
     def __init__(self, engine: Engine, path: str, *, ignore: list[str] | None = None,
                  subprocess_writer: bool = True,
-                 stream_taps: list[Callable[[str, bytes, float], None]] | None = None) -> None:
+                 stream_taps: list[Callable[[str, list[bytes], float], None]] | None = None) -> None:
         self.engine = engine
         self.started = time.monotonic()
         started_wall = time.time()
@@ -216,10 +231,12 @@ class Recorder:
         self._subprocess_writer = subprocess_writer
         self._process: subprocess.Popen[bytes] | None = None
         self._formatter: BatchFormatter | None = None
-        self._raw_readers: dict[str, FrameReader] = {}
         self._sent_secrets = 0
         self._pending: deque[tuple[str, float, Any]] = deque()
         self._stopping = threading.Event()
+        self._forward_lock = threading.Lock()
+        self._last_forward = time.monotonic()
+        self._ready = False
         self._failed = False
         self._closed = False
         append = self._pending.append
@@ -232,10 +249,10 @@ class Recorder:
             if kind == "lm_call":
                 append(("lm", time.monotonic(), data))
 
-        # A server hands over its stream taps: then whole reads and reply batches (framed
-        # bytes) are queued instead of single frames, one append per syscall, not per frame.
-        def stream_tap(direction: str, data: bytes, now: float) -> None:
-            append(("raw_in" if direction == "in" else "raw_out", now, data))
+        # A server hands over its stream taps: then the payloads of whole reads and reply
+        # batches are queued, one append per syscall rather than per frame.
+        def stream_tap(direction: str, payloads: list[bytes], now: float) -> None:
+            append(("raw_in" if direction == "in" else "raw_out", now, payloads))
 
         self._tap = tap
         self._stream_tap = stream_tap
@@ -264,25 +281,37 @@ class Recorder:
             self._start_writer()
         except OSError as exc:
             self._fail(exc)
-        pending = self._pending
-        popleft = pending.popleft
+        self._ready = True
         stopping = self._stopping
         while True:
-            if not pending:
-                if stopping.is_set():
+            # Forwarding happens here, off the serving thread: when the writer process falls
+            # behind, this thread waits on the pipe while serving goes on.
+            if self._pending and time.monotonic() - self._last_forward >= self.POLL_SECONDS:
+                self._drain()
+            elif stopping.is_set():
+                if not self._pending:
                     return
+                self._drain()
+            else:
                 stopping.wait(self.POLL_SECONDS)
-                continue
-            batch = [popleft() for _ in range(min(len(pending), 4096))]
-            if not self._failed:
-                try:
-                    self._forward(batch)
-                except OSError as exc:
-                    self._fail(exc)
-            if len(batch) < 4096 and not stopping.is_set():
-                # Pause even when busy: taking frames as they trickle in would make this
-                # thread and the serving thread trade the GIL at every frame.
-                stopping.wait(self.POLL_SECONDS)
+
+    def _drain(self) -> None:
+        """Forwards everything pending; one thread at a time, others simply skip."""
+        if not self._forward_lock.acquire(blocking=False):
+            return
+        try:
+            pending = self._pending
+            popleft = pending.popleft
+            while pending:
+                batch = [popleft() for _ in range(min(len(pending), 4096))]
+                if not self._failed:
+                    try:
+                        self._forward(batch)
+                    except OSError as exc:
+                        self._fail(exc)
+            self._last_forward = time.monotonic()
+        finally:
+            self._forward_lock.release()
 
     def _forward(self, batch: list[tuple[str, float, Any]]) -> None:
         started = self.started
@@ -293,10 +322,8 @@ class Recorder:
             items = []
             for kind, now, data in batch:
                 if kind in ("raw_in", "raw_out"):
-                    direction = kind[4:]
-                    reader = self._raw_readers.setdefault(direction, FrameReader(DEFAULT_MAX_FRAME))
-                    items.extend((direction, (now - started) * 1000.0, frame) for frame in reader.feed(data)
-                                 if not isinstance(frame, Oversized))
+                    offset_ms = (now - started) * 1000.0
+                    items.extend((kind[4:], offset_ms, payload) for payload in data)
                 else:
                     items.append((kind, (now - started) * 1000.0, data))
             lines = self._formatter.lines(items)
@@ -314,6 +341,8 @@ class Recorder:
             for kind, now, data in batch:
                 if kind == "lm":
                     data = orjson.dumps(data, default=str, option=orjson.OPT_NON_STR_KEYS)
+                else:  # a list of payloads: count, lengths, then the payloads back to back
+                    data = b"".join((struct.pack(">I", len(data)), array("I", map(len, data)).tobytes(), *data))
                 parts += (pack(_CODES[kind], (now - started) * 1000.0, len(data)), data)
             assert self._process.stdin is not None
             write_all(self._process.stdin.fileno(), b"".join(parts))
@@ -409,6 +438,15 @@ def _unpack_block(body: bytes, started: float) -> list[tuple[str, float, bytes]]
     return list(zip(names, offsets_ms, payloads))
 
 
+def _unpack_payloads(body: bytes) -> list[bytes]:
+    """The payloads of one chunk block forwarded by Recorder._forward."""
+    (count,) = struct.unpack_from(">I", body, 0)
+    lengths = array("I")
+    lengths.frombytes(body[4:4 + 4 * count])
+    bounds = list(accumulate(lengths, initial=4 + 4 * count))
+    return list(map(body.__getitem__, map(slice, bounds[:-1], bounds[1:])))
+
+
 def run_writer_process(path: str, fd: int = 0) -> int:
     """The writer process: reads records from the worker's pipe until it closes.
 
@@ -428,8 +466,7 @@ def run_writer_process(path: str, fd: int = 0) -> int:
     formatter = BatchFormatter(writer)
     buffer = bytearray()
     header_size = _RECORD.size
-    # Each direction's stream is parsed like the server parses it; chunks may split frames.
-    streams = {b"I": ("in", FrameReader(DEFAULT_MAX_FRAME)), b"O": ("out", FrameReader(DEFAULT_MAX_FRAME))}
+    streams = {b"I": "in", b"O": "out"}
     footer: dict[str, Any] | None = None
     while True:
         chunk = os.read(fd, 1 << 20)
@@ -448,9 +485,10 @@ def run_writer_process(path: str, fd: int = 0) -> int:
             if code == b"b":
                 batch.extend(_unpack_block(body, offset_ms))
             elif code in streams:
-                direction, reader = streams[code]
-                batch.extend((direction, offset_ms, frame) for frame in reader.feed(body)
-                             if not isinstance(frame, Oversized))
+                if batch:  # keep the order of lines: what came before this chunk goes first
+                    writer.write_lines(formatter.lines(batch))
+                    batch = []
+                writer.write_lines(formatter.chunk_lines(streams[code], offset_ms, _unpack_payloads(body)))
             elif code == b"s":
                 formatter.secrets = tuple(s.encode() for s in orjson.loads(body))
                 for secret in orjson.loads(body):
@@ -472,7 +510,8 @@ def run_writer_process(path: str, fd: int = 0) -> int:
 
 
 def start_recording(engine: Engine, path: str, *, ignore: list[str] | None = None,
-                    stream_taps: list[Callable[[str, bytes, float], None]] | None = None) -> Callable[[], None]:
+                    stream_taps: list[Callable[[str, list[bytes], float], None]] | None = None
+                    ) -> Callable[[], None]:
     """Records everything `engine` receives, sends and asks LMs into a transcript at `path`.
 
     `path` is a file, or a directory (existing, or ending in '/') that gets one file per

@@ -17,7 +17,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .engine import DEFAULT_MAX_CONCURRENCY, Engine, EngineConfig
@@ -92,33 +92,30 @@ class Server:
         self._signals = 0
         self.exit_hooks: list[Callable[[], None]] = []
         self._parent = config.parent_pid or os.getppid()
-        # Replies produced on the reader thread while it works through one read (a burst
-        # of pipelined pings) are collected here and written with a single syscall.
+        # Reply payloads produced on the reader thread while it works through one read (a
+        # burst of pipelined pings) are collected here and written with a single syscall.
         self._batch: list[bytes] | None = None
         self._reader_ident = 0
         # Held by the reader while it works through one read; exit() takes it so a batch
         # in the making (a shutdown reply among pipelined frames) is written, not lost.
         self._chunk_lock = threading.RLock()
-        # Observers of the raw byte streams (the recorder): called once per read and once
-        # per write, with framed bytes, so their cost does not grow with frames per read.
-        self.stream_taps: list[Callable[[str, bytes, float], None]] = []
+        # Observers of the streams (the recorder): called once per read and once per write
+        # with the list of payloads it carried, so their cost does not grow with frames.
+        self.stream_taps: list[Callable[[str, list[bytes], float], None]] = []
 
     def send(self, payload: bytes) -> None:
         """Writes one reply frame whole; concurrent replies never interleave."""
-        frame = len(payload).to_bytes(4, "big") + payload  # framing.pack, inlined: every reply
         batch = self._batch
         if batch is not None and threading.get_ident() == self._reader_ident:
-            batch.append(frame)
+            batch.append(payload)
             return
-        self._write(frame)
+        self._write(len(payload).to_bytes(4, "big") + payload, (payload,))
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes, payloads: Sequence[bytes]) -> None:
         try:
             with self._write_lock:
                 if self.stream_taps:  # inside the lock: the stream is recorded in write order
-                    now = time.monotonic()
-                    for tap in self.stream_taps:
-                        tap("out", data, now)
+                    self._tap("out", list(payloads))
                 # A pipe takes a small write whole; only a partial write needs the loop.
                 written = os.write(self.protocol_fd, data)
                 if written != len(data):
@@ -130,7 +127,7 @@ class Server:
     def _flush_batch(self) -> None:
         batch, self._batch = self._batch, None
         if batch:
-            self._write(batch[0] if len(batch) == 1 else b"".join(batch))
+            self._write(b"".join([len(p).to_bytes(4, "big") + p for p in batch]), batch)
 
     def run(self) -> int:
         self._reader_ident = threading.get_ident()
@@ -153,24 +150,26 @@ class Server:
                 count = 0
             if not count:
                 break
-            if self.stream_taps:
-                now = time.monotonic()
-                data = bytes(read_view[:count])
-                for tap in self.stream_taps:
-                    tap("in", data, now)
+            taps = self.stream_taps
             if count > 4 and unpack_length(read_buffer)[0] == count - 4 <= reader.max_frame_size \
                     and not reader.pending:
                 # The read holds exactly one whole frame (a lone request, e.g. a health
                 # ping): skip the incremental parser, a sizeable share of a ping's cost.
                 # Under the chunk lock all the same: exit() must not run its hooks (the
                 # recorder's close) while an inline reply such as shutdown's is being sent.
+                payload = bytes(read_view[4:count])
+                if taps:
+                    self._tap("in", [payload])
                 with self._chunk_lock:
-                    engine.submit_frame(bytes(read_view[4:count]), self.send)
+                    engine.submit_frame(payload, self.send)
             else:
+                frames = list(reader.feed(read_view[:count]))
+                if taps:  # before dispatch: no reply may be recorded ahead of its request
+                    self._tap("in", [f for f in frames if not isinstance(f, Oversized)])
                 with self._chunk_lock:
                     self._batch = []
                     try:
-                        self._feed(reader, read_view[:count])
+                        self._dispatch(frames, reader.max_frame_size)
                     finally:
                         self._flush_batch()
             if not warmed:
@@ -186,14 +185,19 @@ class Server:
         self.finish(EOF_GRACE_SECONDS)
         return 0
 
-    def _feed(self, reader: FrameReader, chunk: memoryview) -> None:
+    def _dispatch(self, frames: list[bytes | Oversized], limit: int) -> None:
         engine = self.engine
-        for frame in reader.feed(chunk):
+        for frame in frames:
             if isinstance(frame, Oversized):
                 engine._protocol_error(FrameTooLarge(
-                    f"Frame of {frame.length} bytes exceeds the limit of {reader.max_frame_size}; skipped"))
+                    f"Frame of {frame.length} bytes exceeds the limit of {limit}; skipped"))
             else:
                 engine.submit_frame(frame, self.send)
+
+    def _tap(self, direction: str, payloads: list[bytes]) -> None:
+        now = time.monotonic()
+        for tap in self.stream_taps:
+            tap(direction, payloads, now)
 
     def finish(self, grace: float) -> None:
         if not self.engine.wait_idle(grace):
