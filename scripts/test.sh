@@ -18,7 +18,7 @@ if ! have_beam; then
   fi
 fi
 
-python3 -m pip install -q --disable-pip-version-check -e ".[test]"
+python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[test]"
 # The suite must never reach the internet (DSPy's price list download is off too).
 export LITELLM_LOCAL_MODEL_COST_MAP=True
 exec python3 -m pytest -q "$@"
