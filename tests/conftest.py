@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +23,25 @@ from bridge.client import WorkerClient, dspex_serve_argv  # noqa: E402
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 for _name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
     os.environ.pop(_name, None)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """Polls until predicate() is truthy and returns its value; fails the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> Path:
+    """A private XDG_RUNTIME_DIR per test, so tests never see each other's workers."""
+    path = tmp_path / "run"
+    path.mkdir()
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from conftest import wait_for
 from conftest import worker_env
 
 from bridge import Engine, EngineConfig
@@ -23,24 +24,6 @@ from bridge.control_client import (ControlClient, ControlError, WorkerGone, Work
 from bridge.framing import pack
 
 SECRET = "sk-test-secret-123456"  # the api_key of the lm_args fixture
-
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
-
-
-@pytest.fixture
-def runtime(tmp_path: Path) -> Path:
-    """A private XDG_RUNTIME_DIR per test, so tests never see each other's workers."""
-    path = tmp_path / "run"
-    path.mkdir()
-    return path
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 from conftest import ROOT, worker_env
 from rich.console import Console
 
@@ -19,23 +20,6 @@ from dspex_cli.inspect_cmd import collect_dashboard
 from dspex_cli.inspect_views import dashboard
 
 SECRET = "sk-test-secret-123456"  # the api_key of the lm_args fixture
-
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
-
-
-@pytest.fixture
-def runtime(tmp_path: Path) -> Path:
-    path = tmp_path / "run"
-    path.mkdir()
-    return path
 
 
 def cli_env(runtime: Path) -> dict[str, str]:
