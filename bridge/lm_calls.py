@@ -9,6 +9,7 @@ swapping the session's LM for a `ReplayLM` that asks `engine.lm_responder`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 import uuid
@@ -48,11 +49,17 @@ def _jsonable(value: Any) -> Any:
 
 def make_observer(ctx: Context) -> Any:
     """A DSPy callback that reports each LM call of this request to the engine."""
-    dspy = load_dspy()
-    from dspy.utils.callback import BaseCallback
+    return _observer_class()(ctx)
 
-    class LMCallObserver(BaseCallback):
-        def __init__(self) -> None:
+
+@functools.cache
+def _observer_class() -> type:
+    """The callback class, made once: DSPy (its base class) is only there once loaded."""
+    dspy = load_dspy()
+
+    class LMCallObserver(dspy.utils.callback.BaseCallback):  # type: ignore[name-defined,misc]
+        def __init__(self, ctx: Context) -> None:
+            self.ctx = ctx
             self.pending: dict[str, tuple[float, dict[str, Any]]] = {}
 
         def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
@@ -64,6 +71,7 @@ def make_observer(ctx: Context) -> Any:
             self.pending[call_id] = (time.monotonic(), request)
 
         def on_lm_end(self, call_id: str, outputs: Any, exception: Exception | None = None) -> None:
+            ctx = self.ctx
             started, request = self.pending.pop(call_id, (time.monotonic(), {}))
             usage = _last_usage(dspy, request.get("model"))
             record = {
@@ -77,7 +85,7 @@ def make_observer(ctx: Context) -> Any:
             }
             ctx.engine.record_lm_call(redact(record))
 
-    return LMCallObserver()
+    return LMCallObserver
 
 
 def _last_usage(dspy: Any, model: Any) -> dict[str, Any]:
