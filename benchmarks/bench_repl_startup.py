@@ -88,9 +88,9 @@ inflates far less than wall time. {runs} runs per line; target: first prompt ≤
 
 DSPy is imported on a background thread started after the first prompt is drawn, and the
 engine, rich and the command registry are loaded on first use, so what precedes the prompt
-is the interpreter, prompt_toolkit and the console's own modules. `dspex repl` also goes
-through the typer CLI, whose parameter handling imports pydantic (about 0.25 s of CPU);
-`python -m dspex_cli.repl` starts the same console without it.
+is the interpreter, prompt_toolkit and the console's own modules. `dspex repl` skips the
+typer CLI (whose parameter handling alone imports pydantic, about 0.25 s of CPU): the
+console script hands `repl` to the console's own option parser, as it does `serve`.
 {END}
 """
     path = ROOT / "docs" / "benchmarks.md"
