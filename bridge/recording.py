@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .framing import write_all
+from .framing import DEFAULT_MAX_FRAME, FrameReader, Oversized, write_all
 from .redact import REDACTED, known_secrets, redact, remember_secret, scrub_text
 from .transcript import TranscriptWriter, frame_line, make_header
 
@@ -187,8 +187,9 @@ class BatchFormatter:
 # kind (1 byte), offset in ms (float64), length (uint32), body.
 _RECORD = struct.Struct(">cdI")
 _KINDS = {b"i": "in", b"o": "out", b"l": "lm"}
-# Raw stream chunks (framed bytes as read or written by the server) and LM calls.
-_CODES = {"raw_in": b"I", "raw_out": b"O", "lm": b"l", "in": b"i", "out": b"o"}
+# Pipe record codes of frame tuples and LM calls; b"I"/b"O" are stream records (framed
+# bytes as read or written by the server), b"b" a block of frames, b"s" secrets, b"e" end.
+_CODES = {"lm": b"l", "in": b"i", "out": b"o"}
 
 
 class Recorder:
@@ -206,7 +207,7 @@ class Recorder:
 
     def __init__(self, engine: Engine, path: str, *, ignore: list[str] | None = None,
                  subprocess_writer: bool = True,
-                 stream_taps: list[Callable[[str, list[bytes], float], None]] | None = None) -> None:
+                 stream_taps: list[Callable[[str, bytes, float], None]] | None = None) -> None:
         self.engine = engine
         self.started = time.monotonic()
         started_wall = time.time()
@@ -231,8 +232,9 @@ class Recorder:
         self._subprocess_writer = subprocess_writer
         self._process: subprocess.Popen[bytes] | None = None
         self._formatter: BatchFormatter | None = None
+        self._stream_readers: dict[str, FrameReader] = {}
         self._sent_secrets = 0
-        self._pending: deque[tuple[str, float, Any]] = deque()
+        self._pending: deque[Any] = deque()  # stream records (bytes) and (kind, time, data) tuples
         self._stopping = threading.Event()
         self._forward_lock = threading.Lock()
         self._last_forward = time.monotonic()
@@ -246,17 +248,26 @@ class Recorder:
             append((direction, now, payload))
 
         def listener(kind: str, data: dict[str, Any]) -> None:
+            # Encoded here, on the thread that made the LM call (milliseconds long anyway),
+            # so the forwarding thread only joins bytes.
             if kind == "lm_call":
-                append(("lm", time.monotonic(), data))
+                body = orjson.dumps(data, default=str, option=orjson.OPT_NON_STR_KEYS)
+                append(_RECORD.pack(b"l", (time.monotonic() - self.started) * 1000.0, len(body)) + body)
 
-        # A server hands over its stream taps: then the payloads of whole reads and reply
-        # batches are queued, one append per syscall rather than per frame.
-        def stream_tap(direction: str, payloads: list[bytes], now: float) -> None:
-            append(("raw_in" if direction == "in" else "raw_out", now, payloads))
+        # A server hands over its stream taps: then each read and each write is queued as
+        # one ready-made pipe record (framed bytes as they crossed fd 0 or fd 1), so the
+        # serving thread does one pack and one append per syscall, whatever it carried;
+        # the writer process splits the frames.
+        started = self.started
+        record_header = _RECORD.pack
+
+        def stream_tap(direction: str, data: bytes, now: float) -> None:
+            append(record_header(b"I" if direction == "in" else b"O", (now - started) * 1000.0, len(data)) + data)
 
         self._tap = tap
         self._stream_tap = stream_tap
         self._tap_list = engine.frame_taps if stream_taps is None else stream_taps
+        self._stream_mode = stream_taps is not None
         self._listener = listener
         self._thread = threading.Thread(target=self._run, name="dspex-recorder", daemon=True)
         self._thread.start()
@@ -313,20 +324,29 @@ class Recorder:
         finally:
             self._forward_lock.release()
 
-    def _forward(self, batch: list[tuple[str, float, Any]]) -> None:
+    def _forward(self, batch: list[Any]) -> None:
+        """Sends a batch to the writer: stream records (bytes, made by the stream tap) as
+        they are, frame and LM-call tuples encoded here."""
         started = self.started
         secrets = known_secrets()
         if self._process is None:
             assert self._formatter is not None
             self._formatter.secrets = tuple(s.encode() for s in secrets)
-            items = []
-            for kind, now, data in batch:
-                if kind in ("raw_in", "raw_out"):
-                    offset_ms = (now - started) * 1000.0
-                    items.extend((kind[4:], offset_ms, payload) for payload in data)
+            lines: list[bytes] = []
+            items: list[tuple[str, float, Any]] = []
+            for entry in batch:
+                if type(entry) is bytes and entry[:1] == b"l":
+                    code, offset_ms, _ = _RECORD.unpack_from(entry)
+                    items.append(("lm", offset_ms, orjson.loads(entry[_RECORD.size:])))
+                elif type(entry) is bytes:
+                    lines += self._formatter.lines(items)
+                    items = []
+                    direction, offset_ms, frames = self._stream_frames(entry)
+                    lines += self._formatter.chunk_lines(direction, offset_ms, frames)
                 else:
+                    kind, now, data = entry
                     items.append((kind, (now - started) * 1000.0, data))
-            lines = self._formatter.lines(items)
+            lines += self._formatter.lines(items)
             if lines:
                 self.writer.write_lines(lines)
             return
@@ -336,36 +356,40 @@ class Recorder:
             body = orjson.dumps(list(secrets))
             parts += (pack(b"s", 0.0, len(body)), body)
             self._sent_secrets = len(secrets)
-        kinds, nows, payloads = zip(*batch)
-        if "raw_in" in kinds or "raw_out" in kinds:
-            for kind, now, data in batch:
-                if kind == "lm":
-                    data = orjson.dumps(data, default=str, option=orjson.OPT_NON_STR_KEYS)
-                else:  # a list of payloads: count, lengths, then the payloads back to back
-                    data = b"".join((struct.pack(">I", len(data)), array("I", map(len, data)).tobytes(), *data))
-                parts += (pack(_CODES[kind], (now - started) * 1000.0, len(data)), data)
+        if self._stream_mode:
+            parts += batch  # a serving worker queues ready-made records only: nothing to encode
             assert self._process.stdin is not None
             write_all(self._process.stdin.fileno(), b"".join(parts))
             return
-        if "lm" not in kinds:
-            # Frames only (the usual batch): one block built by C-level calls, no
-            # per-frame Python work in the serving process.
+        tuples = [entry for entry in batch if type(entry) is tuple]
+        if not tuples:
+            parts += batch
+        elif len(tuples) == len(batch) and all(entry[0] != "lm" for entry in batch):
+            # Engine frame taps only (in-process engines): one block built by C-level calls.
+            kinds, nows, payloads = zip(*batch)
             kind_text = "".join(kinds).replace("in", "i").replace("out", "o").encode()
             body = b"".join((struct.pack(">I", len(kinds)), kind_text, array("d", nows).tobytes(),
                              array("I", map(len, payloads)).tobytes(), *payloads))
             parts += (pack(b"b", started, len(body)), body)
-            assert self._process.stdin is not None
-            write_all(self._process.stdin.fileno(), b"".join(parts))
-            return
-        for kind, now, data in batch:
-            if kind == "lm":
-                data = orjson.dumps(data, default=str, option=orjson.OPT_NON_STR_KEYS)
-                code = b"l"
-            else:
-                code = b"i" if kind == "in" else b"o"
-            parts += (pack(code, (now - started) * 1000.0, len(data)), data)
+        else:
+            for entry in batch:
+                if type(entry) is bytes:
+                    parts.append(entry)
+                    continue
+                kind, now, data = entry
+                if kind == "lm":
+                    data = orjson.dumps(data, default=str, option=orjson.OPT_NON_STR_KEYS)
+                parts += (pack(_CODES[kind], (now - started) * 1000.0, len(data)), data)
         assert self._process.stdin is not None
         write_all(self._process.stdin.fileno(), b"".join(parts))
+
+    def _stream_frames(self, record: bytes) -> tuple[str, float, list[bytes]]:
+        """(direction, offset ms, frames) of one stream record, for in-process formatting."""
+        code, offset_ms, _ = _RECORD.unpack_from(record)
+        direction = "in" if code == b"I" else "out"
+        reader = self._stream_readers.setdefault(direction, FrameReader(DEFAULT_MAX_FRAME))
+        frames = [f for f in reader.feed(record[_RECORD.size:]) if not isinstance(f, Oversized)]
+        return direction, offset_ms, frames
 
     def _fail(self, exc: OSError) -> None:
         self._failed = True
@@ -438,15 +462,6 @@ def _unpack_block(body: bytes, started: float) -> list[tuple[str, float, bytes]]
     return list(zip(names, offsets_ms, payloads))
 
 
-def _unpack_payloads(body: bytes) -> list[bytes]:
-    """The payloads of one chunk block forwarded by Recorder._forward."""
-    (count,) = struct.unpack_from(">I", body, 0)
-    lengths = array("I")
-    lengths.frombytes(body[4:4 + 4 * count])
-    bounds = list(accumulate(lengths, initial=4 + 4 * count))
-    return list(map(body.__getitem__, map(slice, bounds[:-1], bounds[1:])))
-
-
 def run_writer_process(path: str, fd: int = 0) -> int:
     """The writer process: reads records from the worker's pipe until it closes.
 
@@ -457,16 +472,21 @@ def run_writer_process(path: str, fd: int = 0) -> int:
         # The worker decides when recording ends (by closing the pipe), not a signal
         # sent to the whole process group, which would lose the transcript's tail.
         signal.signal(sig, signal.SIG_IGN)
+    # Transcripts may trail by milliseconds; the worker and its client may not wait. Where
+    # the OS allows, the writer only runs on otherwise idle CPU time.
     try:
-        # Transcripts may trail by milliseconds; the worker and its client may not wait.
-        os.nice(10)
-    except OSError:
-        pass
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        try:
+            os.nice(19)
+        except OSError:
+            pass
     writer = TranscriptWriter(path, {}, append=True)
     formatter = BatchFormatter(writer)
     buffer = bytearray()
     header_size = _RECORD.size
-    streams = {b"I": "in", b"O": "out"}
+    # Each direction's stream is split into frames as the server split it.
+    streams = {b"I": ("in", FrameReader(DEFAULT_MAX_FRAME)), b"O": ("out", FrameReader(DEFAULT_MAX_FRAME))}
     footer: dict[str, Any] | None = None
     while True:
         chunk = os.read(fd, 1 << 20)
@@ -488,7 +508,9 @@ def run_writer_process(path: str, fd: int = 0) -> int:
                 if batch:  # keep the order of lines: what came before this chunk goes first
                     writer.write_lines(formatter.lines(batch))
                     batch = []
-                writer.write_lines(formatter.chunk_lines(streams[code], offset_ms, _unpack_payloads(body)))
+                direction, reader = streams[code]
+                frames = [f for f in reader.feed(body) if not isinstance(f, Oversized)]
+                writer.write_lines(formatter.chunk_lines(direction, offset_ms, frames))
             elif code == b"s":
                 formatter.secrets = tuple(s.encode() for s in orjson.loads(body))
                 for secret in orjson.loads(body):
@@ -510,7 +532,7 @@ def run_writer_process(path: str, fd: int = 0) -> int:
 
 
 def start_recording(engine: Engine, path: str, *, ignore: list[str] | None = None,
-                    stream_taps: list[Callable[[str, list[bytes], float], None]] | None = None
+                    stream_taps: list[Callable[[str, bytes, float], None]] | None = None
                     ) -> Callable[[], None]:
     """Records everything `engine` receives, sends and asks LMs into a transcript at `path`.
 

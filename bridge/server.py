@@ -17,7 +17,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .engine import DEFAULT_MAX_CONCURRENCY, Engine, EngineConfig
@@ -99,9 +99,9 @@ class Server:
         # Held by the reader while it works through one read; exit() takes it so a batch
         # in the making (a shutdown reply among pipelined frames) is written, not lost.
         self._chunk_lock = threading.RLock()
-        # Observers of the streams (the recorder): called once per read and once per write
-        # with the list of payloads it carried, so their cost does not grow with frames.
-        self.stream_taps: list[Callable[[str, list[bytes], float], None]] = []
+        # Observers of the byte streams (the recorder): called once per read and once per
+        # write with the framed bytes it carried, so their cost does not grow with frames.
+        self.stream_taps: list[Callable[[str, bytes, float], None]] = []
 
     def send(self, payload: bytes) -> None:
         """Writes one reply frame whole; concurrent replies never interleave."""
@@ -109,13 +109,13 @@ class Server:
         if batch is not None and threading.get_ident() == self._reader_ident:
             batch.append(payload)
             return
-        self._write(len(payload).to_bytes(4, "big") + payload, (payload,))
+        self._write(len(payload).to_bytes(4, "big") + payload)
 
-    def _write(self, data: bytes, payloads: Sequence[bytes]) -> None:
+    def _write(self, data: bytes) -> None:
         try:
             with self._write_lock:
                 if self.stream_taps:  # inside the lock: the stream is recorded in write order
-                    self._tap("out", list(payloads))
+                    self._tap("out", data)
                 # A pipe takes a small write whole; only a partial write needs the loop.
                 written = os.write(self.protocol_fd, data)
                 if written != len(data):
@@ -127,7 +127,7 @@ class Server:
     def _flush_batch(self) -> None:
         batch, self._batch = self._batch, None
         if batch:
-            self._write(b"".join([len(p).to_bytes(4, "big") + p for p in batch]), batch)
+            self._write(b"".join([len(p).to_bytes(4, "big") + p for p in batch]))
 
     def run(self) -> int:
         self._reader_ident = threading.get_ident()
@@ -159,13 +159,13 @@ class Server:
                 # recorder's close) while an inline reply such as shutdown's is being sent.
                 payload = bytes(read_view[4:count])
                 if taps:
-                    self._tap("in", [payload])
+                    self._tap("in", bytes(read_view[:count]))
                 with self._chunk_lock:
                     engine.submit_frame(payload, self.send)
             else:
-                frames = list(reader.feed(read_view[:count]))
                 if taps:  # before dispatch: no reply may be recorded ahead of its request
-                    self._tap("in", [f for f in frames if not isinstance(f, Oversized)])
+                    self._tap("in", bytes(read_view[:count]))
+                frames = list(reader.feed(read_view[:count]))
                 with self._chunk_lock:
                     self._batch = []
                     try:
@@ -194,10 +194,10 @@ class Server:
             else:
                 engine.submit_frame(frame, self.send)
 
-    def _tap(self, direction: str, payloads: list[bytes]) -> None:
+    def _tap(self, direction: str, data: bytes) -> None:
         now = time.monotonic()
         for tap in self.stream_taps:
-            tap(direction, payloads, now)
+            tap(direction, data, now)
 
     def finish(self, grace: float) -> None:
         if not self.engine.wait_idle(grace):
