@@ -318,7 +318,7 @@ class Recorder:
                 if not self._failed:
                     try:
                         self._forward(batch)
-                    except OSError as exc:
+                    except (OSError, ValueError) as exc:  # ValueError: pipe closed by close()
                         self._fail(exc)
             self._last_forward = time.monotonic()
         finally:
@@ -391,7 +391,7 @@ class Recorder:
         frames = [f for f in reader.feed(record[_RECORD.size:]) if not isinstance(f, Oversized)]
         return direction, offset_ms, frames
 
-    def _fail(self, exc: OSError) -> None:
+    def _fail(self, exc: Exception) -> None:
         self._failed = True
         log.error("recording to %s stopped: %s", self.path, exc)
 
