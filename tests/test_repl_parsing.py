@@ -110,3 +110,13 @@ def test_format_assignments_reads_back_to_the_same_arguments() -> None:
     args = {"program_id": "qa", "inputs": {"question": "What is 2 + 2?"}, "n": 3, "model": "openai/x",
             "text": "true", "empty": ""}
     assert parse_assignments(split_words(format_assignments(args))) == args
+
+
+def test_a_whole_request_pasted_from_a_transcript_is_sent_as_it_is() -> None:
+    parsed = parse('{"id": 7, "command": "execute_program", "args": {"program_id": "qa", "extra": 1}}')
+    assert parsed == ProtocolInput("execute_program", {"program_id": "qa", "extra": 1}, verbatim=True)
+    for text, message in (('{bad json', "Invalid JSON"), ('[1, 2]', '"command" string'),
+                          ('{"command": "pnig"}', "Unknown command: pnig"),
+                          ('{"command": "ping", "args": [1]}', '"args" must be an object')):
+        with pytest.raises(ParseError, match=message.replace("[", r"\[")):
+            parse(text)

@@ -37,6 +37,15 @@ def test_printf_ping_pipe(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_an_unfinished_line_does_not_swallow_the_commands_after_it(tmp_path: Path) -> None:
+    result = run_repl(tmp_path, '{bad json\nping\nexecute_program {"program_id": "p"\nget_stats\n')
+    out = replies(result)
+    assert len(out) == 4, result.stdout
+    assert out[0]["success"] is False and out[2]["success"] is False
+    assert out[1]["result"]["status"] == "ok"
+    assert "command_count" in out[3]["result"]
+
+
 def test_one_json_line_per_command_and_errors_as_json(tmp_path: Path) -> None:
     script = "\n".join([
         "ping",

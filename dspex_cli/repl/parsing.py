@@ -252,6 +252,8 @@ def parse(text: str) -> Parsed:
         if not name:
             raise ParseError("':' needs a meta-command name", "type :help for the list")
         return MetaInput(name.strip(), argument.strip())
+    if stripped.startswith(("{", "[")):
+        return parse_whole_request(stripped)
     head = stripped.split(None, 1)[0]
     if head in BARE_META_WORDS and head not in registry():
         return MetaInput(head, stripped[len(head):].strip())
@@ -260,6 +262,25 @@ def parse(text: str) -> Parsed:
     if (match := _CALL.match(stripped)) and match["name"] not in registry():
         return parse_call(stripped)
     return parse_protocol(stripped)
+
+
+def parse_whole_request(text: str) -> ProtocolInput:
+    """A protocol request pasted whole, e.g. a frame copied from a transcript."""
+    hint = 'write `command {"arg": ...}`, or a whole request {"command": "ping", "args": {}}'
+    try:
+        request = json.loads(text)
+    except ValueError as exc:
+        raise ParseError(f"Invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})", hint) from None
+    if not isinstance(request, dict) or not isinstance(request.get("command"), str):
+        raise ParseError('A JSON request must be an object with a "command" string', hint)
+    args = request.get("args") or {}
+    if not isinstance(args, dict):
+        raise ParseError('"args" must be an object', hint)
+    if request["command"] not in registry():
+        suggestion = registry().suggest(request["command"])
+        raise ParseError(f"Unknown command: {request['command']}",
+                         f"did you mean '{suggestion}'?" if suggestion else "type :help for the commands")
+    return ProtocolInput(registry().get(request["command"]).name, args, verbatim=True)
 
 
 def parse_protocol(text: str) -> ProtocolInput:

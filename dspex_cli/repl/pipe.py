@@ -2,8 +2,10 @@
 
 Protocol commands (and the friendly forms that send one) print the engine's reply as
 it is. Meta-commands print `{"success": true, "meta": KIND, "result": ...}`; input the
-console rejects prints `{"success": false, "error", "error_type", "suggestion"}`. Lines
-continue while brackets or quotes are open, as on the terminal. Nothing else is written
+console rejects prints `{"success": false, "error", "error_type", "suggestion"}`. A
+command continues on the next lines while brackets or quotes are open, as on the terminal,
+if those lines are indented (or close the bracket); a line at the left margin always
+starts a new command. Nothing else is written
 to stdout, so the output can be piped into `jq`. The exit code is 1 if anything failed.
 """
 
@@ -60,6 +62,13 @@ def run_pipe(shell: Shell, source: IO[str]) -> int:
     """Reads commands until end of input; the exit code says whether all succeeded."""
     buffer = ""
     for line in source:
+        if buffer and not line[:1].isspace() and not line.lstrip().startswith(("}", "]")):
+            # A line at the left margin starts a new command: the unfinished one before it
+            # gets its error instead of swallowing every command that follows.
+            shell.handle(buffer)
+            buffer = ""
+            if shell.quit_requested:
+                break
         buffer += line
         if not is_complete(buffer):
             continue
