@@ -81,3 +81,15 @@ def spawn_worker(tmp_path: Path) -> Iterator:
     yield spawn
     for client in workers:
         client.close(timeout=5)
+
+
+@pytest.fixture
+def start(spawn_worker: Callable[..., WorkerClient], runtime: Path) -> Callable[..., WorkerClient]:
+    """Spawns workers whose control sockets live in the test's own runtime dir, and waits
+    until each has published its discovery file."""
+    def start_worker(*args: str) -> WorkerClient:
+        client = spawn_worker(*args, env=worker_env(XDG_RUNTIME_DIR=str(runtime)))
+        assert client.request("ping")["success"]
+        wait_for(lambda: (runtime / "dspex" / f"{client.pid}.json").exists())
+        return client
+    return start_worker

@@ -26,17 +26,6 @@ from bridge.framing import pack
 SECRET = "sk-test-secret-123456"  # the api_key of the lm_args fixture
 
 
-@pytest.fixture
-def start(spawn_worker, runtime: Path):
-    """Spawns a worker with the test's runtime dir and waits for its discovery file."""
-    def start_worker(*args: str):
-        client = spawn_worker(*args, env=worker_env(XDG_RUNTIME_DIR=str(runtime)))
-        assert client.request("ping")["success"]
-        wait_for(lambda: (runtime / "dspex" / f"{client.pid}.json").exists())
-        return client
-    return start_worker
-
-
 def control(runtime: Path, worker) -> ControlClient:
     return ControlClient(runtime / "dspex" / f"{worker.pid}.sock")
 

@@ -54,16 +54,6 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: 
 
 
 @pytest.fixture
-def start(spawn_worker, runtime: Path):
-    def start_worker(*args: str):
-        client = spawn_worker(*args, env=worker_env(XDG_RUNTIME_DIR=str(runtime)))
-        assert client.request("ping")["success"]
-        wait_for(lambda: (runtime / "dspex" / f"{client.pid}.json").exists())
-        return client
-    return start_worker
-
-
-@pytest.fixture
 def busy_worker(start, lm_args: dict):
     """A worker with an LM (real HTTP to the local server), a program and two executions."""
     worker = start("--worker-id", "busy-one", "--mode", "pool-worker")
