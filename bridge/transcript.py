@@ -372,40 +372,32 @@ class Transcript:
         """
         loads = orjson.loads
         envelope = _ENVELOPE.match
-        try:
-            handle = open(self.path, "rb")
-        except OSError as exc:
-            raise TranscriptError(self.path, None, f"cannot read: {exc.strerror or exc}") from None
-        with handle:
-            handle.readline()
-            number = 1
-            for raw in handle:
-                number += 1
-                if raw.startswith(LM_CALL_PREFIX):
+        for number, raw, unterminated in self._lines():
+            if raw.startswith(LM_CALL_PREFIX):
+                continue
+            try:
+                obj = loads(raw)
+            except orjson.JSONDecodeError as exc:
+                if not raw.strip():
                     continue
-                try:
-                    obj = loads(raw)
-                except orjson.JSONDecodeError as exc:
-                    if not raw.strip():
-                        continue
-                    if not raw.endswith(b"\n"):
-                        self.torn = True  # a killed writer's half line
-                        return
-                    raise TranscriptError(self.path, number, f"corrupt line (not JSON: {exc})") from None
-                if type(obj) is dict and obj.get("type") == "frame" and "frame" in obj:
-                    direction = obj.get("dir")
-                    if (direction == "in" or direction == "out") and type(obj.get("ms")) in (int, float):
-                        frame_bytes = None
-                        head = envelope(raw)
-                        if head is not None:
-                            body = raw.rstrip()
-                            if body.endswith(b"}"):
-                                frame_bytes = body[head.end():-1]
-                        yield direction, obj["frame"], None, number, frame_bytes
-                        continue
-                entry = parse_entry(self.path, number, obj)
-                if isinstance(entry, FrameEntry):
-                    yield entry.direction, entry.frame, entry.raw, number, None
+                if unterminated:
+                    self.torn = True  # a killed writer's half line
+                    return
+                raise TranscriptError(self.path, number, f"corrupt line (not JSON: {exc})") from None
+            if type(obj) is dict and obj.get("type") == "frame" and "frame" in obj:
+                direction = obj.get("dir")
+                if (direction == "in" or direction == "out") and type(obj.get("ms")) in (int, float):
+                    frame_bytes = None
+                    head = envelope(raw)
+                    if head is not None:
+                        body = raw.rstrip()
+                        if body.endswith(b"}"):
+                            frame_bytes = body[head.end():-1]
+                    yield direction, obj["frame"], None, number, frame_bytes
+                    continue
+            entry = parse_entry(self.path, number, obj)
+            if isinstance(entry, FrameEntry):
+                yield entry.direction, entry.frame, entry.raw, number, None
 
     def __iter__(self) -> Iterator[Entry]:
         return self.entries()
