@@ -207,7 +207,7 @@ class Recorder:
 
     def __init__(self, engine: Engine, path: str, *, ignore: list[str] | None = None,
                  subprocess_writer: bool = True,
-                 stream_taps: list[Callable[[str, bytes, float], None]] | None = None) -> None:
+                 stream_taps: list[Callable[[bytes, bytes, float], None]] | None = None) -> None:
         self.engine = engine
         self.started = time.monotonic()
         started_wall = time.time()
@@ -261,8 +261,8 @@ class Recorder:
         started = self.started
         record_header = _RECORD.pack
 
-        def stream_tap(direction: str, data: bytes, now: float) -> None:
-            append(record_header(b"I" if direction == "in" else b"O", (now - started) * 1000.0, len(data)) + data)
+        def stream_tap(kind: bytes, data: bytes, now: float) -> None:
+            append(record_header(kind, (now - started) * 1000.0, len(data)) + data)
 
         self._tap = tap
         self._stream_tap = stream_tap
@@ -335,9 +335,10 @@ class Recorder:
             lines: list[bytes] = []
             items: list[tuple[str, float, Any]] = []
             for entry in batch:
-                if type(entry) is bytes and entry[:1] == b"l":
+                if type(entry) is bytes and entry[:1] in (b"l", b"i", b"o"):
                     code, offset_ms, _ = _RECORD.unpack_from(entry)
-                    items.append(("lm", offset_ms, orjson.loads(entry[_RECORD.size:])))
+                    body = entry[_RECORD.size:]
+                    items.append((_KINDS[code], offset_ms, orjson.loads(body) if code == b"l" else body))
                 elif type(entry) is bytes:
                     lines += self._formatter.lines(items)
                     items = []
@@ -532,7 +533,7 @@ def run_writer_process(path: str, fd: int = 0) -> int:
 
 
 def start_recording(engine: Engine, path: str, *, ignore: list[str] | None = None,
-                    stream_taps: list[Callable[[str, bytes, float], None]] | None = None
+                    stream_taps: list[Callable[[bytes, bytes, float], None]] | None = None
                     ) -> Callable[[], None]:
     """Records everything `engine` receives, sends and asks LMs into a transcript at `path`.
 

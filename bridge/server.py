@@ -100,8 +100,9 @@ class Server:
         # in the making (a shutdown reply among pipelined frames) is written, not lost.
         self._chunk_lock = threading.RLock()
         # Observers of the byte streams (the recorder): called once per read and once per
-        # write with the framed bytes it carried, so their cost does not grow with frames.
-        self.stream_taps: list[Callable[[str, bytes, float], None]] = []
+        # write, so their cost does not grow with frames. The kind says what `data` is:
+        # b"i"/b"o" one frame's payload, b"I"/b"O" framed bytes as they crossed the pipe.
+        self.stream_taps: list[Callable[[bytes, bytes, float], None]] = []
 
     def send(self, payload: bytes) -> None:
         """Writes one reply frame whole; concurrent replies never interleave."""
@@ -109,13 +110,16 @@ class Server:
         if batch is not None and threading.get_ident() == self._reader_ident:
             batch.append(payload)
             return
-        self._write(len(payload).to_bytes(4, "big") + payload)
+        self._write(len(payload).to_bytes(4, "big") + payload, payload)
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes, single: bytes | None = None) -> None:
         try:
             with self._write_lock:
                 if self.stream_taps:  # inside the lock: the stream is recorded in write order
-                    self._tap("out", data)
+                    now = time.monotonic()
+                    kind, recorded = (b"O", data) if single is None else (b"o", single)
+                    for tap in self.stream_taps:
+                        tap(kind, recorded, now)
                 # A pipe takes a small write whole; only a partial write needs the loop.
                 written = os.write(self.protocol_fd, data)
                 if written != len(data):
@@ -159,12 +163,17 @@ class Server:
                 # recorder's close) while an inline reply such as shutdown's is being sent.
                 payload = bytes(read_view[4:count])
                 if taps:
-                    self._tap("in", bytes(read_view[:count]))
+                    now = time.monotonic()
+                    for tap in taps:
+                        tap(b"i", payload, now)
                 with self._chunk_lock:
                     engine.submit_frame(payload, self.send)
             else:
                 if taps:  # before dispatch: no reply may be recorded ahead of its request
-                    self._tap("in", bytes(read_view[:count]))
+                    now = time.monotonic()
+                    chunk = bytes(read_view[:count])
+                    for tap in taps:
+                        tap(b"I", chunk, now)
                 frames = list(reader.feed(read_view[:count]))
                 with self._chunk_lock:
                     self._batch = []
@@ -193,11 +202,6 @@ class Server:
                     f"Frame of {frame.length} bytes exceeds the limit of {limit}; skipped"))
             else:
                 engine.submit_frame(frame, self.send)
-
-    def _tap(self, direction: str, data: bytes) -> None:
-        now = time.monotonic()
-        for tap in self.stream_taps:
-            tap(direction, data, now)
 
     def finish(self, grace: float) -> None:
         if not self.engine.wait_idle(grace):
