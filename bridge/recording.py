@@ -10,6 +10,7 @@ never later: anything that reaches the file is already clean.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 from array import array
@@ -281,6 +282,12 @@ class Recorder:
                 self._process = subprocess.Popen(
                     [sys.executable, "-m", "bridge.recording", self.path], stdin=subprocess.PIPE,
                     stdout=subprocess.DEVNULL, close_fds=True, env=_writer_env())
+                try:
+                    # A deep pipe lets the idle-priority writer lag through a burst without
+                    # the forwarding thread waking (and taking the GIL) at every 64 KiB.
+                    fcntl.fcntl(self._process.stdin.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
+                except (AttributeError, OSError):
+                    pass
                 return
             except OSError as exc:
                 log.warning("transcript writer process unavailable (%s); writing in-process", exc)
