@@ -58,12 +58,21 @@ def lm_args(openai_server: LocalOpenAIServer) -> dict[str, str]:
     return {"model": "openai/local-model", "api_base": openai_server.base_url, "api_key": "sk-test-secret-123456"}
 
 
-def worker_env(**extra: str) -> dict[str, str]:
+def worker_env(*import_paths: Path, **extra: str) -> dict[str, str]:
+    """The environment of a worker subprocess: this checkout (and any extra folders, such
+    as the test plugins) importable, info logs, plus `extra` variables."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    paths = [*(str(p) for p in import_paths), str(ROOT)]
+    env["PYTHONPATH"] = os.pathsep.join(paths) + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("DSPEX_LOG_LEVEL", "info")
     env.update(extra)
     return env
+
+
+def ok(reply: dict[str, Any]) -> dict[str, Any]:
+    """The result of a successful reply; fails the test with the reply otherwise."""
+    assert reply["success"] is True, reply
+    return reply["result"]
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -14,20 +13,9 @@ import pytest
 from bridge import Engine, EngineConfig
 from bridge.client import dspex_serve_argv
 from bridge.registry import Registry, command
-from conftest import ROOT, worker_env
+from conftest import ROOT, ok, worker_env
 
 PLUGINS = Path(__file__).resolve().parent / "plugins"
-
-
-def env_with(path: Path, **extra: str) -> dict[str, str]:
-    env = worker_env(**extra)
-    env["PYTHONPATH"] = str(path) + os.pathsep + env["PYTHONPATH"]
-    return env
-
-
-def ok(reply: dict[str, Any]) -> dict[str, Any]:
-    assert reply["success"] is True, reply
-    return reply["result"]
 
 
 def test_decorated_handler_runs_through_the_engine() -> None:
@@ -49,7 +37,7 @@ def test_decorated_handler_runs_through_the_engine() -> None:
 
 
 def test_plugin_flag_registers_commands(spawn_worker: Any) -> None:
-    worker = spawn_worker("--plugin", "sample_plugin", env=env_with(PLUGINS))
+    worker = spawn_worker("--plugin", "sample_plugin", env=worker_env(PLUGINS))
     result = ok(worker.request("sample_echo", {"text": "hi", "session_id": "s1"}, timeout=10))
     assert result == {"text": "hi", "session_id": "s1", "plugin": "sample_plugin"}
     # Built-ins are still there next to the plugin's commands.
@@ -57,7 +45,7 @@ def test_plugin_flag_registers_commands(spawn_worker: Any) -> None:
 
 
 def test_dspex_plugins_env_registers_commands(spawn_worker: Any) -> None:
-    worker = spawn_worker(env=env_with(PLUGINS, DSPEX_PLUGINS=" sample_plugin , "))
+    worker = spawn_worker(env=worker_env(PLUGINS, DSPEX_PLUGINS=" sample_plugin , "))
     assert ok(worker.request("sample_echo", {"text": "env"}, timeout=10))["text"] == "env"
     reply = worker.request("sample_quota", timeout=10)
     assert reply["error_type"] == "quota_exceeded" and reply["error"] == "Quota exceeded for this session"
@@ -67,7 +55,7 @@ def test_dspex_plugins_env_registers_commands(spawn_worker: Any) -> None:
 
 
 def test_same_plugin_from_flag_and_env_loads_once(spawn_worker: Any) -> None:
-    worker = spawn_worker("--plugin", "sample_plugin", env=env_with(PLUGINS, DSPEX_PLUGINS="sample_plugin"))
+    worker = spawn_worker("--plugin", "sample_plugin", env=worker_env(PLUGINS, DSPEX_PLUGINS="sample_plugin"))
     assert ok(worker.request("sample_echo", {"text": "once"}, timeout=10))["text"] == "once"
 
 
@@ -78,7 +66,7 @@ def test_same_plugin_from_flag_and_env_loads_once(spawn_worker: Any) -> None:
 ])
 def test_broken_plugin_is_a_clear_error_and_exit_2(how: str, module: str, reason: str) -> None:
     argv = dspex_serve_argv("--plugin", module) if how == "flag" else dspex_serve_argv()
-    env = env_with(PLUGINS, DSPEX_PLUGINS=module) if how == "env" else env_with(PLUGINS)
+    env = worker_env(PLUGINS, DSPEX_PLUGINS=module) if how == "env" else worker_env(PLUGINS)
     proc = subprocess.run(argv, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
     assert proc.returncode == 2
     stderr = proc.stderr.decode()
@@ -89,7 +77,7 @@ def test_broken_plugin_is_a_clear_error_and_exit_2(how: str, module: str, reason
 
 def test_commands_listing_includes_plugin() -> None:
     proc = subprocess.run([sys.executable, "-m", "dspex_cli", "commands", "--markdown", "--plugin", "sample_plugin"],
-                          env=env_with(PLUGINS), cwd=ROOT, capture_output=True, timeout=60)
+                          env=worker_env(PLUGINS), cwd=ROOT, capture_output=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout.decode()
     assert "| `sample_echo` | read | `text`*: string | Echoes text back with the request's session. |" in text
@@ -106,7 +94,7 @@ def _docs_example() -> str:
 
 def test_docs_example_plugin_works(spawn_worker: Any, tmp_path: Path) -> None:
     (tmp_path / "text_tools.py").write_text(_docs_example())
-    worker = spawn_worker("--plugin", "text_tools", env=env_with(tmp_path))
+    worker = spawn_worker("--plugin", "text_tools", env=worker_env(tmp_path))
     assert ok(worker.request("word_count", {"text": "one two three"}, timeout=10)) == {"words": 3, "chars": 13}
     reply = worker.request("word_count", {}, timeout=10)
     assert reply["error_type"] == "invalid_arguments" and reply["error"] == "word_count: 'text' is required (string)"

@@ -18,21 +18,10 @@ import pytest
 
 from bridge.client import WorkerClient, WorkerGone, dspex_serve_argv
 from bridge.framing import pack
-from conftest import ROOT, worker_env
+from conftest import ROOT, ok, worker_env
 
 PLUGINS = Path(__file__).resolve().parent / "plugins"
 SECRET = "sk-test-secret-123456"
-
-
-def plugin_env(**extra: str) -> dict[str, str]:
-    env = worker_env(**extra)
-    env["PYTHONPATH"] = str(PLUGINS) + os.pathsep + env["PYTHONPATH"]
-    return env
-
-
-def ok(reply: dict[str, Any]) -> dict[str, Any]:
-    assert reply["success"] is True, reply
-    return reply["result"]
 
 
 def error_reply(worker: WorkerClient, raw: bytes, request_id: Any, error_type: str) -> str:
@@ -87,7 +76,7 @@ def test_unknown_flags_are_tolerated(spawn_worker: Any) -> None:
 
 
 def test_every_bad_input_gets_an_answer_or_is_counted(spawn_worker: Any) -> None:
-    worker = spawn_worker("--plugin", "sample_plugin", env=plugin_env())
+    worker = spawn_worker("--plugin", "sample_plugin", env=worker_env(PLUGINS))
     ok(worker.request("ping", timeout=5))
     # Where the id is known: an error reply with a stable error_type.
     assert "not valid JSON" in error_reply(worker, b'{"id": 11, "command": "ping", ', 11, "invalid_json")
@@ -173,7 +162,7 @@ def test_max_frame_size_option_is_validated(tmp_path: Path) -> None:
 
 
 def test_stdout_writes_from_plugins_go_to_stderr(spawn_worker: Any) -> None:
-    worker = spawn_worker("--plugin", "sample_plugin", env=plugin_env())
+    worker = spawn_worker("--plugin", "sample_plugin", env=worker_env(PLUGINS))
     assert ok(worker.request("sample_print", timeout=10)) == {"printed": True}
     # The frame stream is intact: the next request parses and matches.
     assert ok(worker.request("sample_echo", {"text": "après"}, timeout=10))["text"] == "après"
@@ -201,7 +190,7 @@ def test_eof_exits_promptly_with_an_lm_call_in_flight(spawn_worker: Any, openai_
 
 
 def test_sigterm_drains_in_flight_work_then_exits(spawn_worker: Any) -> None:
-    worker = spawn_worker("--plugin", "sample_plugin", "--no-warm", env=plugin_env())
+    worker = spawn_worker("--plugin", "sample_plugin", "--no-warm", env=worker_env(PLUGINS))
     ok(worker.request("ping", timeout=5))
     pending = worker.submit("sample_sleep", {"ms": 700})
     time.sleep(0.1)
@@ -216,7 +205,7 @@ def test_sigterm_drains_in_flight_work_then_exits(spawn_worker: Any) -> None:
 
 
 def test_second_sigterm_exits_at_once(spawn_worker: Any) -> None:
-    worker = spawn_worker("--plugin", "sample_plugin", "--no-warm", env=plugin_env())
+    worker = spawn_worker("--plugin", "sample_plugin", "--no-warm", env=worker_env(PLUGINS))
     ok(worker.request("ping", timeout=5))
     pending = worker.submit("sample_sleep", {"ms": 5000})
     time.sleep(0.1)
@@ -233,7 +222,7 @@ def test_second_sigterm_exits_at_once(spawn_worker: Any) -> None:
 
 
 def test_shutdown_replies_then_exits_after_in_flight_work(spawn_worker: Any) -> None:
-    worker = spawn_worker("--mode", "pool-worker", "--plugin", "sample_plugin", "--no-warm", env=plugin_env())
+    worker = spawn_worker("--mode", "pool-worker", "--plugin", "sample_plugin", "--no-warm", env=worker_env(PLUGINS))
     ok(worker.request("update_session_data", {"session_id": "s", "key": "k", "value": 1}, timeout=10))
     pending = worker.submit("sample_sleep", {"ms": 400})
     result = ok(worker.request("shutdown", {"worker_id": "w9"}, timeout=5))
