@@ -113,6 +113,7 @@ def test_full_contract_walk_with_mock_lm(engine: Engine) -> None:
     assert stats["programs_count"] == 1
     assert stats["command_count"] == 6  # configure, create, execute, list, info, get_stats
     assert stats["error_count"] == 0
+    assert stats["inflight"] == 0  # nothing runs while get_stats is answered, itself included
     assert set(stats["memory_usage"]) >= {"rss", "vms", "percent"} and stats["memory_usage"]["rss"] > 0
     assert stats["lm_calls"] == 1 and stats["usage"]["total_tokens"] == usage["total_tokens"]
 

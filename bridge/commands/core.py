@@ -55,7 +55,7 @@ def get_stats(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
         "protocol_errors": stats.protocol_errors,
         "errors_by_type": dict(stats.errors_by_type),
         "commands_by_name": dict(stats.by_command),
-        "inflight": len(engine.inflight) - 1,  # not counting this get_stats itself
+        "inflight": len(engine.inflight),  # inline commands such as this one are never in it
         "lm_calls": stats.lm_calls,
         "usage": dict(stats.usage),
         "uptime": engine.uptime(),
