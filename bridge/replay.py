@@ -497,31 +497,29 @@ class _Inbox:
         self.dead: str | None = None
         self.total = 0
 
+    def _store(self, rid: Any, reply: Any) -> None:
+        self.replies[rid].append(reply)
+        self.arrived[rid] += 1
+        self.total += 1
+
     def deliver(self, reply: Any) -> None:
         rid = reply.get("id") if isinstance(reply, dict) else None
         if isinstance(rid, (dict, list)):
             rid = None
         with self.cond:
-            self.replies[rid].append(reply)
-            self.arrived[rid] += 1
-            self.total += 1
+            self._store(rid, reply)
             self.cond.notify_all()
 
     def deliver_now(self, payload: bytes) -> None:
         """deliver_bytes for replies sent from the replaying thread itself: nobody can be
         waiting for them, so no lock or wake-up is needed. Replies stay bytes until a
         comparison needs them decoded."""
-        rid = reply_id(payload)
-        self.replies[rid].append(payload)
-        self.arrived[rid] += 1
-        self.total += 1
+        self._store(reply_id(payload), payload)
 
     def deliver_bytes(self, payload: bytes) -> None:
         rid = reply_id(payload)
         with self.cond:
-            self.replies[rid].append(payload)
-            self.arrived[rid] += 1
-            self.total += 1
+            self._store(rid, payload)
             self.cond.notify_all()
 
     def gone(self, reason: str) -> None:
