@@ -188,9 +188,9 @@ class BatchFormatter:
 # kind (1 byte), offset in ms (float64), length (uint32), body.
 _RECORD = struct.Struct(">cdI")
 _KINDS = {b"i": "in", b"o": "out", b"l": "lm"}
-# Pipe record codes of frame tuples and LM calls; b"I"/b"O" are stream records (framed
+# Pipe record codes of single frames (b"l" is an LM call); b"I"/b"O" are stream records (framed
 # bytes as read or written by the server), b"b" a block of frames, b"s" secrets, b"e" end.
-_CODES = {"lm": b"l", "in": b"i", "out": b"o"}
+_FRAME_CODES = {"in": b"i", "out": b"o"}
 
 
 class Recorder:
@@ -364,16 +364,12 @@ class Recorder:
             body = orjson.dumps(list(secrets))
             parts += (pack(b"s", 0.0, len(body)), body)
             self._sent_secrets = len(secrets)
-        if self._stream_mode:
-            parts += batch  # a serving worker queues ready-made records only: nothing to encode
-            assert self._process.stdin is not None
-            write_all(self._process.stdin.fileno(), b"".join(parts))
-            return
-        tuples = [entry for entry in batch if type(entry) is tuple]
-        if not tuples:
+        # Records (bytes) are ready-made: stream records, and LM calls encoded by the
+        # listener. Tuples are single frames from an in-process engine's frame taps.
+        if self._stream_mode or not any(type(entry) is tuple for entry in batch):
             parts += batch
-        elif len(tuples) == len(batch) and all(entry[0] != "lm" for entry in batch):
-            # Engine frame taps only (in-process engines): one block built by C-level calls.
+        elif all(type(entry) is tuple for entry in batch):
+            # Frame taps only: one block built by C-level calls.
             kinds, nows, payloads = zip(*batch)
             kind_text = "".join(kinds).replace("in", "i").replace("out", "o").encode()
             body = b"".join((struct.pack(">I", len(kinds)), kind_text, array("d", nows).tobytes(),
@@ -383,11 +379,9 @@ class Recorder:
             for entry in batch:
                 if type(entry) is bytes:
                     parts.append(entry)
-                    continue
-                kind, now, data = entry
-                if kind == "lm":
-                    data = orjson.dumps(data, default=str, option=orjson.OPT_NON_STR_KEYS)
-                parts += (pack(_CODES[kind], (now - started) * 1000.0, len(data)), data)
+                else:
+                    kind, now, data = entry
+                    parts += (pack(_FRAME_CODES[kind], (now - started) * 1000.0, len(data)), data)
         assert self._process.stdin is not None
         write_all(self._process.stdin.fileno(), b"".join(parts))
 
