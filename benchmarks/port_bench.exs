@@ -10,9 +10,10 @@
 defmodule Bench.Port do
   @moduledoc "One worker behind a port; replies are matched by id, others are stashed."
 
-  def open(exe, args, root) do
+  def open(exe, args, root, env \\ []) do
     port =
-      Port.open({:spawn_executable, exe}, [:binary, :exit_status, {:packet, 4}, {:cd, root}, {:args, args}])
+      Port.open({:spawn_executable, exe},
+        [:binary, :exit_status, {:packet, 4}, {:cd, root}, {:args, args}, {:env, env}])
 
     Process.put({:stash, port}, %{})
     port
@@ -85,6 +86,51 @@ defmodule Bench.Port do
     end
   end
 
+  # CPU time on all threads (nanoseconds, from schedstat) of a process and of its children.
+  def cpu_ns(pid) do
+    # Each thread lists the children it started (the recorder's thread starts the writer).
+    children =
+      case File.ls("/proc/#{pid}/task") do
+        {:ok, tids} ->
+          Enum.flat_map(tids, fn tid ->
+            case File.read("/proc/#{pid}/task/#{tid}/children") do
+              {:ok, text} -> text |> String.split() |> Enum.map(&String.to_integer/1)
+              _ -> []
+            end
+          end)
+
+        _ -> []
+      end
+
+    %{"worker" => threads_ns(pid), "children" => Enum.sum(Enum.map(children, &threads_ns/1)),
+      "switches" => context_switches(pid)}
+  end
+
+  # Context switches of the process's main thread: each one is a read that found no input
+  # (or a preemption), the first sign of a worker and client waiting on each other.
+  defp context_switches(pid) do
+    "/proc/#{pid}/status"
+    |> File.read!()
+    |> String.split("\n")
+    |> Enum.filter(&String.contains?(&1, "ctxt_switches"))
+    |> Enum.map(fn line -> line |> String.split() |> List.last() |> String.to_integer() end)
+    |> Enum.sum()
+  end
+
+  defp threads_ns(pid) do
+    case File.ls("/proc/#{pid}/task") do
+      {:ok, tids} ->
+        Enum.sum(for tid <- tids do
+          case File.read("/proc/#{pid}/task/#{tid}/schedstat") do
+            {:ok, text} -> text |> String.split() |> hd() |> String.to_integer()
+            _ -> 0
+          end
+        end)
+
+      _ -> 0
+    end
+  end
+
   def rss_bytes(pid) do
     "/proc/#{pid}/status"
     |> File.read!()
@@ -116,9 +162,84 @@ defmodule Bench.Main do
     {opts, _, _} =
       OptionParser.parse(argv,
         strict: [python: :string, api_base: :string, out: :string, root: :string, spawns: :integer,
-                 pings: :integer, pipelined: :integer, rounds: :integer]
+                 pings: :integer, pipelined: :integer, rounds: :integer, record_overhead: :string,
+                 pairs: :integer, warm_up: :integer]
       )
 
+    if opts[:record_overhead], do: record_overhead(opts), else: port_figures(opts)
+  end
+
+  @dspex_args ["-m", "dspex_cli", "serve", "--mode", "pool-worker", "--worker-id", "bench"]
+
+  # The recording target's own run: the pipelined figure of a plain worker and of one
+  # recording into a directory, measured in alternating pairs (a slow spell of this VM
+  # then hits both alike), with the CPU each spent per ping, writer process included.
+  defp record_overhead(opts) do
+    root = opts[:root] || Path.expand("..", __DIR__)
+    python = opts[:python] || raise "--python is required"
+    count = opts[:pipelined] || 50_000
+    warm_up = opts[:warm_up] || 5_000
+    # "none" records nothing: both workers plain, to show how far pairs differ by chance.
+    record_env =
+      case opts[:record_overhead] do
+        "none" -> []
+        dir -> [{~c"DSPEX_RECORD", String.to_charlist(dir <> "/")}]
+      end
+
+    plain = P.open(python, @dspex_args, root)
+    recorded = P.open(python, @dspex_args, root, record_env)
+
+    for port <- [plain, recorded] do
+      P.request(port, 0, "ping", %{"initialization" => true, "worker_id" => "bench"})
+      wait_dspy_loaded(port, now_us())
+    end
+
+    pairs =
+      for pair <- 1..(opts[:pairs] || 10) do
+        order = if rem(pair, 2) == 0, do: [plain, recorded], else: [recorded, plain]
+        [{_, a}, {_, b}] = Enum.sort_by(for(port <- order, do: {port, measured_run(port, count, warm_up)}),
+                                         fn {port, _} -> port != plain end)
+        log("pair #{pair}: #{round(a["rate"])} vs #{round(b["rate"])} pings/s recorded")
+        %{"plain" => a, "recorded" => b}
+      end
+
+    for port <- [plain, recorded] do
+      P.request(port, 99_999_999, "shutdown", %{})
+      receive do
+        {^port, {:exit_status, _}} -> :ok
+      after
+        10_000 -> raise "worker did not exit after shutdown"
+      end
+    end
+
+    File.write!(opts[:out] || "record_overhead.json",
+      :jiffy.encode(%{"pairs" => pairs, "count" => count, "warm_up" => warm_up, "in_flight" => 64}, [:pretty]))
+  end
+
+  defp measured_run(port, count, warm_up) do
+    pid = P.os_pid(port)
+    before = P.cpu_ns(pid)
+    rate = pipelined_rate(port, count, 64, warm_up)
+    ran = P.cpu_ns(pid)
+    # The writer runs at idle priority and may trail the worker: the next run starts only
+    # once it has caught up, so its backlog never lands on the other worker's run.
+    used = settled_cpu(pid, ran)
+    # pipelined_rate also sends the warm-up pings; CPU is counted over all of them.
+    per_ping = fn key -> (used[key] - before[key]) / 1000 / (count + warm_up) end
+    %{"rate" => rate, "worker_cpu_us" => per_ping.("worker"), "writer_cpu_us" => per_ping.("children"),
+      "writer_cpu_during_us" => (ran["children"] - before["children"]) / 1000 / (count + warm_up),
+      "worker_switches_per_ping" => (used["switches"] - before["switches"]) / (count + warm_up)}
+  end
+
+  # Settled: the writer used under 1 ms of CPU in 300 ms, longer than it waits for a
+  # pause before formatting (QUIET_SECONDS in bridge/recording.py).
+  defp settled_cpu(pid, last) do
+    Process.sleep(300)
+    now = P.cpu_ns(pid)
+    if now["children"] - last["children"] < 1_000_000, do: now, else: settled_cpu(pid, now)
+  end
+
+  defp port_figures(opts) do
     root = opts[:root] || Path.expand("..", __DIR__)
     python = opts[:python] || raise "--python is required"
     api_base = opts[:api_base] || raise "--api-base is required"
@@ -127,7 +248,7 @@ defmodule Bench.Main do
     pipelined = opts[:pipelined] || 50_000
 
     workers = %{
-      "dspex" => ["-m", "dspex_cli", "serve", "--mode", "pool-worker", "--worker-id", "bench"],
+      "dspex" => @dspex_args,
       "floor" => [Path.join([root, "benchmarks", "floor_worker.py"])]
     }
 
@@ -248,8 +369,8 @@ defmodule Bench.Main do
   end
 
   # Keeps `window` pings in flight: each reply sends the next one.
-  defp pipelined_rate(port, total, window) do
-    pipeline(port, 5_000, window)
+  defp pipelined_rate(port, total, window, warm_up \\ 5_000) do
+    pipeline(port, warm_up, window)
     started = System.monotonic_time(:nanosecond)
     pipeline(port, total, window)
     total / ((System.monotonic_time(:nanosecond) - started) / 1.0e9)

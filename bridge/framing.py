@@ -36,31 +36,49 @@ class FrameReader:
         self._buffer = bytearray()
         self._skip = 0  # bytes still to discard of an oversized frame
 
-    def feed(self, chunk: bytes) -> Iterator[bytes | Oversized]:
-        """Yields each complete frame (or an Oversized marker) found after adding chunk."""
+    def feed(self, chunk: bytes | bytearray | memoryview) -> list[bytes | Oversized]:
+        """Each complete frame (or an Oversized marker) found after adding chunk, in order.
+
+        A list rather than a generator: callers take every frame anyway, and a loop that
+        appends is cheaper per frame than one that yields (the recorder's writer splits
+        every frame of a busy worker's streams again).
+        """
         if self._skip:
             dropped = min(self._skip, len(chunk))
             self._skip -= dropped
             chunk = chunk[dropped:]
         buffer = self._buffer
-        buffer += chunk
+        # With nothing pending, frames are cut straight from the chunk: no copy into the
+        # buffer and back out for the common case of reads that end on a frame boundary.
+        if buffer:
+            buffer += chunk
+            data: bytes | bytearray | memoryview = buffer
+        else:
+            data = chunk
+        frames: list[bytes | Oversized] = []
+        append = frames.append
+        unpack = _HEADER.unpack_from
+        limit = self.max_frame_size
         start = 0
-        end = len(buffer)
+        end = len(data)
         while end - start >= 4:
-            (length,) = _HEADER.unpack_from(buffer, start)
-            if length > self.max_frame_size:
-                available = end - start - 4
-                skipped = min(length, available)
+            (length,) = unpack(data, start)
+            if length > limit:
+                skipped = min(length, end - start - 4)
                 start += 4 + skipped
                 self._skip = length - skipped
-                yield Oversized(length)
+                append(Oversized(length))
                 continue
-            if end - start - 4 < length:
+            stop = start + 4 + length
+            if stop > end:
                 break
-            yield bytes(buffer[start + 4:start + 4 + length])
-            start += 4 + length
-        if start:
+            append(bytes(data[start + 4:stop]))
+            start = stop
+        if data is buffer:
             del buffer[:start]
+        elif start < end:
+            buffer += data[start:]
+        return frames
 
     @property
     def pending(self) -> int:

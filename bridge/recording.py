@@ -15,6 +15,7 @@ import logging
 import os
 from array import array
 import re
+import select
 import signal
 import struct
 import subprocess
@@ -23,13 +24,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from itertools import accumulate
+from itertools import accumulate, chain, repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .framing import DEFAULT_MAX_FRAME, FrameReader, Oversized, write_all
+from .framing import DEFAULT_MAX_FRAME, FrameReader, write_all
 from .redact import REDACTED, known_secrets, redact, remember_secret, scrub_text
 from .transcript import TranscriptWriter, frame_line, make_header
 
@@ -50,24 +51,39 @@ _STOP = object()  # never equal to a decoded frame: lets `loads(x) is not _STOP`
 # and raw line breaks, which a JSON Lines line cannot hold. A frame without any of these
 # (and without a registered secret value) is written as the bytes it arrived as, skipping
 # decode, redact and encode: most frames, every ping among them. Plain substring tests on
-# the lowered bytes run at memory speed, unlike one case-insensitive regex.
+# folded bytes run at memory speed, unlike one case-insensitive regex.
 # Prefixes stand for their families (b"xox" for xoxa-/xoxb-/xoxp-, b"authori" for both
-# spellings): each search is a pass over the batch, so fewer is faster, and a rare false
+# spellings): each search is a pass over the text, so fewer is faster, and a rare false
 # alarm only sends that batch down the careful path.
 _MARKERS = (b"key", b"token", b"secret", b"passw", b"authori", b"credential", b"sk-", b"aiza",
             b"xox", b"gh", b"bearer", b"\n", b"\r")
+# Folding: ASCII letters to lower case (the markers are matched case-insensitively) and every
+# digit to "0". No marker holds a digit, so a folded frame holds a marker exactly where the
+# frame does; frames that differ only in numbers (ids, times, counts) fold alike, which
+# lets a memo of folded frames already found marker-free skip most searches.
+_FOLD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ123456789", b"abcdefghijklmnopqrstuvwxyz000000000")
+# Folded frames kept as known marker-free; the memo starts over when full.
+_MEMO_LIMIT = 4096
 
 
 _IN_LINE = b'{"type":"frame","dir":"in","ms":%.3f,"frame":%s}\n'
 _OUT_LINE = b'{"type":"frame","dir":"out","ms":%.3f,"frame":%s}\n'
+# Up to the frame: a group of frames read or written together shares one prefix.
+_LINE_PREFIXES = {"in": _IN_LINE.split(b"%s")[0], "out": _OUT_LINE.split(b"%s")[0]}
+
+
+def marker_free(folded: bytes) -> bool:
+    """Whether folded text (see _FOLD) holds none of the markers."""
+    for marker in _MARKERS:
+        if marker in folded:
+            return False
+    return True
 
 
 def clean_as_is(payload: bytes, secrets: tuple[bytes, ...]) -> bool:
     """Whether a payload can go into the transcript byte for byte (nothing to scrub, one line)."""
-    lowered = payload.lower()
-    for marker in _MARKERS:
-        if marker in lowered:
-            return False
+    if not marker_free(payload.translate(_FOLD)):
+        return False
     for secret in secrets:
         if secret in payload:
             return False
@@ -109,11 +125,6 @@ def transcript_file_for(path: str, worker_id: str, started: float) -> tuple[Path
     return target, False
 
 
-def _format_clean(item: tuple[str, float, Any]) -> bytes:
-    kind, offset_ms, data = item
-    return (_IN_LINE if kind == "in" else _OUT_LINE) % (offset_ms, data)
-
-
 def _all_json(payloads: list[bytes]) -> bool:
     """Whether every payload is one JSON value, checked with a single parse of them all.
 
@@ -127,84 +138,155 @@ def _all_json(payloads: list[bytes]) -> bool:
     return len(values) == len(payloads)
 
 
-class BatchFormatter:
-    """Turns batches of (kind, offset_ms, data) into scrubbed transcript lines.
+# One syscall's worth of recording: (direction, offset in ms, frames), direction "in" or
+# "out" with raw payloads, or "lm" with engine lm_call records.
+Group = tuple[str, float, list[Any]]
 
-    kind is "in"/"out" (data: the raw payload) or "lm" (data: an engine lm_call record).
-    """
+
+class BatchFormatter:
+    """Turns groups of frames into scrubbed transcript lines."""
 
     def __init__(self, writer: TranscriptWriter) -> None:
         self.writer = writer
         self.secrets: tuple[bytes, ...] = ()
+        self._marker_free_memo: set[bytes] = set()
 
-    def chunk_lines(self, direction: str, offset_ms: float, payloads: list[bytes]) -> list[bytes]:
-        """Lines for the frames of one read or one reply batch (one direction, one time)."""
-        if not payloads:
-            return []
-        # Replies were encoded by the engine with orjson, so only requests need the JSON check.
-        if clean_as_is(b"\x00".join(payloads), self.secrets) and (direction == "out" or _all_json(payloads)):
-            # The usual case: one prefix for the whole chunk, one concatenation per frame.
-            prefix = (_IN_LINE if direction == "in" else _OUT_LINE).split(b"%s")[0] % offset_ms
-            self.writer.frames += len(payloads)
-            return [prefix + payload + b"}\n" for payload in payloads]
-        return self.lines([(direction, offset_ms, payload) for payload in payloads])
+    def set_secrets(self, secrets: list[str] | tuple[str, ...]) -> None:
+        """The secret values to scrub: searched in raw frames here, and registered for
+        scrub_text, which the careful path uses."""
+        for secret in secrets:
+            remember_secret(secret)
+        self.secrets = tuple(secret.encode() for secret in secrets)
 
-    def lines(self, batch: list[tuple[str, float, Any]]) -> list[bytes]:
+    def all_clean(self, payloads: list[bytes]) -> bool:
+        """Whether every payload can be written as is: C-level passes over the whole lot."""
+        joined = b"\x00".join(payloads)
+        # Registered secrets may hold digits, so they are searched in the raw bytes.
+        for secret in self.secrets:
+            if secret in joined:
+                return False
+        memo = self._marker_free_memo
+        unseen = set(map(bytes.translate, payloads, repeat(_FOLD))) - memo
+        if unseen:
+            if not marker_free(b"\x00".join(unseen)):
+                return False
+            if len(memo) + len(unseen) > _MEMO_LIMIT:
+                memo.clear()
+            memo |= unseen
+        return True
+
+    def format(self, groups: list[Group]) -> bytes:
+        """The transcript lines of `groups`, in order, as one buffer."""
+        groups = [group for group in groups if group[2]]  # a read may end inside its only frame
+        if not groups:
+            return b""
+        directions = [group[0] for group in groups]
+        if "lm" not in directions:
+            payloads = list(chain.from_iterable(group[2] for group in groups))
+            requests = list(chain.from_iterable(group[2] for group in groups if group[0] == "in"))
+            # Replies were encoded by the engine with orjson; requests need the JSON proof.
+            if self.all_clean(payloads) and _all_json(requests):
+                # The common case: per group one prefix and one C-level join of its frames.
+                self.writer.frames += len(payloads)
+                return b"".join([_group_lines(prefix % offset_ms, frames) for prefix, offset_ms, frames
+                                 in zip(map(_LINE_PREFIXES.__getitem__, directions),
+                                        (group[1] for group in groups), (group[2] for group in groups))])
+        return b"".join(self._careful_lines(groups))
+
+    def _careful_lines(self, groups: list[Group]) -> list[bytes]:
+        """Frame by frame: decode, redact and encode whatever might need it."""
         secrets = self.secrets
         writer = self.writer
-        frames = [item[2] for item in batch if item[0] != "lm"]
-        # One search over the whole batch: usually nothing in it needs scrubbing.
-        batch_clean = clean_as_is(b"\x00".join(frames), secrets) if frames else False
         lines: list[bytes] = []
         append = lines.append
         loads = orjson.loads
-        if batch_clean and len(frames) == len(batch) and _all_json(frames):
-            # The common case, kept to C-level loops: nothing to scrub, no LM call, and
-            # every frame proven JSON by one parse of the whole batch.
-            writer.frames += len(batch)
-            return list(map(_format_clean, batch))
-        for kind, offset_ms, data in batch:
-            try:
-                if kind == "lm":
-                    entry = scrub_lm_call(data)
-                    append(writer.encode_entry({"type": "lm_call", "ms": round(offset_ms, 3), **entry}))
-                    continue
-                if batch_clean or clean_as_is(data, secrets):
-                    try:
-                        if kind == "out" or loads(data) is not _STOP:
-                            writer.frames += 1
-                            append((_IN_LINE if kind == "in" else _OUT_LINE) % (offset_ms, data))
-                            continue
-                    except orjson.JSONDecodeError:
-                        pass
-                frame, raw = scrub_payload(data)
-                append(writer.encode_entry(frame_line(kind, offset_ms, frame, raw)))
-            except Exception:  # one odd frame must not end the recording
-                log.exception("could not record a frame")
+        for kind, offset_ms, items in groups:
+            for data in items:
+                try:
+                    if kind == "lm":
+                        entry = scrub_lm_call(data)
+                        append(writer.encode_entry({"type": "lm_call", "ms": round(offset_ms, 3), **entry}))
+                        continue
+                    if clean_as_is(data, secrets):
+                        try:
+                            if kind == "out" or loads(data) is not _STOP:
+                                writer.frames += 1
+                                append(_LINE_PREFIXES[kind] % offset_ms + data + b"}\n")
+                                continue
+                        except orjson.JSONDecodeError:
+                            pass
+                    frame, raw = scrub_payload(data)
+                    append(writer.encode_entry(frame_line(kind, offset_ms, frame, raw)))
+                except Exception:  # one odd frame must not end the recording
+                    log.exception("could not record a frame")
         return lines
 
 
+def _group_lines(prefix: bytes, frames: list[bytes]) -> bytes:
+    """prefix + frame + "}\\n" for each frame, as one join."""
+    return prefix + (b"}\n" + prefix).join(frames) + b"}\n"
+
+
 # The private pipe from a worker to its transcript writer process: records of
-# kind (1 byte), offset in ms (float64), length (uint32), body.
+# kind (1 byte), offset in ms (float64), length (uint32), body. Kinds: b"I"/b"O" the framed
+# bytes of one read / one write as they crossed the port, b"i"/b"o" one frame's payload
+# read or written alone, b"l" an LM call, b"s" the secret values registered so far, b"e"
+# the end.
 _RECORD = struct.Struct(">cdI")
-_KINDS = {b"i": "in", b"o": "out", b"l": "lm"}
-# Pipe record codes of single frames (b"l" is an LM call); b"I"/b"O" are stream records (framed
-# bytes as read or written by the server), b"b" a block of frames, b"s" secrets, b"e" end.
-_FRAME_CODES = {"in": b"i", "out": b"o"}
+_SINGLE_DIRECTIONS = {b"i": "in", b"o": "out"}
+# An in-process engine's frame taps say "in"/"out" for one payload.
+_TAP_CODES = {"in": b"i", "out": b"o"}
+
+
+class RecordDecoder:
+    """Turns pipe records back into groups of frames (for the writer process, and for
+    the in-process fallback, which formats the same records itself)."""
+
+    def __init__(self, formatter: BatchFormatter) -> None:
+        self.formatter = formatter
+        # Each direction's stream is split into frames as the server split it: a read may
+        # end inside a frame, which the next read completes.
+        self.streams = {b"I": ("in", FrameReader(DEFAULT_MAX_FRAME)), b"O": ("out", FrameReader(DEFAULT_MAX_FRAME))}
+        self.footer: dict[str, Any] | None = None
+
+    def decode(self, code: bytes, offset_ms: float, body: bytes) -> list[Group]:
+        """The groups one record holds (none for control records: secrets, the end)."""
+        direction = _SINGLE_DIRECTIONS.get(code)
+        if direction is not None:
+            return [(direction, offset_ms, [body])]
+        stream = self.streams.get(code)
+        if stream is not None:
+            direction, reader = stream
+            frames = reader.feed(body)
+            if len(frames) != sum(type(frame) is bytes for frame in frames):  # Oversized: not recorded
+                frames = [frame for frame in frames if type(frame) is bytes]
+            return [(direction, offset_ms, frames)]
+        if code == b"l":
+            return [("lm", offset_ms, [orjson.loads(body)])]
+        if code == b"s":
+            # Applies to the whole batch the writer is making, frames before it included:
+            # scrubbing more than needed is harmless, less never is.
+            self.formatter.set_secrets(orjson.loads(body))
+        elif code == b"e":
+            self.footer = orjson.loads(body)
+        else:
+            log.error("unknown record %r in the recording pipe; skipped", code)
+        return []
 
 
 class Recorder:
     """Owns the pending deque, the forwarding thread and the writer of one engine.
 
-    The hot path appends one tuple to a deque (no lock, no wake-up). A thread polls the
-    deque and forwards what accumulated, as raw bytes in one write, through a private
-    pipe to a writer process (`python -m bridge.recording`), which scrubs, formats,
-    writes and flushes on the other core, outside this process's GIL. Secrets cross
-    only that pipe, never the disk. If the writer process cannot start, the thread
-    formats and writes itself (correct, just dearer for the serving thread).
+    The hot path appends one tuple per read or write syscall (its framed bytes, as they
+    crossed the port) to a deque: no lock, no wake-up, no formatting. A thread polls the
+    deque and forwards what accumulated, as pipe records in one write, to a writer process
+    (`python -m bridge.recording`, at idle CPU priority), which splits, scrubs, formats,
+    writes and flushes outside this process's GIL. Secrets cross only that pipe, never
+    the disk. If the writer process cannot start, the thread formats and writes itself
+    (correct, just dearer for the worker).
     """
 
-    POLL_SECONDS = 0.005
+    POLL_SECONDS = 0.02
 
     def __init__(self, engine: Engine, path: str, *, ignore: list[str] | None = None,
                  subprocess_writer: bool = True,
@@ -233,9 +315,10 @@ class Recorder:
         self._subprocess_writer = subprocess_writer
         self._process: subprocess.Popen[bytes] | None = None
         self._formatter: BatchFormatter | None = None
-        self._stream_readers: dict[str, FrameReader] = {}
+        self._decoder: RecordDecoder | None = None
         self._sent_secrets = 0
-        self._pending: deque[Any] = deque()  # stream records (bytes) and (kind, time, data) tuples
+        # (code, monotonic time, bytes) tuples from the taps; LM-call records (bytes).
+        self._pending: deque[Any] = deque()
         self._stopping = threading.Event()
         self._forward_lock = threading.Lock()
         self._last_forward = time.monotonic()
@@ -244,9 +327,13 @@ class Recorder:
         self._closed = False
         append = self._pending.append
 
-        # The hot path: one tuple and one C-level append per frame.
+        # A server's stream taps: one call per read or write syscall, whatever it carried.
+        def stream_tap(code: bytes, data: bytes, now: float) -> None:
+            append((code, now, data))
+
+        # An in-process engine's frame taps: one call per frame.
         def tap(direction: str, payload: bytes, now: float) -> None:
-            append((direction, now, payload))
+            append((_TAP_CODES[direction], now, payload))
 
         def listener(kind: str, data: dict[str, Any]) -> None:
             # Encoded here, on the thread that made the LM call (milliseconds long anyway),
@@ -255,20 +342,9 @@ class Recorder:
                 body = orjson.dumps(data, default=str, option=orjson.OPT_NON_STR_KEYS)
                 append(_RECORD.pack(b"l", (time.monotonic() - self.started) * 1000.0, len(body)) + body)
 
-        # A server hands over its stream taps: then each read and each write is queued as
-        # one ready-made pipe record (framed bytes as they crossed fd 0 or fd 1), so the
-        # serving thread does one pack and one append per syscall, whatever it carried;
-        # the writer process splits the frames.
-        started = self.started
-        record_header = _RECORD.pack
-
-        def stream_tap(kind: bytes, data: bytes, now: float) -> None:
-            append(record_header(kind, (now - started) * 1000.0, len(data)) + data)
-
         self._tap = tap
         self._stream_tap = stream_tap
         self._tap_list = engine.frame_taps if stream_taps is None else stream_taps
-        self._stream_mode = stream_taps is not None
         self._listener = listener
         self._thread = threading.Thread(target=self._run, name="dspex-recorder", daemon=True)
         self._thread.start()
@@ -293,6 +369,7 @@ class Recorder:
                 log.warning("transcript writer process unavailable (%s); writing in-process", exc)
                 self.writer = TranscriptWriter(self.path, {}, append=True)
         self._formatter = BatchFormatter(self.writer)
+        self._decoder = RecordDecoder(self._formatter)
 
     def _run(self) -> None:
         try:
@@ -331,67 +408,47 @@ class Recorder:
         finally:
             self._forward_lock.release()
 
-    def _forward(self, batch: list[Any]) -> None:
-        """Sends a batch to the writer: stream records (bytes, made by the stream tap) as
-        they are, frame and LM-call tuples encoded here."""
+    def _records(self, batch: list[Any]) -> list[bytes]:
+        """Pipe records for a batch, in order: a header and the data of each tapped
+        syscall (a loop per syscall, not per frame), LM-call records as they are."""
         started = self.started
-        secrets = known_secrets()
-        if self._process is None:
-            assert self._formatter is not None
-            self._formatter.secrets = tuple(s.encode() for s in secrets)
-            lines: list[bytes] = []
-            items: list[tuple[str, float, Any]] = []
-            for entry in batch:
-                if type(entry) is bytes and entry[:1] in (b"l", b"i", b"o"):
-                    code, offset_ms, _ = _RECORD.unpack_from(entry)
-                    body = entry[_RECORD.size:]
-                    items.append((_KINDS[code], offset_ms, orjson.loads(body) if code == b"l" else body))
-                elif type(entry) is bytes:
-                    lines += self._formatter.lines(items)
-                    items = []
-                    direction, offset_ms, frames = self._stream_frames(entry)
-                    lines += self._formatter.chunk_lines(direction, offset_ms, frames)
-                else:
-                    kind, now, data = entry
-                    items.append((kind, (now - started) * 1000.0, data))
-            lines += self._formatter.lines(items)
-            if lines:
-                self.writer.write_lines(lines)
-            return
         pack = _RECORD.pack
-        parts: list[bytes] = []
+        if not any(type(entry) is bytes for entry in batch):  # the usual batch: taps only
+            return [part for code, now, data in batch
+                    for part in (pack(code, (now - started) * 1000.0, len(data)), data)]
+        records: list[bytes] = []
+        for entry in batch:
+            if type(entry) is bytes:  # an LM-call record, ready-made by the listener
+                records.append(entry)
+            else:
+                code, now, data = entry
+                records += (pack(code, (now - started) * 1000.0, len(data)), data)
+        return records
+
+    def _forward(self, batch: list[Any]) -> None:
+        """Sends a batch to the writer process, or formats and writes it here without one."""
+        secrets = known_secrets()
+        records = self._records(batch)
+        if self._process is None:
+            assert self._formatter is not None and self._decoder is not None
+            self._formatter.set_secrets(secrets)
+            groups: list[Group] = []
+            joined = b"".join(records)
+            position = 0
+            while position < len(joined):
+                code, offset_ms, length = _RECORD.unpack_from(joined, position)
+                position += _RECORD.size + length
+                groups += self._decoder.decode(code, offset_ms, joined[position - length:position])
+            lines = self._formatter.format(groups)
+            if lines:
+                self.writer.write_lines([lines])
+            return
         if len(secrets) != self._sent_secrets:
             body = orjson.dumps(list(secrets))
-            parts += (pack(b"s", 0.0, len(body)), body)
+            records.insert(0, _RECORD.pack(b"s", 0.0, len(body)) + body)
             self._sent_secrets = len(secrets)
-        # Records (bytes) are ready-made: stream records, and LM calls encoded by the
-        # listener. Tuples are single frames from an in-process engine's frame taps.
-        if self._stream_mode or not any(type(entry) is tuple for entry in batch):
-            parts += batch
-        elif all(type(entry) is tuple for entry in batch):
-            # Frame taps only: one block built by C-level calls.
-            kinds, nows, payloads = zip(*batch)
-            kind_text = "".join(kinds).replace("in", "i").replace("out", "o").encode()
-            body = b"".join((struct.pack(">I", len(kinds)), kind_text, array("d", nows).tobytes(),
-                             array("I", map(len, payloads)).tobytes(), *payloads))
-            parts += (pack(b"b", started, len(body)), body)
-        else:
-            for entry in batch:
-                if type(entry) is bytes:
-                    parts.append(entry)
-                else:
-                    kind, now, data = entry
-                    parts += (pack(_FRAME_CODES[kind], (now - started) * 1000.0, len(data)), data)
         assert self._process.stdin is not None
-        write_all(self._process.stdin.fileno(), b"".join(parts))
-
-    def _stream_frames(self, record: bytes) -> tuple[str, float, list[bytes]]:
-        """(direction, offset ms, frames) of one stream record, for in-process formatting."""
-        code, offset_ms, _ = _RECORD.unpack_from(record)
-        direction = "in" if code == b"I" else "out"
-        reader = self._stream_readers.setdefault(direction, FrameReader(DEFAULT_MAX_FRAME))
-        frames = [f for f in reader.feed(record[_RECORD.size:]) if not isinstance(f, Oversized)]
-        return direction, offset_ms, frames
+        write_all(self._process.stdin.fileno(), b"".join(records))
 
     def _fail(self, exc: Exception) -> None:
         self._failed = True
@@ -443,33 +500,38 @@ def _writer_env() -> dict[str, str]:
     return env
 
 
-def _unpack_block(body: bytes, started: float) -> list[tuple[str, float, bytes]]:
-    """The frames of one block forwarded by Recorder._forward."""
-    (count,) = struct.unpack_from(">I", body, 0)
-    position = 4
-    kinds = body[position:position + count]
-    position += count
-    nows = array("d")
-    nows.frombytes(body[position:position + 8 * count])
-    position += 8 * count
-    lengths = array("I")
-    lengths.frombytes(body[position:position + 4 * count])
-    position += 4 * count
-    # Comprehensions and maps rather than one Python loop body per frame: the writer
-    # shares two cores with the worker and its client.
-    bounds = list(accumulate(lengths, initial=position))
-    names = ["in" if code == 105 else "out" for code in kinds]
-    offsets_ms = [(now - started) * 1000.0 for now in nows]
-    payloads = map(body.__getitem__, map(slice, bounds[:-1], bounds[1:]))
-    return list(zip(names, offsets_ms, payloads))
+# The writer formats once the worker has sent nothing for this long...
+QUIET_SECONDS = 0.1
+# ...or once this much waits, whatever the traffic (about 100,000 pings and replies).
+BACKLOG_LIMIT = 32 << 20
+# Formatted per step, between looks at the pipe: about 3,000 pings and replies.
+FORMAT_STEP = 1 << 20
+
+
+def _format_records(pending: bytearray, start: int, decoder: RecordDecoder, writer: TranscriptWriter) -> int:
+    """Formats and writes the whole records in pending[start:] up to about FORMAT_STEP
+    bytes, with one write and one flush; returns where the first unformatted record starts."""
+    header_size = _RECORD.size
+    unpack_header = _RECORD.unpack_from
+    decode = decoder.decode
+    groups: list[Group] = []
+    end = len(pending)
+    limit = start + FORMAT_STEP
+    while end - start >= header_size and start < limit:
+        code, offset_ms, length = unpack_header(pending, start)
+        body_start = start + header_size
+        if end - body_start < length:
+            break
+        start = body_start + length
+        groups += decode(code, offset_ms, bytes(pending[body_start:start]))
+    data = decoder.formatter.format(groups)
+    if data:
+        writer.write_lines([data])
+    return start
 
 
 def run_writer_process(path: str, fd: int = 0) -> int:
-    """The writer process: reads records from the worker's pipe until it closes.
-
-    Lines are written and flushed per read, so the file trails the worker by
-    milliseconds; the end line is written only when the worker closed cleanly.
-    """
+    """The writer process (`python -m bridge.recording PATH`): its settings, then the loop."""
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         # The worker decides when recording ends (by closing the pipe), not a signal
         # sent to the whole process group, which would lose the transcript's tail.
@@ -483,54 +545,62 @@ def run_writer_process(path: str, fd: int = 0) -> int:
             os.nice(19)
         except OSError:
             pass
+    write_transcript(path, fd)
+    return 0
+
+
+def write_transcript(path: str, fd: int) -> None:
+    """Reads records from the worker's pipe `fd` until it closes; appends their lines to `path`.
+
+    Lines are written and flushed in steps once the worker pauses, so the file trails a
+    busy worker by up to BACKLOG_LIMIT and an idle one by QUIET_SECONDS; whatever the
+    worker sent is written before this returns, even if the worker was killed. The end
+    line is written only when the worker closed cleanly.
+    """
     writer = TranscriptWriter(path, {}, append=True)
     formatter = BatchFormatter(writer)
-    buffer = bytearray()
-    header_size = _RECORD.size
-    # Each direction's stream is split into frames as the server split it.
-    streams = {b"I": ("in", FrameReader(DEFAULT_MAX_FRAME)), b"O": ("out", FrameReader(DEFAULT_MAX_FRAME))}
-    footer: dict[str, Any] | None = None
+    decoder = RecordDecoder(formatter)
+    pending = bytearray()  # records read from the pipe, not yet formatted, from `start` on
+    start = 0
+    pipe_open = True
+    quiet = False  # the worker has sent nothing for QUIET_SECONDS: format until it does
+    watch = select.poll()
+    watch.register(fd, select.POLLIN | select.POLLHUP)
     while True:
-        chunk = os.read(fd, 1 << 20)
-        if not chunk:
-            break
-        buffer += chunk
-        batch: list[tuple[str, float, Any]] = []
-        start = 0
-        end = len(buffer)
-        while end - start >= header_size:
-            code, offset_ms, length = _RECORD.unpack_from(buffer, start)
-            if end - start - header_size < length:
-                break
-            body = bytes(buffer[start + header_size:start + header_size + length])
-            start += header_size + length
-            if code == b"b":
-                batch.extend(_unpack_block(body, offset_ms))
-            elif code in streams:
-                if batch:  # keep the order of lines: what came before this chunk goes first
-                    writer.write_lines(formatter.lines(batch))
-                    batch = []
-                direction, reader = streams[code]
-                frames = [f for f in reader.feed(body) if not isinstance(f, Oversized)]
-                writer.write_lines(formatter.chunk_lines(direction, offset_ms, frames))
-            elif code == b"s":
-                formatter.secrets = tuple(s.encode() for s in orjson.loads(body))
-                for secret in orjson.loads(body):
-                    remember_secret(secret)
-            elif code == b"e":
-                footer = orjson.loads(body)
-            elif code == b"l":
-                batch.append(("lm", offset_ms, orjson.loads(body)))
+        waiting = len(pending) - start
+        if pipe_open and (waiting == 0 or (waiting < BACKLOG_LIMIT and
+                                           watch.poll(0 if quiet else QUIET_SECONDS * 1000))):
+            # While the worker is busy, only gather: formatting then would take CPU time
+            # from the worker and its client even at idle priority (measured in
+            # docs/benchmarks.md), so it waits for a pause or a full backlog.
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                pipe_open = False
             else:
-                batch.append((_KINDS[code], offset_ms, body))
-        del buffer[:start]
-        if batch:
-            writer.write_lines(formatter.lines(batch))
+                if start > len(pending) // 2:  # drop what is done before the buffer grows
+                    del pending[:start]
+                    start = 0
+                pending += chunk
+                quiet = False
+            continue
+        quiet = True
+        done = _format_records(pending, start, decoder, writer)
+        if done == start:  # only part of a record is here
+            if not pipe_open:
+                break  # the worker was cut off mid-record: the rest never comes
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            pending += chunk
+            continue
+        start = done
+        if not pipe_open and start == len(pending):
+            break
+    footer = decoder.footer
     if footer is not None:
         writer.close(footer)
     else:
         writer.detach()
-    return 0
 
 
 def start_recording(engine: Engine, path: str, *, ignore: list[str] | None = None,
@@ -556,4 +626,4 @@ if __name__ == "__main__":
     raise SystemExit(run_writer_process(sys.argv[1]))
 
 
-__all__ = ["IGNORE_ENV", "BatchFormatter", "run_writer_process", "Recorder", "scrub_lm_call", "scrub_payload", "start_recording", "transcript_file_for"]
+__all__ = ["IGNORE_ENV", "BatchFormatter", "RecordDecoder", "run_writer_process", "write_transcript", "Recorder", "scrub_lm_call", "scrub_payload", "start_recording", "transcript_file_for"]

@@ -174,7 +174,7 @@ class Server:
                     chunk = bytes(read_view[:count])
                     for tap in taps:
                         tap(b"I", chunk, now)
-                frames = list(reader.feed(read_view[:count]))
+                frames = reader.feed(read_view[:count])
                 with self._chunk_lock:
                     self._batch = []
                     try:
