@@ -287,6 +287,10 @@ class Recorder:
     """
 
     POLL_SECONDS = 0.02
+    # Syscalls' worth of records that may wait in memory. Beyond it (a writer that cannot
+    # keep up with a flood, or stopped), the tapping thread waits for room: serving slows
+    # to the writer's pace rather than memory growing without bound or frames being lost.
+    MAX_PENDING = 16384
 
     def __init__(self, engine: Engine, path: str, *, ignore: list[str] | None = None,
                  subprocess_writer: bool = True,
@@ -320,20 +324,29 @@ class Recorder:
         # (code, monotonic time, bytes) tuples from the taps; LM-call records (bytes).
         self._pending: deque[Any] = deque()
         self._stopping = threading.Event()
+        self._wake = threading.Event()
         self._forward_lock = threading.Lock()
         self._last_forward = time.monotonic()
         self._ready = False
         self._failed = False
         self._closed = False
+        self.backpressure_waits = 0  # times a tapping thread waited for the writer
         append = self._pending.append
 
         # A server's stream taps: one call per read or write syscall, whatever it carried.
+        pending = self._pending
+        limit = self.MAX_PENDING
+
         def stream_tap(code: bytes, data: bytes, now: float) -> None:
             append((code, now, data))
+            if len(pending) > limit:
+                self._wait_for_room()
 
         # An in-process engine's frame taps: one call per frame.
         def tap(direction: str, payload: bytes, now: float) -> None:
             append((_TAP_CODES[direction], now, payload))
+            if len(pending) > limit:
+                self._wait_for_room()
 
         def listener(kind: str, data: dict[str, Any]) -> None:
             # Encoded here, on the thread that made the LM call (milliseconds long anyway),
@@ -350,6 +363,14 @@ class Recorder:
         self._thread.start()
         self._tap_list.append(tap if stream_taps is None else stream_tap)
         engine.listeners.append(listener)
+
+    def _wait_for_room(self) -> None:
+        """Blocks the tapping thread until the forwarding thread has taken half the queue
+        (it forwards at once when the queue is this full), unless recording has stopped."""
+        self.backpressure_waits += 1
+        self._wake.set()
+        while len(self._pending) > self.MAX_PENDING // 2 and not self._failed and self._thread.is_alive():
+            time.sleep(0.001)
 
     def _start_writer(self) -> None:
         if self._subprocess_writer:
@@ -381,14 +402,17 @@ class Recorder:
         while True:
             # Forwarding happens here, off the serving thread: when the writer process falls
             # behind, this thread waits on the pipe while serving goes on.
-            if self._pending and time.monotonic() - self._last_forward >= self.POLL_SECONDS:
+            if self._pending and (time.monotonic() - self._last_forward >= self.POLL_SECONDS
+                                  or len(self._pending) > self.MAX_PENDING // 2):
                 self._drain()
             elif stopping.is_set():
                 if not self._pending:
                     return
                 self._drain()
             else:
-                stopping.wait(self.POLL_SECONDS)
+                # Woken early by a full queue (see _wait_for_room) or by close().
+                self._wake.wait(self.POLL_SECONDS)
+                self._wake.clear()
 
     def _drain(self) -> None:
         """Forwards everything pending; one thread at a time, others simply skip."""
@@ -466,6 +490,7 @@ class Recorder:
             except ValueError:
                 pass
         self._stopping.set()
+        self._wake.set()
         self._thread.join(5.0)
         ended_ms = round((time.monotonic() - self.started) * 1000.0, 3)
         process = self._process

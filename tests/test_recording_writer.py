@@ -180,3 +180,34 @@ def test_without_a_writer_process_the_recorder_writes_the_same_lines(tmp_path: P
     assert "sk-fallback-0123456789" not in text
     assert frames_in(tmp_path / "t.jsonl") == [("in", 5), ("out", 5), ("in", 6), ("out", 6)]
     assert list(read_transcript(tmp_path / "t.jsonl"))[-1].__class__.__name__ == "EndEntry"
+
+
+def test_a_stopped_writer_slows_the_worker_instead_of_losing_frames_or_memory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+
+    from bridge import Engine, EngineConfig
+    from bridge.recording import Recorder
+
+    monkeypatch.setattr(Recorder, "MAX_PENDING", 64)
+    engine = Engine(EngineConfig(worker_id="flooded"))
+    recorder = Recorder(engine, str(tmp_path / "t.jsonl"))
+    wait_for(lambda: recorder._process is not None)
+    os.kill(recorder._process.pid, signal.SIGSTOP)  # the writer reads nothing from now on
+    calls = 8_000  # more than the 1 MiB pipe and the 64-entry queue can hold
+    done = threading.Event()
+
+    def flood() -> None:
+        for rid in range(calls):
+            engine.call("ping", request_id=rid)
+        done.set()
+
+    threading.Thread(target=flood, daemon=True).start()
+    wait_for(lambda: recorder.backpressure_waits > 0)
+    assert not done.wait(0.5)  # serving waits for the writer...
+    assert len(recorder._pending) <= 64 + 1  # ...with the queue held at its bound
+    os.kill(recorder._process.pid, signal.SIGCONT)
+    assert done.wait(60)
+    recorder.close()
+    engine.close()
+    assert [rid for direction, rid in frames_in(tmp_path / "t.jsonl") if direction == "in"] == list(range(calls))
