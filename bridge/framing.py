@@ -35,6 +35,7 @@ class FrameReader:
         self.max_frame_size = max_frame_size
         self._buffer = bytearray()
         self._skip = 0  # bytes still to discard of an oversized frame
+        self.oversized = 0  # frames skipped so far: lets callers skip filtering when none
 
     def feed(self, chunk: bytes | bytearray | memoryview) -> list[bytes | Oversized]:
         """Each complete frame (or an Oversized marker) found after adding chunk, in order.
@@ -61,12 +62,13 @@ class FrameReader:
         limit = self.max_frame_size
         start = 0
         end = len(data)
-        while end - start >= 4:
+        while start + 4 <= end:
             (length,) = unpack(data, start)
             if length > limit:
                 skipped = min(length, end - start - 4)
                 start += 4 + skipped
                 self._skip = length - skipped
+                self.oversized += 1
                 append(Oversized(length))
                 continue
             stop = start + 4 + length

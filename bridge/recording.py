@@ -257,8 +257,9 @@ class RecordDecoder:
         stream = self.streams.get(code)
         if stream is not None:
             direction, reader = stream
+            oversized = reader.oversized
             frames = reader.feed(body)
-            if len(frames) != sum(type(frame) is bytes for frame in frames):  # Oversized: not recorded
+            if reader.oversized != oversized:  # a skipped frame is not recorded
                 frames = [frame for frame in frames if type(frame) is bytes]
             return [(direction, offset_ms, frames)]
         if code == b"l":
@@ -542,13 +543,14 @@ def _format_records(pending: bytearray, start: int, decoder: RecordDecoder, writ
     groups: list[Group] = []
     end = len(pending)
     limit = start + FORMAT_STEP
-    while end - start >= header_size and start < limit:
-        code, offset_ms, length = unpack_header(pending, start)
-        body_start = start + header_size
-        if end - body_start < length:
-            break
-        start = body_start + length
-        groups += decode(code, offset_ms, bytes(pending[body_start:start]))
+    with memoryview(pending) as view:  # one copy per record body, not two
+        while end - start >= header_size and start < limit:
+            code, offset_ms, length = unpack_header(pending, start)
+            body_start = start + header_size
+            if end - body_start < length:
+                break
+            start = body_start + length
+            groups += decode(code, offset_ms, bytes(view[body_start:start]))
     data = decoder.formatter.format(groups)
     if data:
         writer.write_lines([data])
