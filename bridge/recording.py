@@ -292,6 +292,9 @@ class Recorder:
     # keep up with a flood, or stopped), the tapping thread waits for room: serving slows
     # to the writer's pace rather than memory growing without bound or frames being lost.
     MAX_PENDING = 16384
+    # How long close() waits for the writer to format its backlog (about 0.5 s for a full
+    # one) before the worker goes on exiting without it.
+    CLOSE_WAIT_SECONDS = 10.0
 
     def __init__(self, engine: Engine, path: str, *, ignore: list[str] | None = None,
                  subprocess_writer: bool = True,
@@ -504,9 +507,11 @@ class Recorder:
             except OSError as exc:
                 log.error("transcript writer for %s is gone: %s", self.path, exc)
             try:
-                process.wait(5.0)
+                process.wait(self.CLOSE_WAIT_SECONDS)
             except subprocess.TimeoutExpired:
-                process.kill()
+                # A large backlog is still being formatted. Killing the writer would lose
+                # the transcript's tail; it ignores the usual signals and finishes alone.
+                log.warning("transcript writer for %s is still finishing; not waiting for it", self.path)
             return
         if self._thread.is_alive() or self._failed:
             return

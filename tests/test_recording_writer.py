@@ -211,3 +211,31 @@ def test_a_stopped_writer_slows_the_worker_instead_of_losing_frames_or_memory(
     recorder.close()
     engine.close()
     assert [rid for direction, rid in frames_in(tmp_path / "t.jsonl") if direction == "in"] == list(range(calls))
+
+
+def test_closing_never_kills_a_writer_that_is_still_finishing(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+
+    from bridge import Engine, EngineConfig
+    from bridge.recording import Recorder
+    from bridge.transcript import EndEntry
+
+    monkeypatch.setattr(Recorder, "CLOSE_WAIT_SECONDS", 0.3)
+    engine = Engine(EngineConfig(worker_id="slow-writer"))
+    recorder = Recorder(engine, str(tmp_path / "t.jsonl"))
+    wait_for(lambda: recorder._process is not None)
+    writer_process = recorder._process
+    os.kill(writer_process.pid, signal.SIGSTOP)
+    for rid in range(50):
+        engine.call("ping", request_id=rid)
+    started = time.monotonic()
+    recorder.close()  # the writer cannot finish while stopped: close gives up waiting
+    assert time.monotonic() - started < 5
+    engine.close()
+    assert writer_process.poll() is None  # ...but left it alive
+    os.kill(writer_process.pid, signal.SIGCONT)
+    writer_process.wait(10)
+    entries = list(read_transcript(tmp_path / "t.jsonl"))
+    assert isinstance(entries[-1], EndEntry)
+    assert [rid for direction, rid in frames_in(tmp_path / "t.jsonl") if direction == "in"] == list(range(50))
