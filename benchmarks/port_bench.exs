@@ -109,13 +109,16 @@ defmodule Bench.Port do
   # Context switches of the process's main thread: each one is a read that found no input
   # (or a preemption), the first sign of a worker and client waiting on each other.
   defp context_switches(pid) do
-    "/proc/#{pid}/status"
-    |> File.read!()
-    |> String.split("\n")
+    status_lines(pid)
     |> Enum.filter(&String.contains?(&1, "ctxt_switches"))
-    |> Enum.map(fn line -> line |> String.split() |> List.last() |> String.to_integer() end)
+    |> Enum.map(&status_number/1)
     |> Enum.sum()
   end
+
+  defp status_lines(pid), do: "/proc/#{pid}/status" |> File.read!() |> String.split("\n")
+
+  # "VmRSS:   75800 kB" -> 75800
+  defp status_number(line), do: line |> String.split() |> Enum.at(1) |> String.to_integer()
 
   defp threads_ns(pid) do
     case File.ls("/proc/#{pid}/task") do
@@ -132,13 +135,9 @@ defmodule Bench.Port do
   end
 
   def rss_bytes(pid) do
-    "/proc/#{pid}/status"
-    |> File.read!()
-    |> String.split("\n")
+    status_lines(pid)
     |> Enum.find(&String.starts_with?(&1, "VmRSS:"))
-    |> String.split()
-    |> Enum.at(1)
-    |> String.to_integer()
+    |> status_number()
     |> Kernel.*(1024)
   end
 end
