@@ -1,11 +1,13 @@
 """The recorder: taps an engine's frames and LM calls and writes them as a transcript.
 
-Recording must not slow serving, so the hot path only appends (direction, monotonic
-time, raw payload) to a deque. A thread forwards what accumulated every few
-milliseconds, in one write, through a private pipe to a writer process that decodes,
-scrubs secrets, formats and writes, flushing each batch of lines, so a worker killed at
-any moment leaves a readable transcript. Secrets are scrubbed there, when written,
-never later: anything that reaches the file is already clean.
+Recording must not slow serving, so the serving thread only appends (code, monotonic
+time, bytes) to a deque, once per read or write syscall. A thread forwards what
+accumulated every 20 ms, in one write, through a private pipe to a writer process
+(`python -m bridge.recording`) at idle CPU priority. The writer gathers while the worker
+is busy and, in its pauses, splits the frames, scrubs secrets, formats and writes,
+flushing each step, so a worker killed at any moment leaves a readable transcript.
+Secrets are scrubbed there, when written, never later: anything that reaches the file is
+already clean.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-from array import array
 import re
 import select
 import signal
@@ -24,7 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from itertools import accumulate, chain, repeat
+from itertools import chain, repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -331,7 +332,6 @@ class Recorder:
         self._wake = threading.Event()
         self._forward_lock = threading.Lock()
         self._last_forward = time.monotonic()
-        self._ready = False
         self._failed = False
         self._closed = False
         self.backpressure_waits = 0  # times a tapping thread waited for the writer
@@ -401,7 +401,6 @@ class Recorder:
             self._start_writer()
         except OSError as exc:
             self._fail(exc)
-        self._ready = True
         stopping = self._stopping
         while True:
             # Forwarding happens here, off the serving thread: when the writer process falls

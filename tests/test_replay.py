@@ -320,11 +320,16 @@ def test_cli_parallel_jobs_match_serial(base_transcript: Path, tmp_path: Path,
     tampered = copy_with(base_transcript, tmp_path / "tampered.jsonl", tamper_answer)
     good = tmp_path / "good.jsonl"
     good.write_bytes(base_transcript.read_bytes())
-    code, out, _ = run_cli_here(capsys, str(tmp_path / "*.jsonl"), "-j", "2", "--json")
-    assert code == 1
-    document = orjson.loads(out)
-    assert [(Path(t["path"]).name, t["status"]) for t in document["transcripts"]] == [
-        ("good.jsonl", "pass"), ("tampered.jsonl", "fail")]
+
+    def outcome(*jobs: str) -> list[tuple[str, str, list]]:
+        code, out, _ = run_cli_here(capsys, str(tmp_path / "*.jsonl"), *jobs, "--json")
+        assert code == 1
+        return [(Path(t["path"]).name, t["status"], t["mismatches"]) for t in orjson.loads(out)["transcripts"]]
+
+    parallel = outcome("-j", "2")
+    assert [(name, status) for name, status, _ in parallel] == [("good.jsonl", "pass"), (tampered.name, "fail")]
+    assert parallel[1][2]  # the tampered answer is reported...
+    assert parallel == outcome("-j", "1")  # ...exactly as a serial run reports it
 
 
 def test_cli_worker_option(base_transcript: Path) -> None:
