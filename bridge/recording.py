@@ -335,12 +335,11 @@ class Recorder:
         self._failed = False
         self._closed = False
         self.backpressure_waits = 0  # times a tapping thread waited for the writer
-        append = self._pending.append
-
-        # A server's stream taps: one call per read or write syscall, whatever it carried.
         pending = self._pending
+        append = pending.append
         limit = self.MAX_PENDING
 
+        # A server's stream taps: one call per read or write syscall, whatever it carried.
         def stream_tap(code: bytes, data: bytes, now: float) -> None:
             append((code, now, data))
             if len(pending) > limit:
