@@ -553,7 +553,10 @@ def _format_records(pending: bytearray, start: int, decoder: RecordDecoder, writ
             if end - body_start < length:
                 break
             start = body_start + length
-            groups += decode(code, offset_ms, bytes(view[body_start:start]))
+            try:
+                groups += decode(code, offset_ms, bytes(view[body_start:start]))
+            except ValueError as exc:  # orjson's errors among them: one bad record, not the rest
+                log.error("skipped an unreadable %r record in the recording pipe: %s", code, exc)
     data = decoder.formatter.format(groups)
     if data:
         writer.write_lines([data])
@@ -575,7 +578,11 @@ def run_writer_process(path: str, fd: int = 0) -> int:
             os.nice(19)
         except OSError:
             pass
-    write_transcript(path, fd)
+    try:
+        write_transcript(path, fd)
+    except OSError as exc:  # the disk is full or gone: say so in one line, as the worker does
+        log.error("transcript %s: writing stopped: %s", path, exc)
+        return 1
     return 0
 
 
@@ -653,6 +660,8 @@ def start_recording(engine: Engine, path: str, *, ignore: list[str] | None = Non
 
 
 if __name__ == "__main__":
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
+                        format="%(asctime)s dspex-recorder[%(process)d] %(levelname)s %(name)s: %(message)s")
     raise SystemExit(run_writer_process(sys.argv[1]))
 
 

@@ -239,3 +239,28 @@ def test_closing_never_kills_a_writer_that_is_still_finishing(tmp_path: Path,
     entries = list(read_transcript(tmp_path / "t.jsonl"))
     assert isinstance(entries[-1], EndEntry)
     assert [rid for direction, rid in frames_in(tmp_path / "t.jsonl") if direction == "in"] == list(range(50))
+
+
+def test_a_malformed_control_record_is_skipped_not_fatal(tmp_path: Path) -> None:
+    path = new_transcript(tmp_path)
+    writer = WriterThread(path)
+    writer.send(record(b"l", 1.0, b"{not json") + record(b"s", 1.5, b"[") + record(b"i", 2.0, ping(9)))
+    writer.close()
+    assert frames_in(path) == [("in", 9)]
+
+
+def test_the_writer_process_reports_a_failing_disk_in_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from conftest import worker_env
+
+    full = Path("/dev/full")
+    if not full.exists():
+        pytest.skip("no /dev/full to stand for a full disk")
+    completed = subprocess.run([sys.executable, "-m", "bridge.recording", str(full)],
+                               input=record(b"i", 1.0, ping(1)) * 20_000, capture_output=True,
+                               env=worker_env(), timeout=60)
+    assert completed.returncode == 1
+    lines = completed.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "writing stopped" in lines[0] and "No space left" in lines[0], lines
