@@ -7,6 +7,9 @@
 # Run it through benchmarks/run_port_bench.py, which starts the local LM server, judges
 # the figures against the targets and writes docs/benchmarks.md.
 
+# The reply matching the test scripts use too (a benchmark that shares test code only here).
+Code.require_file("../tests/elixir/port_replies.exs", __DIR__)
+
 defmodule Bench.Port do
   @moduledoc "One worker behind a port; replies are matched by id, others are stashed."
 
@@ -15,7 +18,6 @@ defmodule Bench.Port do
       Port.open({:spawn_executable, exe},
         [:binary, :exit_status, {:packet, 4}, {:cd, root}, {:args, args}, {:env, env}])
 
-    Process.put({:stash, port}, %{})
     port
   end
 
@@ -37,28 +39,9 @@ defmodule Bench.Port do
     await(port, id, timeout)
   end
 
-  def await(port, id, timeout \\ 60_000) do
-    stash = Process.get({:stash, port})
+  def await(port, id, timeout \\ 60_000), do: PortReplies.await(port, id, timeout, &decode/1)
 
-    case Map.pop(stash, id) do
-      {nil, _} ->
-        receive do
-          {^port, {:data, binary}} ->
-            reply = :jiffy.decode(binary, [:return_maps, :use_nil])
-            Process.put({:stash, port}, Map.put(stash, reply["id"], reply))
-            await(port, id, timeout)
-
-          {^port, {:exit_status, status}} ->
-            raise "worker exited with status #{status} while waiting for id #{id}"
-        after
-          timeout -> raise "no reply to id #{id} within #{timeout} ms"
-        end
-
-      {reply, rest} ->
-        Process.put({:stash, port}, rest)
-        reply
-    end
-  end
+  def decode(binary), do: :jiffy.decode(binary, [:return_maps, :use_nil])
 
   def ok!(reply, what) do
     if reply["success"] != true, do: raise("#{what} failed: #{inspect(reply)}")
@@ -457,7 +440,7 @@ defmodule Bench.Main do
           5_000 -> raise "nothing answered during the LM call"
         end
 
-      Process.put({:stash, port}, Map.put(Process.get({:stash, port}), first["id"], first))
+      PortReplies.keep(port, first)
       P.ok!(P.await(port, ping_id), "ping during LM call")
       ms = (System.monotonic_time(:nanosecond) - started) / 1.0e6
       P.ok!(P.await(port, call_id), "slow execute")

@@ -9,6 +9,8 @@
 # absent, this script starts that server itself as a second port. Exit status 0 only when
 # every check passed; the last line is "elixir contract: N passed, M failed".
 
+Code.require_file("port_replies.exs", __DIR__)
+
 defmodule Contract.Checks do
   @moduledoc "Pass/fail bookkeeping; one BEAM process runs the whole script."
 
@@ -74,7 +76,6 @@ defmodule Contract.Worker do
         _ -> nil
       end
 
-    Process.put({:stash, port}, %{})
     %__MODULE__{port: port, os_pid: os_pid}
   end
 
@@ -113,28 +114,7 @@ defmodule Contract.Worker do
   end
 
   # Replies may arrive in any order: the ones for other ids wait in a stash.
-  def await(%__MODULE__{port: port} = worker, id, timeout \\ 30_000) do
-    stash = Process.get({:stash, port})
-
-    case Map.pop(stash, id) do
-      {nil, _} ->
-        receive do
-          {^port, {:data, binary}} ->
-            reply = decode(binary)
-            Process.put({:stash, port}, Map.put(stash, reply["id"], reply))
-            await(worker, id, timeout)
-
-          {^port, {:exit_status, status}} ->
-            raise "worker exited with status #{status} while waiting for the reply to id #{inspect(id)}"
-        after
-          timeout -> raise "no reply to id #{inspect(id)} within #{timeout} ms"
-        end
-
-      {reply, rest} ->
-        Process.put({:stash, port}, rest)
-        reply
-    end
-  end
+  def await(%__MODULE__{port: port}, id, timeout \\ 30_000), do: PortReplies.await(port, id, timeout, &decode/1)
 
   # The next frame to arrive, whatever its id (to check the order of replies).
   def next_reply(%__MODULE__{port: port}, timeout) do
@@ -148,9 +128,7 @@ defmodule Contract.Worker do
 
   # Replies nobody asked for: what arrived unclaimed so far plus what comes within `wait`.
   def strays(%__MODULE__{port: port}, wait) do
-    stashed = Process.get({:stash, port}) |> Map.values()
-    Process.put({:stash, port}, %{})
-    stashed ++ drain(port, wait)
+    PortReplies.take_all(port) ++ drain(port, wait)
   end
 
   defp drain(port, wait) do

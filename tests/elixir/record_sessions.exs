@@ -11,6 +11,8 @@ case Path.wildcard("/usr/lib/erlang/lib/jiffy-*/ebin") do
   [] -> :ok
 end
 
+Code.require_file("port_replies.exs", __DIR__)
+
 defmodule Rec do
   def open(ctx, name, extra_args, opts \\ []) do
     path = Path.join(ctx.out_dir, "#{name}.jsonl")
@@ -40,7 +42,6 @@ defmodule Rec do
         {:cd, String.to_charlist(ctx.root)}
       ])
 
-    Process.put(:stash, %{})
     {port, path}
   end
 
@@ -58,33 +59,7 @@ defmodule Rec do
 
   def send_raw(port, bytes), do: true = Port.command(port, bytes)
 
-  def await(port, id, timeout \\ 20_000) do
-    stash = Process.get(:stash)
-
-    case Map.pop(stash, id) do
-      {nil, _} ->
-        receive do
-          {^port, {:data, data}} ->
-            reply = :jiffy.decode(data, [:return_maps])
-
-            if reply["id"] == id do
-              reply
-            else
-              Process.put(:stash, Map.put(Process.get(:stash), reply["id"], reply))
-              await(port, id, timeout)
-            end
-
-          {^port, {:exit_status, status}} ->
-            raise "worker exited with #{status} while waiting for #{inspect(id)}"
-        after
-          timeout -> raise "no reply to #{inspect(id)} within #{timeout} ms"
-        end
-
-      {reply, rest} ->
-        Process.put(:stash, rest)
-        reply
-    end
-  end
+  def await(port, id, timeout \\ 20_000), do: PortReplies.await(port, id, timeout, &:jiffy.decode(&1, [:return_maps]))
 
   def call(port, id, command, args) do
     send_request(port, id, command, args)
