@@ -244,7 +244,7 @@ def lm_table(calls: list[dict[str, Any]], width: int = 50) -> RenderableType:
 
 
 VIEW_RENDERERS = {
-    "status": lambda data: status_view(data),
+    "status": status_view,
     "sessions": lambda data: sessions_table(data.get("sessions") or []),
     "programs": lambda data: programs_table(data.get("programs") or []),
     "inflight": lambda data: inflight_table(data.get("inflight") or []),
@@ -393,7 +393,7 @@ def timeline_table(timeline: list[dict[str, Any]], width: int = 50) -> Renderabl
 
 
 TRANSCRIPT_RENDERERS = {
-    "summary": lambda r: transcript_summary(r),
+    "summary": transcript_summary,
     "sessions": lambda r: transcript_sessions_table(r.get("sessions") or []),
     "programs": lambda r: transcript_programs_table(r.get("programs") or []),
     "timeline": lambda r: timeline_table(r.get("timeline") or []),

@@ -189,12 +189,18 @@ def test_eof_exits_promptly_with_an_lm_call_in_flight(spawn_worker: Any, openai_
     assert not pending.done() or pending.exception() is not None
 
 
-def test_sigterm_drains_in_flight_work_then_exits(spawn_worker: Any) -> None:
+def sigterm_during_sleep(spawn_worker: Any, ms: int) -> tuple[Any, Any]:
+    """A worker sent SIGTERM while a `sample_sleep` of `ms` is in flight: (worker, its reply)."""
     worker = spawn_worker("--plugin", "sample_plugin", "--no-warm", env=worker_env(PLUGINS))
     ok(worker.request("ping", timeout=5))
-    pending = worker.submit("sample_sleep", {"ms": 700})
+    pending = worker.submit("sample_sleep", {"ms": ms})
     time.sleep(0.1)
     worker.process.send_signal(signal.SIGTERM)
+    return worker, pending
+
+
+def test_sigterm_drains_in_flight_work_then_exits(spawn_worker: Any) -> None:
+    worker, pending = sigterm_during_sleep(spawn_worker, 700)
     time.sleep(0.05)
     # While draining: no new work, but health checks still answer.
     assert worker.request("sample_echo", {"text": "late"}, timeout=5)["error_type"] == "shutting_down"
@@ -205,11 +211,7 @@ def test_sigterm_drains_in_flight_work_then_exits(spawn_worker: Any) -> None:
 
 
 def test_second_sigterm_exits_at_once(spawn_worker: Any) -> None:
-    worker = spawn_worker("--plugin", "sample_plugin", "--no-warm", env=worker_env(PLUGINS))
-    ok(worker.request("ping", timeout=5))
-    pending = worker.submit("sample_sleep", {"ms": 5000})
-    time.sleep(0.1)
-    worker.process.send_signal(signal.SIGTERM)
+    worker, pending = sigterm_during_sleep(spawn_worker, 5000)
     time.sleep(0.2)
     assert worker.process.poll() is None  # the first signal waits for the work in flight
     started = time.monotonic()

@@ -123,31 +123,43 @@ Parsed = Empty | MetaInput | ProtocolInput | DefineInput | CallInput
 
 # -- balance --------------------------------------------------------------------------
 
+class _Nesting:
+    """Quote and bracket state, one character at a time: what the balance check and the
+    word splitter both follow."""
+
+    def __init__(self) -> None:
+        self.stack: list[str] = []
+        self.quote: str | None = None
+        self._escaped = False
+
+    def step(self, char: str) -> bool:
+        """Takes in one character; False for a closer that matches no open bracket."""
+        if self.quote is not None:
+            if self._escaped:
+                self._escaped = False
+            elif char == "\\":
+                self._escaped = True
+            elif char == self.quote:
+                self.quote = None
+        elif char in ("'", '"'):
+            self.quote = char
+        elif char in OPENERS:
+            self.stack.append(char)
+        elif char in CLOSERS:
+            if not self.stack or self.stack[-1] != CLOSERS[char]:
+                return False
+            self.stack.pop()
+        return True
+
+
 def open_brackets(text: str) -> tuple[list[str], str | None]:
     """The brackets still open at the end of `text`, and the open quote if any."""
-    stack: list[str] = []
-    quote: str | None = None
-    escaped = False
+    nesting = _Nesting()
     for char in text:
-        if quote is not None:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == quote:
-                quote = None
-            continue
-        if char in ("'", '"'):
-            quote = char
-        elif char in OPENERS:
-            stack.append(char)
-        elif char in CLOSERS:
-            if stack and stack[-1] == CLOSERS[char]:
-                stack.pop()
-            else:
-                # A stray closer never becomes balanced by typing more: let parse report it.
-                return [], None
-    return stack, quote
+        if not nesting.step(char):
+            # A stray closer never becomes balanced by typing more: let parse report it.
+            return [], None
+    return nesting.stack, nesting.quote
 
 
 def is_complete(text: str) -> bool:
@@ -164,38 +176,21 @@ def split_words(text: str) -> list[str]:
     """Splits on whitespace outside quotes and brackets."""
     words: list[str] = []
     current: list[str] = []
-    stack: list[str] = []
-    quote: str | None = None
-    escaped = False
+    nesting = _Nesting()
     for char in text:
-        if quote is not None:
-            current.append(char)
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == quote:
-                quote = None
-            continue
-        if char.isspace() and not stack:
+        if char.isspace() and nesting.quote is None and not nesting.stack:
             if current:
                 words.append("".join(current))
                 current = []
             continue
         current.append(char)
-        if char in ("'", '"'):
-            quote = char
-        elif char in OPENERS:
-            stack.append(char)
-        elif char in CLOSERS:
-            if not stack or stack[-1] != CLOSERS[char]:
-                raise ParseError(f"Unbalanced '{char}' in: {''.join(current)}",
-                                 "check the brackets; values with spaces need quotes")
-            stack.pop()
-    if quote is not None:
-        raise ParseError(f"Unclosed {quote} quote", f"close it with {quote}")
-    if stack:
-        raise ParseError(f"Unclosed '{stack[-1]}'", f"close it with '{OPENERS[stack[-1]]}'")
+        if not nesting.step(char):
+            raise ParseError(f"Unbalanced '{char}' in: {''.join(current)}",
+                             "check the brackets; values with spaces need quotes")
+    if nesting.quote is not None:
+        raise ParseError(f"Unclosed {nesting.quote} quote", f"close it with {nesting.quote}")
+    if nesting.stack:
+        raise ParseError(f"Unclosed '{nesting.stack[-1]}'", f"close it with '{OPENERS[nesting.stack[-1]]}'")
     if current:
         words.append("".join(current))
     return words
