@@ -33,7 +33,7 @@ import orjson
 
 from .framing import DEFAULT_MAX_FRAME, FrameReader, write_all
 from .redact import REDACTED, known_secrets, redact, remember_secret, scrub_text
-from .transcript import TranscriptWriter, frame_line, make_header
+from .transcript import FRAME_LINE_PREFIXES, TranscriptWriter, frame_line, make_header
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -47,7 +47,6 @@ IGNORE_ENV = "DSPEX_RECORD_IGNORE"
 _SECRET_PAIR = re.compile(
     r'("(?:[^"\\]*(?:key|token|secret|password|authorization|credential)[^"\\]*)"\s*:\s*)"(?:[^"\\]|\\.)*"',
     re.I)
-_STOP = object()  # never equal to a decoded frame: lets `loads(x) is not _STOP` read as "is JSON"
 # Anything in a payload that redaction could change: secret-like key names, key shapes;
 # and raw line breaks, which a JSON Lines line cannot hold. A frame without any of these
 # (and without a registered secret value) is written as the bytes it arrived as, skipping
@@ -67,26 +66,10 @@ _FOLD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ123456789", b"abcdefghijklmn
 _MEMO_LIMIT = 4096
 
 
-_IN_LINE = b'{"type":"frame","dir":"in","ms":%.3f,"frame":%s}\n'
-_OUT_LINE = b'{"type":"frame","dir":"out","ms":%.3f,"frame":%s}\n'
-# Up to the frame: a group of frames read or written together shares one prefix.
-_LINE_PREFIXES = {"in": _IN_LINE.split(b"%s")[0], "out": _OUT_LINE.split(b"%s")[0]}
-
-
 def marker_free(folded: bytes) -> bool:
     """Whether folded text (see _FOLD) holds none of the markers."""
     for marker in _MARKERS:
         if marker in folded:
-            return False
-    return True
-
-
-def clean_as_is(payload: bytes, secrets: tuple[bytes, ...]) -> bool:
-    """Whether a payload can go into the transcript byte for byte (nothing to scrub, one line)."""
-    if not marker_free(payload.translate(_FOLD)):
-        return False
-    for secret in secrets:
-        if secret in payload:
             return False
     return True
 
@@ -181,26 +164,22 @@ class BatchFormatter:
         groups = [group for group in groups if group[2]]  # a read may end inside its only frame
         if not groups:
             return b""
-        directions = [group[0] for group in groups]
-        if "lm" not in directions:
-            payloads = list(chain.from_iterable(group[2] for group in groups))
-            requests = list(chain.from_iterable(group[2] for group in groups if group[0] == "in"))
+        if all(direction != "lm" for direction, _, _ in groups):
+            payloads = list(chain.from_iterable(frames for _, _, frames in groups))
+            requests = list(chain.from_iterable(frames for direction, _, frames in groups if direction == "in"))
             # Replies were encoded by the engine with orjson; requests need the JSON proof.
             if self.all_clean(payloads) and _all_json(requests):
                 # The common case: per group one prefix and one C-level join of its frames.
                 self.writer.frames += len(payloads)
-                return b"".join([_group_lines(prefix % offset_ms, frames) for prefix, offset_ms, frames
-                                 in zip(map(_LINE_PREFIXES.__getitem__, directions),
-                                        (group[1] for group in groups), (group[2] for group in groups))])
+                return b"".join([_group_lines(FRAME_LINE_PREFIXES[direction] % offset_ms, frames)
+                                 for direction, offset_ms, frames in groups])
         return b"".join(self._careful_lines(groups))
 
     def _careful_lines(self, groups: list[Group]) -> list[bytes]:
         """Frame by frame: decode, redact and encode whatever might need it."""
-        secrets = self.secrets
         writer = self.writer
         lines: list[bytes] = []
         append = lines.append
-        loads = orjson.loads
         for kind, offset_ms, items in groups:
             for data in items:
                 try:
@@ -208,14 +187,10 @@ class BatchFormatter:
                         entry = scrub_lm_call(data)
                         append(writer.encode_entry({"type": "lm_call", "ms": round(offset_ms, 3), **entry}))
                         continue
-                    if clean_as_is(data, secrets):
-                        try:
-                            if kind == "out" or loads(data) is not _STOP:
-                                writer.frames += 1
-                                append(_LINE_PREFIXES[kind] % offset_ms + data + b"}\n")
-                                continue
-                        except orjson.JSONDecodeError:
-                            pass
+                    if self.all_clean([data]) and (kind == "out" or _all_json([data])):
+                        writer.frames += 1
+                        append(FRAME_LINE_PREFIXES[kind] % offset_ms + data + b"}\n")
+                        continue
                     frame, raw = scrub_payload(data)
                     append(writer.encode_entry(frame_line(kind, offset_ms, frame, raw)))
                 except Exception:  # one odd frame must not end the recording
@@ -234,9 +209,9 @@ def _group_lines(prefix: bytes, frames: list[bytes]) -> bytes:
 # read or written alone, b"l" an LM call, b"s" the secret values registered so far, b"e"
 # the end.
 _RECORD = struct.Struct(">cdI")
-_SINGLE_DIRECTIONS = {b"i": "in", b"o": "out"}
 # An in-process engine's frame taps say "in"/"out" for one payload.
 _TAP_CODES = {"in": b"i", "out": b"o"}
+_SINGLE_DIRECTIONS = {code: direction for direction, code in _TAP_CODES.items()}
 
 
 class RecordDecoder:

@@ -36,6 +36,10 @@ LM_CALL_PREFIX = b'{"type":"lm_call"'
 
 # The start of a frame line as TranscriptWriter lays it out, up to the frame itself.
 _ENVELOPE = re.compile(rb'\{"type":"frame","dir":"(?:in|out)","ms":-?[0-9.eE+]+,"frame":')
+# The same start, to be filled with the offset in ms, for writers that put a payload that
+# is already compact JSON into a line as it is (the recorder); the line ends with b"}\n".
+FRAME_LINE_PREFIXES = {direction: b'{"type":"frame","dir":"%s","ms":%%.3f,"frame":' % direction.encode()
+                       for direction in ("in", "out")}
 
 
 class TranscriptError(Exception):
@@ -187,11 +191,6 @@ class TranscriptWriter:
         elif kind == "lm_call":
             self.lm_calls += 1
         return _dumps_lenient(entry) + b"\n"
-
-    def frame_bytes_line(self, direction: str, offset_ms: float, payload: bytes) -> bytes:
-        """A frame line around a payload that is already compact JSON (no re-encoding)."""
-        self.frames += 1
-        return b'{"type":"frame","dir":"%s","ms":%.3f,"frame":%s}\n' % (direction.encode(), offset_ms, payload)
 
     def write_lines(self, lines: list[bytes]) -> None:
         """Writes finished lines in one go and flushes."""
@@ -453,6 +452,6 @@ def summarize(path: str | os.PathLike[str]) -> TranscriptSummary:
     return summary
 
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "EndEntry", "Entry", "FrameEntry", "LMCallEntry", "Transcript",
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "FRAME_LINE_PREFIXES", "EndEntry", "Entry", "FrameEntry", "LMCallEntry", "Transcript",
            "TranscriptError", "TranscriptSummary", "TranscriptWriter", "frame_line", "make_header",
            "read_transcript", "summarize"]
