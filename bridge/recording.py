@@ -576,12 +576,13 @@ def write_transcript(path: str, fd: int) -> None:
     start = 0
     pipe_open = True
     quiet = False  # the worker has sent nothing for QUIET_SECONDS: format until it does
+    partial = False  # the last step found only part of a record: the rest must be read first
     watch = select.poll()
     watch.register(fd, select.POLLIN | select.POLLHUP)
     while True:
         waiting = len(pending) - start
-        if pipe_open and (waiting == 0 or (waiting < BACKLOG_LIMIT and
-                                           watch.poll(0 if quiet else QUIET_SECONDS * 1000))):
+        if pipe_open and (waiting == 0 or partial or (waiting < BACKLOG_LIMIT and
+                                                      watch.poll(0 if quiet else QUIET_SECONDS * 1000))):
             # While the worker is busy, only gather: formatting then would take CPU time
             # from the worker and its client even at idle priority (measured in
             # docs/benchmarks.md), so it waits for a pause or a full backlog.
@@ -593,21 +594,15 @@ def write_transcript(path: str, fd: int) -> None:
                     del pending[:start]
                     start = 0
                 pending += chunk
-                quiet = False
+                quiet = quiet and partial  # completing a record is not new traffic
+            partial = False
             continue
+        if not pipe_open and (waiting == 0 or partial):
+            break  # all written, or the worker was cut off mid-record and the rest never comes
         quiet = True
         done = _format_records(pending, start, decoder, writer)
-        if done == start:  # only part of a record is here
-            if not pipe_open:
-                break  # the worker was cut off mid-record: the rest never comes
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
-                break
-            pending += chunk
-            continue
+        partial = done == start
         start = done
-        if not pipe_open and start == len(pending):
-            break
     footer = decoder.footer
     if footer is not None:
         writer.close(footer)
