@@ -21,6 +21,7 @@ import sys
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
+from urllib.parse import unquote, urlsplit
 
 from .errors import LimitExceeded
 
@@ -100,6 +101,34 @@ def remember_environment_secrets(environ: Mapping[str, str] | None = None) -> in
             remember_secret(value)
             count += 1
     return count
+
+
+def remember_config_secrets(args: Any) -> None:
+    """Registers every secret an LM configuration carries: values under secret names at
+    any depth (api_key, headers' Authorization) and the passwords of URLs (api_base).
+
+    Libraries quote these in forms no pattern expects (aiohttp writes "host user:pw@h:9"
+    without the scheme), so the values themselves must be known.
+    """
+    if isinstance(args, dict):
+        for key, value in args.items():
+            if isinstance(key, str) and is_secret_key(key) and isinstance(value, str):
+                remember_secret(value)
+                if value.lower().startswith("bearer "):
+                    remember_secret(value[7:].strip())
+            else:
+                remember_config_secrets(value)
+    elif isinstance(args, list):
+        for item in args:
+            remember_config_secrets(item)
+    elif isinstance(args, str) and "://" in args:
+        try:
+            password = urlsplit(args).password
+        except ValueError:
+            return
+        if password:
+            remember_secret(password)
+            remember_secret(unquote(password))
 
 
 def known_secrets() -> tuple[str, ...]:
