@@ -103,13 +103,15 @@ def remember_environment_secrets(environ: Mapping[str, str] | None = None) -> in
     return count
 
 
-def remember_config_secrets(args: Any) -> None:
+def remember_config_secrets(args: Any, _depth: int = 0) -> None:
     """Registers every secret an LM configuration carries: values under secret names at
     any depth (api_key, headers' Authorization) and the passwords of URLs (api_base).
 
     Libraries quote these in forms no pattern expects (aiohttp writes "host user:pw@h:9"
     without the scheme), so the values themselves must be known.
     """
+    if _depth >= MAX_DEPTH:
+        return
     if isinstance(args, dict):
         for key, value in args.items():
             if isinstance(key, str) and is_secret_key(key) and isinstance(value, str):
@@ -117,10 +119,10 @@ def remember_config_secrets(args: Any) -> None:
                 if value.lower().startswith("bearer "):
                     remember_secret(value[7:].strip())
             else:
-                remember_config_secrets(value)
+                remember_config_secrets(value, _depth + 1)
     elif isinstance(args, list):
         for item in args:
-            remember_config_secrets(item)
+            remember_config_secrets(item, _depth + 1)
     elif isinstance(args, str) and "://" in args:
         try:
             password = urlsplit(args).password
@@ -184,9 +186,17 @@ def scrub_text(text: str) -> str:
     return _KEY_SHAPES.sub(REDACTED, text)
 
 
-def redact(value: Any, _in_user_data: bool = False) -> Any:
+# Deeper structures are cut here rather than walked: orjson reads requests nested up to
+# 1024 levels, deeper than Python's recursion limit, and writes none deeper than 254.
+MAX_DEPTH = 200
+TOO_DEEP = "[NESTED TOO DEEP]"
+
+
+def redact(value: Any, _in_user_data: bool = False, _depth: int = 0) -> Any:
     """A copy of value with secrets masked: by name outside user data, by value everywhere."""
     if isinstance(value, dict):
+        if _depth >= MAX_DEPTH:
+            return TOO_DEEP
         cleaned = {}
         for key, item in value.items():
             name_is_str = isinstance(key, str)
@@ -194,22 +204,29 @@ def redact(value: Any, _in_user_data: bool = False) -> Any:
                 cleaned[key] = REDACTED
             else:
                 inner = _in_user_data or (name_is_str and key in USER_DATA_KEYS)
-                cleaned[scrub_text(key) if name_is_str else key] = redact(item, inner)
+                cleaned[scrub_text(key) if name_is_str else key] = redact(item, inner, _depth + 1)
         return cleaned
     if isinstance(value, list):
-        return [redact(item, _in_user_data) for item in value]
+        if _depth >= MAX_DEPTH:
+            return TOO_DEEP
+        return [redact(item, _in_user_data, _depth + 1) for item in value]
     if isinstance(value, str):
         return scrub_text(value)
     return value
 
 
-def scrub_values(value: Any) -> Any:
+def scrub_values(value: Any, _depth: int = 0) -> Any:
     """A copy with registered secret values masked in every string (keys too), nothing
     else: for replies, whose data is the user's own (an LM answer may well contain "sk-")."""
     if isinstance(value, dict):
-        return {(scrub_known(k) if isinstance(k, str) else k): scrub_values(v) for k, v in value.items()}
+        if _depth >= MAX_DEPTH:
+            return TOO_DEEP
+        return {(scrub_known(k) if isinstance(k, str) else k): scrub_values(v, _depth + 1)
+                for k, v in value.items()}
     if isinstance(value, list):
-        return [scrub_values(item) for item in value]
+        if _depth >= MAX_DEPTH:
+            return TOO_DEEP
+        return [scrub_values(item, _depth + 1) for item in value]
     if isinstance(value, str):
         return scrub_known(value)
     return value

@@ -123,3 +123,10 @@ def test_outputs_named_like_secrets_survive_recording_and_replay_catches_a_chang
     result = replay_transcript(str(path))
     assert not result.ok
     assert any("keywords" in str(m.to_dict()) for m in result.mismatches)
+
+
+def test_structures_nested_past_the_recursion_limit_are_cut_not_crashed() -> None:
+    deep = orjson.loads(b"[" * 1000 + b"]" * 1000)
+    assert R.TOO_DEEP in str(R.redact({"args": deep}))
+    assert R.TOO_DEEP in str(R.scrub_values(deep))
+    R.remember_config_secrets(deep)  # returns quietly
