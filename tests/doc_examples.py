@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from conftest import ROOT
 
@@ -56,7 +55,3 @@ def doc_test(page: str, label: str) -> Fence:
     matching = [fence for fence in fences(page) if fence.marker == "doc-test" and fence.label == label]
     assert len(matching) == 1, f"docs/{page} should have exactly one fence marked doc-test: {label}"
     return matching[0]
-
-
-def read_page(page: str) -> str:
-    return Path(DOCS / page).read_text()

@@ -90,7 +90,8 @@ def test_every_example_is_run_or_marked_not_a_test(page: str) -> None:
         assert fence.label, f"{where}: the marker needs a label or a reason"
         if fence.marker == "doc-test":
             labels.append(fence.label)
-    assert sorted(labels) == sorted(RUN_BY_TESTS[page]), f"docs/{page}: no runner for {set(labels) ^ RUN_BY_TESTS[page]}"
+    assert sorted(labels) == sorted(RUN_BY_TESTS[page]), (
+        f"docs/{page}: labels without a runner, or runners without a label: {set(labels) ^ RUN_BY_TESTS[page]}")
 
 
 def test_fence_reader_tells_the_markers_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -144,7 +145,8 @@ def send_request(worker: WorkerClient, request: dict[str, Any]) -> dict[str, Any
                          extra=extra).result(timeout=60)
 
 
-def test_protocol_json_examples_are_what_a_worker_sends(spawn_worker: Any, openai_server: LocalOpenAIServer) -> None:
+def test_protocol_json_examples_are_what_a_worker_sends(spawn_worker: Any,
+                                                         openai_server: LocalOpenAIServer) -> None:
     request = json.loads(doc_test("protocol.md", "json request").body)
     success = json.loads(doc_test("protocol.md", "json reply-success").body)
     failure = json.loads(doc_test("protocol.md", "json reply-failure").body)
@@ -184,7 +186,8 @@ def test_protocol_result_keys_are_the_real_ones(spawn_worker: Any) -> None:
     assert {name for name, _ in calls} == set(documented)
     for name, args in calls:
         result = ok(worker.request(name, args, timeout=60))
-        assert set(result) == documented[name], f"{name}: the table says {sorted(documented[name])}, got {sorted(result)}"
+        assert set(result) == documented[name], (
+            f"{name}: the table says {sorted(documented[name])}, the worker sent {sorted(result)}")
 
 
 def _shell_env(tmp_path: Path, *import_paths: Path, **extra: str) -> dict[str, str]:
