@@ -172,8 +172,9 @@ How each figure is taken:
 - ping during an LM call: `execute_program` against the 500 ms model, a `ping` 100 ms later;
   the ping's reply must be the next frame to arrive.
 
-{missed_note(figures)}The original DSPex worker's figures come from `../shared/design/lessons.md` (measured on the
-same kind of machine with a real BEAM client).
+{missed_note(figures)}The "original worker" column is the Python worker shipped with the DSPex library, measured
+once, before dspex existed, on the same kind of machine with the same kind of BEAM client;
+this command does not run it again.
 {END_MARK}"""
 
 
