@@ -40,7 +40,8 @@ def ping(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
         "gemini_available": gemini_available(),
         "worker_id": engine.worker_id,
     }
-    if engine.default_lm is not None:  # only then: recordings made without one stay exact
+    if engine.startup_lm is not None and engine.default_lm is not None:
+        # Only for a worker started with --lm / DSPEX_LM, so replies recorded without one replay exactly.
         reply["lm_model"] = engine.default_lm.model
     return reply
 
@@ -68,7 +69,7 @@ def get_stats(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
         "mode": engine.config.mode,
         "worker_id": engine.worker_id,
     }
-    if engine.default_lm is not None:
+    if engine.startup_lm is not None and engine.default_lm is not None:
         reply["lm_model"] = engine.default_lm.model
     return reply
 
