@@ -48,6 +48,14 @@ def decode_exact(payload: bytes, fast: Any) -> Any:
     return exact if isinstance(exact, dict) and isinstance(exact.get("id"), int) else fast
 
 
+def decode_reply(data: bytes) -> Any:
+    """Reads back a reply this worker encoded, its id exact even beyond 64 bits."""
+    reply = orjson.loads(data)
+    if isinstance(reply, dict) and type(reply.get("id")) is float:
+        reply = decode_exact(data, reply)
+    return reply
+
+
 def salvage_id(payload: bytes) -> int | None:
     """Finds the request id in an undecodable frame, if it is unambiguous."""
     found = _ID_PATTERN.findall(payload[:_SALVAGE_WINDOW])

@@ -222,6 +222,30 @@ class SessionScheduler:
             self._submit(waiter)
 
 
+class OnceReply:
+    """The reply channel of one accepted request: lets exactly one reply through.
+
+    A drain that gives up on a request answers it with an error; the real reply, should
+    the handler finish later, must then be dropped, never sent as a second answer.
+    """
+
+    __slots__ = ("request_id", "send", "_lock", "answered")
+
+    def __init__(self, request_id: Any, send: Send) -> None:
+        self.request_id = request_id
+        self.send = send
+        self._lock = threading.Lock()
+        self.answered = False
+
+    def claim(self) -> bool:
+        """True for the first reply only."""
+        with self._lock:
+            if self.answered:
+                return False
+            self.answered = True
+            return True
+
+
 class Context:
     """What a handler gets besides its args: the engine, its session, its request."""
 
@@ -290,6 +314,8 @@ class Engine:
         self.stats = Stats()
         self.sessions = SessionStore()
         self.default_lm: LMHandle | None = None
+        # The worker's own LM from `dspex serve --lm` / DSPEX_LM; reset_state returns to it.
+        self.startup_lm: LMHandle | None = None
         self.executor = ThreadPoolExecutor(max(1, self.config.max_concurrency),
                                            thread_name_prefix="dspex-request")
         self.scheduler = SessionScheduler(self.executor)
@@ -297,8 +323,9 @@ class Engine:
         self.inflight: dict[int, Inflight] = {}
         self._idle = threading.Condition()
         # Accepted requests not yet finished, started or not: a drain must wait for
-        # queued ones too, which `inflight` (running only) does not show.
-        self._accepted = 0
+        # queued ones too, which `inflight` (running only) does not show, and must be
+        # able to answer each of them when it gives up (fail_unfinished).
+        self._accepted: set[OnceReply] = set()
         # Observation points, all cheap when unused: frame taps (recorder), listeners
         # for events (inspect subscriptions), ring buffers for the inspect views.
         self.frame_taps: list[FrameTap] = []
@@ -427,26 +454,25 @@ class Engine:
             # Refused on arrival: what came before the drain began still runs.
             self._reply_error(request_id, ShuttingDown("Worker is shutting down; request not accepted"), send)
             return
+        once = OnceReply(request_id, send)
         with self._idle:
-            if self._accepted >= self.config.max_queued:
-                overloaded = True
-            else:
-                overloaded = False
-                self._accepted += 1
+            overloaded = len(self._accepted) >= self.config.max_queued
+            if not overloaded:
+                self._accepted.add(once)
         if overloaded:
             self._reply_error(request_id, Overloaded(
                 f"{self.config.max_queued} requests are already queued; retry later"), send)
             return
         self.scheduler.schedule(session_id, spec.scheduling,
-                                lambda: self._run_accepted(spec, request_id, args, session_id, send))
+                                lambda: self._run_accepted(spec, request_id, args, session_id, once))
 
     def _run_accepted(self, spec: CommandSpec, request_id: Any, args: dict[str, Any], session_id: str,
-                      send: Send) -> None:
+                      once: OnceReply) -> None:
         try:
-            self._run(spec, request_id, args, session_id, send)
+            self._run(spec, request_id, args, session_id, once)  # type: ignore[arg-type]
         finally:
             with self._idle:
-                self._accepted -= 1
+                self._accepted.discard(once)
                 self._idle.notify_all()
 
     def call(self, command: str, args: dict[str, Any] | None = None, *, request_id: Any = None,
@@ -501,10 +527,15 @@ class Engine:
             # A handler's reply quotes a configured key (an LM that echoes headers, a key
             # used as input): masked here, the one door every handled reply goes through.
             try:
-                data = codec.encode(scrub_values(codec.decode(data)))
+                data = codec.encode(scrub_values(codec.decode_reply(data)))
             except BridgeError:
                 log.error("a reply holding a secret could not be scrubbed; dropped")
                 return
+        if type(send) is OnceReply:
+            if not send.claim():  # already answered by a drain that gave up on it
+                log.info("late reply to request %r dropped: it was already answered", send.request_id)
+                return
+            send = send.send
         now = time.monotonic()
         self.recent_frames.append(("out", now, data))
         for tap in self.frame_taps:
@@ -569,6 +600,15 @@ class Engine:
                     return False
                 self._idle.wait(remaining if remaining is None else min(remaining, 0.05))
         return True
+
+    def fail_unfinished(self, exc: BridgeError) -> int:
+        """Answers every accepted request that has no reply yet with `exc` (a drain giving
+        up); their handlers' late replies are dropped. Returns how many were answered."""
+        with self._idle:
+            pending = [once for once in self._accepted if not once.answered]
+        for once in pending:
+            self._reply_error(once.request_id, exc, once)  # type: ignore[arg-type]
+        return len(pending)
 
     def cancel_all(self) -> None:
         for entry in list(self.inflight.values()):

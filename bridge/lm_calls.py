@@ -9,11 +9,16 @@ swapping the session's LM for a `ReplayLM` that asks `engine.lm_responder`.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import hashlib
+import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
@@ -22,6 +27,8 @@ from .redact import redact
 
 if TYPE_CHECKING:
     from .engine import Context
+
+T = TypeVar("T")
 
 # Parameters that change what a model answers; everything else (client settings,
 # retries, cache flags) is left out of the key so a recording replays anywhere.
@@ -140,3 +147,36 @@ def make_replay_lm(public: dict[str, Any], ctx: Context) -> Any:
 
     kwargs = {k: public[k] for k in ("temperature", "max_tokens") if public.get(k) is not None}
     return ReplayLM(model=str(public.get("model")), cache=False, **kwargs)
+
+
+class DeadlineExceeded(Exception):
+    """An LM call (retries included) outlived its total deadline."""
+
+
+def call_with_deadline(run: Callable[[], T], seconds: float | None) -> T:
+    """Runs `run()` and returns its result, or raises DeadlineExceeded after `seconds`.
+
+    LiteLLM hands `timeout` to httpx, where it bounds each socket read, not the call: a
+    server that sends one byte every 300 ms never trips it, and retries multiply it. So
+    the whole call runs on a helper thread (in a copy of this thread's context, so the
+    request's `dspy.context` holds there) and the request stops waiting at the deadline.
+    The abandoned call ends when its server stops or its own read timeout fires; its
+    late result is discarded.
+    """
+    if seconds is None:
+        return run()
+    done: Future[T] = Future()
+    context = contextvars.copy_context()
+
+    def target() -> None:
+        try:
+            done.set_result(context.run(run))
+        except BaseException as exc:  # handed to the waiting request, never lost
+            done.set_exception(exc)
+
+    threading.Thread(target=target, name="dspex-lm-call", daemon=True).start()
+    try:
+        return done.result(timeout=seconds)
+    except FutureTimeout:
+        raise DeadlineExceeded(f"timed out after {seconds:g} s (the LM timeout bounds the whole call, "
+                               "retries included)") from None

@@ -10,11 +10,13 @@ from __future__ import annotations
 import math
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["DEFAULT_NUM_RETRIES", "LMConfig", "LMConfigError", "build_lm", "parse_lm_args"]
+__all__ = ["DEFAULT_NUM_RETRIES", "LMConfig", "LMConfigError", "NO_KEY", "STARTUP_LM_ENV", "LazyLMHandle", "build_lm", "parse_lm_args",
+           "startup_lm_config"]
 
 # DSPy's own default, so an LM configured through DSPex retries exactly like `dspy.LM(...)`
 # in the user's notebook. Clients with tight call timeouts can lower it per configure_lm.
@@ -52,6 +54,11 @@ _ENV_KEYS = {
     "mock": (),
 }
 _PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
+# Sent as the key when a request names its own api_base but no api_key: an explicit value
+# stops DSPy and LiteLLM from falling back to OPENAI_API_KEY & co., which would hand the
+# worker's provider key to whatever address the request chose. Keyless local servers
+# (vLLM, Ollama's OpenAI port) accept any key.
+NO_KEY = "dspex-no-key"
 
 
 class LMConfigError(ValueError):
@@ -190,8 +197,14 @@ def _api_key_from_env(provider: str) -> str | None:
     return None
 
 
-def parse_lm_args(args: Mapping[str, Any] | None) -> LMConfig:
-    """Validates `configure_lm` arguments. Unknown keys are ignored, as the contract allows."""
+def parse_lm_args(args: Mapping[str, Any] | None, *, env_key_for_api_base: bool = False) -> LMConfig:
+    """Validates `configure_lm` arguments. Unknown keys are ignored, as the contract allows.
+
+    Without `api_key` the provider's usual environment variable supplies the key, except
+    when the arguments name their own `api_base`: then no key from the environment is used
+    (the call carries NO_KEY), unless `env_key_for_api_base` says the arguments come from
+    the operator (`dspex serve --lm`, DSPEX_LM_API_BASE), not from a request.
+    """
     if args is None:
         args = {}
     if not isinstance(args, Mapping):
@@ -232,7 +245,7 @@ def parse_lm_args(args: Mapping[str, Any] | None) -> LMConfig:
         # Type name only: a mistyped key is still a key.
         raise LMConfigError(f"'api_key' must be a string, got {type(raw_key).__name__}")
     api_key = raw_key.strip() if raw_key and raw_key.strip() else None
-    if api_key is None and provider != "mock":
+    if api_key is None and provider != "mock" and (api_base is None or env_key_for_api_base):
         api_key = _api_key_from_env(provider)
 
     return LMConfig(model=model, provider=provider, temperature=temperature, max_tokens=max_tokens,
@@ -269,6 +282,8 @@ def build_lm(config: LMConfig) -> Any:
         kwargs["api_base"] = config.api_base
     if config.api_key is not None:
         kwargs["api_key"] = config.api_key
+    elif config.api_base is not None:
+        kwargs["api_key"] = NO_KEY
     if config.timeout is not None:
         kwargs["timeout"] = config.timeout
     try:
@@ -279,3 +294,68 @@ def build_lm(config: LMConfig) -> Any:
         raise LMConfigError(
             f"Cannot configure model {config.model!r}: {type(exc).__name__}: {_scrub(str(exc), config)}"
         ) from None
+
+
+# The worker's own default LM (`dspex serve --lm MODEL`, DSPEX_LM): environment variable →
+# the configure_lm argument it stands for. One table feeds parsing, `--help` and the docs.
+STARTUP_LM_ENV = {
+    "DSPEX_LM": "model",
+    "DSPEX_LM_API_BASE": "api_base",
+    "DSPEX_LM_TEMPERATURE": "temperature",
+    "DSPEX_LM_MAX_TOKENS": "max_tokens",
+    "DSPEX_LM_TIMEOUT": "timeout",
+    "DSPEX_LM_NUM_RETRIES": "num_retries",
+}
+
+
+def startup_lm_config(model: str | None, environ: Mapping[str, str]) -> LMConfig | None:
+    """The default LM a worker starts with: `model` (from --lm) or DSPEX_LM, with the other
+    DSPEX_LM_* settings; None when neither names a model. The key comes from the provider's
+    usual variable (OPENAI_API_KEY, GEMINI_API_KEY, ...), also with DSPEX_LM_API_BASE: the
+    operator, not a request, chose that address. Raises LMConfigError naming the variable."""
+    args: dict[str, Any] = {}
+    for variable, name in STARTUP_LM_ENV.items():
+        value = environ.get(variable, "").strip()
+        if value:
+            args[name] = value
+    if model is not None and model.strip():
+        args["model"] = model.strip()
+    if not args.get("model"):
+        if args:
+            raise LMConfigError(f"{', '.join(v for v, n in STARTUP_LM_ENV.items() if n in args)} "
+                                "given but no model: set DSPEX_LM or pass --lm MODEL")
+        return None
+    try:
+        return parse_lm_args(args, env_key_for_api_base=True)
+    except LMConfigError as exc:
+        names = {name: variable for variable, name in STARTUP_LM_ENV.items()}
+        text = str(exc)
+        for name, variable in names.items():  # say which variable holds the bad value
+            text = text.replace(f"'{name}'", f"{variable} ('{name}')" if name != "model" else "the model (--lm/DSPEX_LM)")
+        raise LMConfigError(text) from None
+
+
+class LazyLMHandle:
+    """An LM handle whose DSPy LM is built on first use, so a worker's start-up never
+    imports DSPy; stands in for sessions.LMHandle (same `lm`, `public`, `model`)."""
+
+    def __init__(self, config: LMConfig, replay: Any = None) -> None:
+        self.config = config
+        self.public = config.public_dict()
+        # Replay answers LM calls from a cassette: `replay()` returns that stand-in instead.
+        self._replay = replay
+        self._lm: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def model(self) -> str:
+        return str(self.public.get("model"))
+
+    @property
+    def lm(self) -> Any:
+        if self._lm is None:
+            with self._lock:
+                if self._lm is None:
+                    replayed = self._replay() if self._replay is not None else None
+                    self._lm = replayed if replayed is not None else build_lm(self.config)
+        return self._lm

@@ -19,9 +19,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
 
 from .engine import DEFAULT_MAX_CONCURRENCY, Engine, EngineConfig
-from .errors import FrameTooLarge, TruncatedFrame
+from .errors import FrameTooLarge, ShuttingDown, TruncatedFrame
 from .framing import DEFAULT_MAX_FRAME, FrameReader, Oversized, write_all
 
 log = logging.getLogger("dspex.serve")
@@ -45,6 +47,7 @@ class ServeConfig:
     warm: bool = True
     argv: list[str] = field(default_factory=list)
     parent_pid: int | None = None  # noted at process start; None means "now"
+    startup_lm: Any = None  # an lm_config.LMConfig from --lm / DSPEX_LM, built on first use
 
 
 def protect_stdout() -> int:
@@ -91,6 +94,8 @@ class Server:
         self.engine = Engine(EngineConfig(mode=config.mode, worker_id=config.worker_id,
                                           max_concurrency=config.max_concurrency, argv=config.argv))
         self.engine.on_shutdown = lambda: self.begin_drain("shutdown command")
+        if config.startup_lm is not None:
+            self._install_startup_lm(config.startup_lm)
         self._write_lock = threading.Lock()
         self._exit_lock = threading.Lock()
         self._draining = False
@@ -108,6 +113,23 @@ class Server:
         # write, so their cost does not grow with frames. The kind says what `data` is:
         # b"i"/b"o" one frame's payload, b"I"/b"O" framed bytes as they crossed the pipe.
         self.stream_taps: list[Callable[[bytes, bytes, float], None]] = []
+
+    def _install_startup_lm(self, lm_config: Any) -> None:
+        """The worker's own default LM: used until a configure_lm replaces it."""
+        from .lm_config import LazyLMHandle
+
+        engine = self.engine
+
+        def replayed() -> Any:
+            # Under `dspex replay --worker` even the default LM answers from the cassette.
+            if engine.lm_responder is None:
+                return None
+            from .lm_calls import make_replay_lm
+            return make_replay_lm(lm_config.public_dict(), SimpleNamespace(engine=engine))  # type: ignore[arg-type]
+
+        handle = LazyLMHandle(lm_config, replay=replayed)
+        engine.default_lm = engine.startup_lm = handle  # type: ignore[assignment]
+        log.info("default LM %s (built on first use)", handle.model)
 
     def send(self, payload: bytes) -> None:
         """Writes one reply frame whole; concurrent replies never interleave."""
@@ -196,7 +218,7 @@ class Server:
             engine._protocol_error(TruncatedFrame(
                 f"Input ended inside a frame ({reader.pending} bytes unread)"))
         log.info("end of input; finishing in-flight work")
-        self.finish(EOF_GRACE_SECONDS)
+        self.finish(EOF_GRACE_SECONDS, "input ended")
         return 0
 
     def _dispatch(self, frames: list[bytes | Oversized], limit: int) -> None:
@@ -208,10 +230,16 @@ class Server:
             else:
                 engine.submit_frame(frame, self.send)
 
-    def finish(self, grace: float) -> None:
-        if not self.engine.wait_idle(grace):
-            log.warning("cancelling %d unfinished request(s)", len(self.engine.inflight))
-            self.engine.cancel_all()
+    def finish(self, grace: float, reason: str) -> None:
+        """Gives in-flight work `grace` seconds, answers whatever is left with an error
+        reply (each request exactly once, before the exit), then exits."""
+        engine = self.engine
+        if not engine.wait_idle(grace):
+            answered = engine.fail_unfinished(ShuttingDown(
+                f"Worker is shutting down ({reason}): request not finished within {grace:g} s"))
+            log.warning("%s: answered %d unfinished request(s) with shutting_down and cancelled them",
+                        reason, answered)
+            engine.cancel_all()
         self.exit(0)
 
     def begin_drain(self, reason: str) -> None:
@@ -221,7 +249,7 @@ class Server:
         self._draining = True
         self.engine.shutting_down.set()
         log.info("draining (%s)", reason)
-        threading.Thread(target=self.finish, args=(self.config.drain_timeout,),
+        threading.Thread(target=self.finish, args=(self.config.drain_timeout, reason),
                          name="dspex-drain", daemon=True).start()
 
     def exit(self, code: int) -> None:
@@ -253,7 +281,7 @@ class Server:
             time.sleep(0.5)
             if os.getppid() != self._parent:
                 log.warning("parent process %d is gone; exiting", self._parent)
-                self.finish(EOF_GRACE_SECONDS)
+                self.finish(EOF_GRACE_SECONDS, "parent died")
 
     def _start_extras(self) -> None:
         """Recording and the control socket, when enabled (see their own modules)."""

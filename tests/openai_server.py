@@ -2,9 +2,10 @@
 
 It answers `POST /v1/chat/completions` in DSPy's ChatAdapter format, computing each
 output from the request itself (so a test cannot pass on a canned answer), and sleeps
-when the model name asks for it (`delay-200` waits 200 ms) so concurrency can be measured;
-`echo-headers` in the model name repeats the Authorization header in every answer.
-Only ever binds 127.0.0.1.
+when the model name asks for it (`delay-200` waits 200 ms) so concurrency can be measured.
+`drip-300` sends the reply body one byte every 300 ms (a server that is alive but never
+done, for total-deadline tests); `echo-headers` repeats the Authorization header in every
+answer. Only ever binds 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -100,7 +101,25 @@ class Handler(BaseHTTPRequestHandler):
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         }
-        self._send(200, json.dumps(reply).encode())
+        body = json.dumps(reply).encode()
+        if m := re.search(r"drip-(\d+)", model):
+            self._drip(body, int(m.group(1)) / 1000)
+            return
+        self._send(200, body)
+
+    def _drip(self, body: bytes, interval: float) -> None:
+        """Headers at once, then the body byte by byte: every read succeeds, none finishes."""
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        try:
+            for index in range(len(body)):
+                self.wfile.write(body[index:index + 1])
+                self.wfile.flush()
+                time.sleep(interval)
+        except OSError:  # the client gave up: what a deadline is for
+            pass
 
     def _send(self, status: int, body: bytes) -> None:
         self.send_response(status)
@@ -118,6 +137,11 @@ class LocalOpenAIServer(ThreadingHTTPServer):
     def __init__(self, port: int = 0) -> None:
         super().__init__(("127.0.0.1", port), Handler)
         self.requests: list[dict[str, Any]] = []
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up (a deadline, a worker that exited) is expected; other errors print.
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
 
     @property
     def base_url(self) -> str:

@@ -10,7 +10,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from bridge.lm_config import DEFAULT_NUM_RETRIES, LMConfig, LMConfigError, build_lm, parse_lm_args
+from bridge.lm_config import NO_KEY, DEFAULT_NUM_RETRIES, LMConfig, LMConfigError, build_lm, parse_lm_args
 from bridge.signatures import build_dspy_signature, parse_signature
 
 try:  # conftest puts tests/ on sys.path; reuse its module rather than load a second copy
@@ -247,16 +247,22 @@ def test_typed_outputs_over_local_openai_server(server: LocalOpenAIServer) -> No
     assert p.reasoning == f"Thinking about {joined}."
 
 
-def test_openai_provider_without_key_fails_at_call_not_at_build(server: LocalOpenAIServer) -> None:
-    """DSPy 3.4.1's native engine wants a key for openai/* even with a local api_base."""
-    import dspy
-
-    lm = build_lm(parse_lm_args({"model": "openai/local", "api_base": server.base_url}))
+def test_own_api_base_without_key_never_gets_the_environment_key(server: LocalOpenAIServer,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request naming its own api_base but no api_key must not send OPENAI_API_KEY there:
+    the call carries NO_KEY (keyless local servers accept it)."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-env-secret-must-stay-home")
+    config = parse_lm_args({"model": "openai/local", "api_base": server.base_url, "num_retries": 0})
+    assert config.api_key is None and config.public_dict()["api_key_set"] is False
     before = len(server.requests)
-    with pytest.raises(Exception, match="API key"):
-        lm("hello")
-    assert len(server.requests) == before
-    assert isinstance(lm, dspy.LM)
+    build_lm(config)("hello")
+    sent = server.requests[before:]
+    assert [r["authorization"] for r in sent] == [f"Bearer {NO_KEY}"]
+    # Without an api_base the provider's own address gets the environment key, as before.
+    assert parse_lm_args({"model": "openai/local"}).api_key == "sk-env-secret-must-stay-home"
+    # The operator's own configuration (dspex serve --lm) may pair the two.
+    assert parse_lm_args({"model": "openai/local", "api_base": server.base_url},
+                         env_key_for_api_base=True).api_key == "sk-env-secret-must-stay-home"
 
 
 def test_modules_do_not_import_dspy() -> None:

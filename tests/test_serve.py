@@ -67,9 +67,39 @@ def test_first_ping_is_answered(spawn_worker: Any) -> None:
     assert worker.close() == 0
 
 
-def test_unknown_flags_are_tolerated(spawn_worker: Any) -> None:
-    worker = spawn_worker("--some-future-flag", "x")
-    assert ok(worker.request("ping", timeout=5))["mode"] == "standalone"
+def test_unknown_flag_exits_2_with_a_suggestion() -> None:
+    proc = subprocess.run(dspex_serve_argv("--recrod", "/tmp/x.jsonl"), env=worker_env(), cwd=ROOT,
+                          stdin=subprocess.PIPE, capture_output=True, timeout=30)
+    assert proc.returncode == 2 and proc.stdout == b""
+    stderr = proc.stderr.decode()
+    assert stderr.startswith("usage: dspex serve")
+    assert "unrecognized arguments: --recrod /tmp/x.jsonl" in stderr and "did you mean --record?" in stderr
+    # No abbreviations either: "--rec" is not silently taken for --record.
+    short = subprocess.run(dspex_serve_argv("--rec", "x"), env=worker_env(), cwd=ROOT, stdin=subprocess.PIPE,
+                           capture_output=True, timeout=30)
+    assert short.returncode == 2 and b"unrecognized arguments: --rec" in short.stderr
+
+
+def test_help_explains_the_default_lm_and_the_drain() -> None:
+    proc = subprocess.run(dspex_serve_argv("--help"), env=worker_env(), cwd=ROOT, capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 0
+    for text in ("--lm MODEL", "DSPEX_LM_API_BASE", "DSPEX_LM_TIMEOUT", "OPENAI_API_KEY", "shutting_down",
+                 "dspex repl", "--drain-timeout"):
+        assert text in proc.stdout + proc.stderr, text  # fd 1 of `dspex serve` is stderr
+
+
+def test_on_a_terminal_it_says_it_is_a_port_worker() -> None:
+    import pexpect
+
+    child = pexpect.spawn(sys.executable, ["-m", "dspex_cli", "serve"], env=worker_env(), cwd=str(ROOT),
+                          timeout=20, encoding="utf-8")
+    child.expect("port worker")
+    line = child.before + child.after + child.readline()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 2
+    assert "dspex repl" in line
 
 
 # ----------------------------------------------------------------- bad input
@@ -186,7 +216,9 @@ def test_eof_exits_promptly_with_an_lm_call_in_flight(spawn_worker: Any, openai_
     worker.close_input()
     assert wait_exit(worker, 5) == 0
     assert time.monotonic() - started < 1.0
-    assert not pending.done() or pending.exception() is not None
+    # Answered before the exit, once the grace after end of input ran out.
+    reply = pending.result(1)
+    assert reply["success"] is False and reply["error_type"] == "shutting_down", reply
 
 
 def sigterm_during_sleep(spawn_worker: Any, ms: int) -> tuple[Any, Any]:

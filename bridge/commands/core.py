@@ -29,7 +29,7 @@ def gemini_available() -> bool:
 def ping(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Health check: answered at once, even while LM calls run."""
     engine = ctx.engine
-    return {
+    reply = {
         "status": "shutting_down" if engine.shutting_down.is_set() else "ok",
         "timestamp": time.time(),
         "uptime": time.monotonic() - engine.started,
@@ -40,6 +40,10 @@ def ping(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
         "gemini_available": gemini_available(),
         "worker_id": engine.worker_id,
     }
+    if engine.startup_lm is not None and engine.default_lm is not None:
+        # Only for a worker started with --lm / DSPEX_LM, so replies recorded without one replay exactly.
+        reply["lm_model"] = engine.default_lm.model
+    return reply
 
 
 @command("get_stats", scheduling="inline")
@@ -47,7 +51,7 @@ def get_stats(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Counters, memory and uptime of this worker."""
     engine = ctx.engine
     stats = engine.stats
-    return {
+    reply = {
         "programs_count": engine.sessions.program_count(),
         "sessions_count": len(engine.sessions.all()),
         "command_count": stats.command_count,
@@ -65,6 +69,9 @@ def get_stats(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
         "mode": engine.config.mode,
         "worker_id": engine.worker_id,
     }
+    if engine.startup_lm is not None and engine.default_lm is not None:
+        reply["lm_model"] = engine.default_lm.model
+    return reply
 
 
 @command("cleanup", scheduling="global")
@@ -81,7 +88,7 @@ def reset_state(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Drops all sessions, programs and LMs and zeroes the counters."""
     engine = ctx.engine
     dropped = engine.sessions.clear()
-    engine.default_lm = None
+    engine.default_lm = engine.startup_lm  # back to the worker's own LM (--lm), if any
     commands, errors = engine.stats.reset()
     return {"status": "reset", "programs_cleared": sum(len(s.programs) for s in dropped),
             "sessions_cleared": len(dropped), "commands_reset": commands, "errors_reset": errors}

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from ..dspy_loader import load_dspy
 from ..engine import Context
 from ..errors import (BridgeError, Cancelled, ExecutionFailed, InvalidArguments, InvalidInputs, InvalidSignature,
                       LMCallFailed, LMNotConfigured, ProgramExists, ProgramNotFound)
-from ..lm_calls import make_observer, make_replay_lm
+from ..lm_calls import DeadlineExceeded, call_with_deadline, make_observer, make_replay_lm
 from ..redact import remember_config_secrets, remember_secret, scrub_text
 from ..registry import Arg, command
 from ..sessions import LMHandle, ProgramRecord
@@ -86,7 +87,9 @@ def _test_call(handle: LMHandle, ctx: Context) -> None:
     dspy = load_dspy()
     try:
         with dspy.context(lm=handle.lm, callbacks=[make_observer(ctx)], track_usage=True):
-            handle.lm("Reply with the word ok.")
+            call_with_deadline(lambda: handle.lm("Reply with the word ok."), handle.public.get("timeout"))
+    except DeadlineExceeded as exc:
+        raise LMCallFailed(f"Test call to {handle.model} {exc}") from None
     except Exception as exc:
         raise LMCallFailed(f"Test call to {handle.model} failed: {scrub_text(str(exc))}") from None
 
@@ -180,14 +183,58 @@ def create_gemini_program(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     return create_program(args, ctx)
 
 
+def _number_in(low: float, high: float, *, integer: bool = False) -> Any:
+    def check(value: Any) -> str | None:
+        kinds = (int,) if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            return "a whole number" if integer else "a number"
+        if not low <= value <= high:
+            return f"between {low:g} and {high:g}"
+        return None
+    return check
+
+
+def _stop_words(value: Any) -> str | None:
+    if isinstance(value, str):
+        return None
+    if isinstance(value, list) and len(value) <= 16 and all(isinstance(v, str) for v in value):
+        return None
+    return "a string or a list of at most 16 strings"
+
+
+def _boolean(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "true or false"
+
+
+# Per-call options are generation settings only, each with its accepted values. Anything
+# that would choose where or how the call is sent (api_base, api_key, headers, model,
+# mock_response, cache, timeout, num_retries, ...) is refused: a request must never
+# redirect the worker's key or forge an answer.
+GENERATION_OPTIONS: dict[str, Callable[[Any], str | None]] = {
+    "temperature": _number_in(0, 2),
+    "max_tokens": _number_in(1, 10_000_000, integer=True),
+    "max_completion_tokens": _number_in(1, 10_000_000, integer=True),
+    "n": _number_in(1, 128, integer=True),
+    "stop": _stop_words,
+    "top_p": _number_in(0, 1),
+    "seed": _number_in(-(2 ** 63), 2 ** 63 - 1, integer=True),
+    "presence_penalty": _number_in(-2, 2),
+    "frequency_penalty": _number_in(-2, 2),
+    "logprobs": _boolean,
+    "top_logprobs": _number_in(0, 20, integer=True),
+    "rollout_id": _number_in(0, 2 ** 63 - 1, integer=True),
+}
+
+
 def _options(value: Any) -> dict[str, Any]:
-    """Execution options arrive as a map, or as a list from Elixir keyword lists."""
+    """Execution options, a map or (from Elixir keyword lists) a list of pairs, checked
+    against GENERATION_OPTIONS."""
     if value is None:
         return {}
+    options: dict[str, Any] = {}
     if isinstance(value, dict):
-        return value
-    if isinstance(value, list):
-        options: dict[str, Any] = {}
+        options = dict(value)
+    elif isinstance(value, list):
         for item in value:
             if isinstance(item, dict):
                 options.update(item)
@@ -195,8 +242,18 @@ def _options(value: Any) -> dict[str, Any]:
                 options[item[0]] = item[1]
             else:
                 raise InvalidArguments("'options' list items must be [key, value] pairs or objects")
-        return options
-    raise InvalidArguments("'options' must be an object or a list")
+    else:
+        raise InvalidArguments("'options' must be an object or a list")
+    for key, option in options.items():
+        check = GENERATION_OPTIONS.get(key) if isinstance(key, str) else None
+        if check is None:
+            shown = key if isinstance(key, str) and len(key) <= 40 else f"{str(key)[:37]}..."
+            raise InvalidArguments(f"option {shown!r} is not allowed per call; allowed: "
+                                   f"{', '.join(GENERATION_OPTIONS)}")
+        problem = check(option)
+        if problem is not None:
+            raise InvalidArguments(f"option {key!r} must be {problem}")
+    return options
 
 
 def _find_program(args: dict[str, Any], ctx: Context) -> ProgramRecord:
@@ -229,7 +286,8 @@ def _program_lm(record: ProgramRecord, ctx: Context) -> LMHandle:
 
 _EXECUTE_ARGS = (
     Arg("program_id", "string", required=True), Arg("inputs", "object", help="input field values"),
-    Arg("options", "array|object", help="LM options for this call, e.g. temperature"),
+    Arg("options", "array|object",
+        help="generation settings for this call, only: " + ", ".join(GENERATION_OPTIONS)),
     Arg("program_data", "object", help="what create_program returned; rebuilds the program here"),
     Arg("session_id", "string"),
 )
@@ -255,14 +313,16 @@ def execute_program(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     started = time.perf_counter()
     ok = False
     try:
+        call_kwargs = dict(inputs)
+        if options:
+            call_kwargs["config"] = options
         with dspy.context(lm=handle.lm, callbacks=[make_observer(ctx)], track_usage=True):
-            call_kwargs = dict(inputs)
-            if options:
-                call_kwargs["config"] = options
-            prediction = record.program(**call_kwargs)
+            prediction = call_with_deadline(lambda: record.program(**call_kwargs), handle.public.get("timeout"))
         ok = True
     except BridgeError:
         raise
+    except DeadlineExceeded as exc:
+        raise LMCallFailed(f"LM call to {handle.model} {exc}") from None
     except Exception as exc:
         raise _execution_error(exc, handle) from None
     finally:
