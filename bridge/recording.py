@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .framing import DEFAULT_MAX_FRAME, FrameReader, write_all
-from .redact import REDACTED, known_secrets, redact, remember_secret, scrub_text
+from .redact import SECRET_NAMES, known_secrets, redact, remember_secret, scrub_unparsed
 from .transcript import FRAME_LINE_PREFIXES, TranscriptWriter, frame_line, make_header
 
 if TYPE_CHECKING:
@@ -43,27 +43,12 @@ log = logging.getLogger("dspex.record")
 # Env: comma-separated JSON paths that replay should not compare for this recording.
 IGNORE_ENV = "DSPEX_RECORD_IGNORE"
 
-try:
-    from .redact import SECRET_NAMES, scrub_unparsed
-except ImportError:  # TEMPORARY stand-in until bridge/redact.py from main provides both
-    from .redact import _KEY_SHAPES
-
-    SECRET_NAMES = frozenset({"api_key", "apikey", "authorization", "password", "secret", "token",
-                              "access_token", "refresh_token", "auth_token", "client_secret",
-                              "credential", "credentials", "proxy_authorization", "x-api-key"})
-    _PAIR = re.compile(r'"(%s)"\s*+:\s*+"(?:[^"\\]++|\\.)*+"' % "|".join(map(re.escape, sorted(SECRET_NAMES))), re.I)
-    _USERINFO = re.compile(r"(://[^/\s:@\"]{0,256}+:)[^/\s@\"]++@")
-
-    def scrub_unparsed(text: str) -> str:
-        text = _PAIR.sub(lambda m: f'"{m.group(1)}": "{REDACTED}"', text)
-        text = _USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
-        return _KEY_SHAPES.sub(REDACTED, scrub_text(text))
-
-# Folding: ASCII letters to lower case (the markers are matched case-insensitively) and every
-# digit to "0". Markers are folded the same way, so a folded frame holds a marker exactly
-# where the frame does; frames that differ only in numbers (ids, times, counts) fold alike,
-# which lets a memo of folded frames already found marker-free skip most searches.
-_FOLD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ123456789", b"abcdefghijklmnopqrstuvwxyz000000000")
+# Folding: ASCII letters to lower case and "-" to "_" (redaction compares names that way:
+# X-Api-Key is x_api_key) and every digit to "0". Markers are folded the same way, so a
+# folded frame holds a marker exactly where the frame does; frames that differ only in
+# numbers (ids, times, counts) fold alike, which lets a memo of folded frames already
+# found marker-free skip most searches.
+_FOLD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ123456789-", b"abcdefghijklmnopqrstuvwxyz000000000_")
 
 
 def _name_markers(names: frozenset[str] | set[str] | tuple[str, ...]) -> tuple[bytes, ...]:
@@ -85,8 +70,8 @@ def _name_markers(names: frozenset[str] | set[str] | tuple[str, ...]) -> tuple[b
 # - b"@": URL userinfo (`scheme://user:PASSWORD@host`), however its slashes are escaped;
 # - b"\\u": a JSON escape can spell any letter of any marker (`"api_\\u006bey"`);
 # - raw line breaks, which a JSON Lines line cannot hold.
-_MARKERS = _name_markers(SECRET_NAMES) + (b"sk-", b"aiza", b"xox", b"gh", b"bearer", b"@", b"\\u",
-                                          b"\n", b"\r")
+_MARKERS = _name_markers(SECRET_NAMES) + tuple(
+    marker.translate(_FOLD) for marker in (b"sk-", b"aiza", b"xox", b"gh", b"bearer", b"@", b"\\u", b"\n", b"\r"))
 # Folded frames kept as known marker-free; the memo starts over when full.
 _MEMO_LIMIT = 4096
 
