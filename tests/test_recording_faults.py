@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -19,8 +20,8 @@ import pytest
 
 from bridge.client import dspex_serve_argv
 from bridge.framing import pack, read_frames
-from bridge.recording import BatchFormatter, scrub_payload
-from bridge.transcript import EndEntry, FrameEntry, read_transcript
+from bridge.recording import _RECORD, BatchFormatter, scrub_payload
+from bridge.transcript import EndEntry, FrameEntry, TranscriptWriter, read_transcript
 from conftest import ROOT, wait_for, worker_env
 
 # A frame that is not JSON and made the old key-pair regex quadratic: 900 KB of "keykey...
@@ -149,3 +150,23 @@ def test_a_recorded_worker_fed_a_hostile_frame_answers_every_ping_and_exits(tmp_
         assert hostile.raw is not None and len(hostile.raw) > 800_000
     else:  # dropped under load: said so on stderr and in the end line
         assert end.record["reason"] and "recording to" in stderr.read_text()
+
+
+def test_a_writer_whose_worker_is_gone_stops_within_its_grace_even_with_the_pipe_open(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    TranscriptWriter(path, {"mode": "test"}).detach()
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a worker pid that is no longer this writer's parent
+    writer = subprocess.Popen([sys.executable, "-m", "bridge.recording", str(path), str(gone.pid)],
+                              stdin=subprocess.PIPE, env=worker_env(), cwd=str(ROOT))
+    try:
+        writer.stdin.write(_RECORD.pack(b"i", 1.0, 4) + b'{"a"')
+        writer.stdin.flush()
+        started = time.monotonic()
+        writer.wait(HANG_BOUND_SECONDS)  # the pipe stays open: only the deadline ends it
+        assert time.monotonic() - started < HANG_BOUND_SECONDS
+    finally:
+        writer.kill()
+    *frames, end = read_transcript(path)
+    assert [f.raw for f in frames] == [b'{"a"']  # what it got is written first
+    assert isinstance(end, EndEntry) and end.complete is False and "ran out of time" in end.record["reason"]
