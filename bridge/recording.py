@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .framing import DEFAULT_MAX_FRAME, FrameReader, write_all
-from .redact import REDACTED, known_secrets, redact, remember_secret, scrub_text
+from .redact import SECRET_NAMES, known_secrets, redact, remember_secret, scrub_unparsed
 from .transcript import FRAME_LINE_PREFIXES, TranscriptWriter, frame_line, make_header
 
 if TYPE_CHECKING:
@@ -43,25 +43,35 @@ log = logging.getLogger("dspex.record")
 # Env: comma-separated JSON paths that replay should not compare for this recording.
 IGNORE_ENV = "DSPEX_RECORD_IGNORE"
 
-# In frames that are not JSON the key-name rule still applies, on the text itself.
-_SECRET_PAIR = re.compile(
-    r'("(?:[^"\\]*(?:key|token|secret|password|authorization|credential)[^"\\]*)"\s*:\s*)"(?:[^"\\]|\\.)*"',
-    re.I)
-# Anything in a payload that redaction could change: secret-like key names, key shapes;
-# and raw line breaks, which a JSON Lines line cannot hold. A frame without any of these
-# (and without a registered secret value) is written as the bytes it arrived as, skipping
+# Folding: ASCII letters to lower case and "-" to "_" (redaction compares names that way:
+# X-Api-Key is x_api_key) and every digit to "0". Markers are folded the same way, so a
+# folded frame holds a marker exactly where the frame does; frames that differ only in
+# numbers (ids, times, counts) fold alike, which lets a memo of folded frames already
+# found marker-free skip most searches.
+_FOLD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ123456789-", b"abcdefghijklmnopqrstuvwxyz000000000_")
+
+
+def _name_markers(names: frozenset[str] | set[str] | tuple[str, ...]) -> tuple[bytes, ...]:
+    """The folded secret names, minus any that holds a shorter one (that one finds it too)."""
+    kept: list[bytes] = []
+    for name in sorted({name.encode().translate(_FOLD) for name in names}, key=len):
+        if not any(shorter in name for shorter in kept):
+            kept.append(name)
+    return tuple(kept)
+
+
+# Anything in a payload that redaction could change. A frame without any of these (and
+# without a registered secret value) is written as the bytes it arrived as, skipping
 # decode, redact and encode: most frames, every ping among them. Plain substring tests on
 # folded bytes run at memory speed, unlike one case-insensitive regex.
-# Prefixes stand for their families (b"xox" for xoxa-/xoxb-/xoxp-, b"authori" for both
-# spellings): each search is a pass over the text, so fewer is faster, and a rare false
-# alarm only sends that batch down the careful path.
-_MARKERS = (b"key", b"token", b"secret", b"passw", b"authori", b"credential", b"sk-", b"aiza",
-            b"xox", b"gh", b"bearer", b"\n", b"\r")
-# Folding: ASCII letters to lower case (the markers are matched case-insensitively) and every
-# digit to "0". No marker holds a digit, so a folded frame holds a marker exactly where the
-# frame does; frames that differ only in numbers (ids, times, counts) fold alike, which
-# lets a memo of folded frames already found marker-free skip most searches.
-_FOLD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ123456789", b"abcdefghijklmnopqrstuvwxyz000000000")
+# - the secret key names redaction knows (from redact, the one list);
+# - the starts of key shapes (b"xox" for xoxa-/xoxb-/xoxp-): a rare false alarm only
+#   sends that batch down the careful path;
+# - b"@": URL userinfo (`scheme://user:PASSWORD@host`), however its slashes are escaped;
+# - b"\\u": a JSON escape can spell any letter of any marker (`"api_\\u006bey"`);
+# - raw line breaks, which a JSON Lines line cannot hold.
+_MARKERS = _name_markers(SECRET_NAMES) + tuple(
+    marker.translate(_FOLD) for marker in (b"sk-", b"aiza", b"xox", b"gh", b"bearer", b"@", b"\\u", b"\n", b"\r"))
 # Folded frames kept as known marker-free; the memo starts over when full.
 _MEMO_LIMIT = 4096
 
@@ -80,10 +90,10 @@ def scrub_payload(payload: bytes) -> tuple[Any, bytes | None]:
         return redact(orjson.loads(payload)), None
     except orjson.JSONDecodeError:
         pass
+    except RecursionError:  # nested deeper than redaction walks: kept, scrubbed as text
+        pass
     # latin-1 maps every byte to one character and back, so non-UTF-8 bytes survive.
-    text = payload.decode("latin-1")
-    text = _SECRET_PAIR.sub(lambda m: f'{m.group(1)}"{REDACTED}"', text)
-    return None, scrub_text(text).encode("latin-1", errors="replace")
+    return None, scrub_unparsed(payload.decode("latin-1")).encode("latin-1", errors="replace")
 
 
 def scrub_lm_call(record: dict[str, Any]) -> dict[str, Any]:
@@ -206,8 +216,8 @@ def _group_lines(prefix: bytes, frames: list[bytes]) -> bytes:
 # The private pipe from a worker to its transcript writer process: records of
 # kind (1 byte), offset in ms (float64), length (uint32), body. Kinds: b"I"/b"O" the framed
 # bytes of one read / one write as they crossed the port, b"i"/b"o" one frame's payload
-# read or written alone, b"l" an LM call, b"s" the secret values registered so far, b"e"
-# the end.
+# read or written alone, b"l" an LM call, b"s" the secret values registered so far, b"d"
+# recording stopped early (its footer: why and when), b"e" the end (a clean close).
 _RECORD = struct.Struct(">cdI")
 # An in-process engine's frame taps say "in"/"out" for one payload.
 _TAP_CODES = {"in": b"i", "out": b"o"}
@@ -223,10 +233,13 @@ class RecordDecoder:
         # Each direction's stream is split into frames as the server split it: a read may
         # end inside a frame, which the next read completes.
         self.streams = {b"I": ("in", FrameReader(DEFAULT_MAX_FRAME)), b"O": ("out", FrameReader(DEFAULT_MAX_FRAME))}
-        self.footer: dict[str, Any] | None = None
+        self.footer: dict[str, Any] | None = None  # from the end record of a clean close
+        self.stopped: dict[str, Any] | None = None  # from a b"d" record: nothing after it is recorded
 
     def decode(self, code: bytes, offset_ms: float, body: bytes) -> list[Group]:
         """The groups one record holds (none for control records: secrets, the end)."""
+        if self.stopped is not None and code not in (b"e", b"s"):
+            return []  # a stream cut short must not go on past its gap
         direction = _SINGLE_DIRECTIONS.get(code)
         if direction is not None:
             return [(direction, offset_ms, [body])]
@@ -246,9 +259,26 @@ class RecordDecoder:
             self.formatter.set_secrets(orjson.loads(body))
         elif code == b"e":
             self.footer = orjson.loads(body)
+        elif code == b"d":
+            self.stopped = orjson.loads(body)
         else:
             log.error("unknown record %r in the recording pipe; skipped", code)
         return []
+
+    def end_line(self, cut_short: str | None = None) -> dict[str, Any]:
+        """The footer of the transcript's end line: `complete` says whether it holds the
+        whole conversation; otherwise `reason` says why not, `recorded_until_ms` from when."""
+        if cut_short is None and self.stopped is None and self.footer is not None:
+            return {**self.footer, "complete": True}
+        footer: dict[str, Any] = dict(self.footer or {})
+        footer.update(self.stopped or {"reason": cut_short or "the worker ended without closing the recording"})
+        footer["complete"] = False
+        return footer
+
+
+def _stop_record(offset_ms: float, reason: str) -> bytes:
+    body = orjson.dumps({"recorded_until_ms": round(offset_ms, 3), "reason": reason})
+    return _RECORD.pack(b"d", offset_ms, len(body)) + body
 
 
 class Recorder:
@@ -261,16 +291,28 @@ class Recorder:
     writes and flushes outside this process's GIL. Secrets cross only that pipe, never
     the disk. If the writer process cannot start, the thread formats and writes itself
     (correct, just dearer for the worker).
+
+    Serving never waits for recording. A writer that falls behind far enough (see
+    MAX_PENDING and MAX_UNSENT_BYTES) ends the recording: the taps come off, one line goes
+    to stderr, and the transcript ends with an end line marked `"complete": false`.
     """
 
     POLL_SECONDS = 0.02
-    # Syscalls' worth of records that may wait in memory. Beyond it (a writer that cannot
-    # keep up with a flood, or stopped), the tapping thread waits for room: serving slows
-    # to the writer's pace rather than memory growing without bound or frames being lost.
+    # Syscalls' worth of records that may wait in memory for the forwarding thread...
     MAX_PENDING = 16384
-    # How long close() waits for the writer to format its backlog (about 0.5 s for a full
-    # one) before the worker goes on exiting without it.
-    CLOSE_WAIT_SECONDS = 10.0
+    # ...and how long a tapping thread that finds the queue this full waits for it to take
+    # them (it is woken at once) before recording stops: serving is delayed by this once
+    # at most, never made to follow the writer's pace.
+    ROOM_WAIT_SECONDS = 0.005
+    # Bytes forwarded but not yet taken by the writer's pipe (1 MiB deep); beyond this the
+    # writer has fallen behind for good and recording stops, so memory stays bounded.
+    MAX_UNSENT_BYTES = 64 << 20
+    # At close: how long the forwarding thread may take to hand over what is pending, then
+    # how long to wait for the writer to write its backlog (about 0.5 s for a full one)
+    # before the worker goes on exiting; the writer then finishes alone, within its own
+    # bounded grace (WRITER_GRACE_SECONDS).
+    CLOSE_FORWARD_SECONDS = 2.0
+    CLOSE_WAIT_SECONDS = 3.0
 
     def __init__(self, engine: Engine, path: str, *, ignore: list[str] | None = None,
                  subprocess_writer: bool = True,
@@ -298,18 +340,30 @@ class Recorder:
         self.path = str(target)
         self._subprocess_writer = subprocess_writer
         self._process: subprocess.Popen[bytes] | None = None
+        self._pipe_fd = -1
         self._formatter: BatchFormatter | None = None
         self._decoder: RecordDecoder | None = None
         self._sent_secrets = 0
         # (code, monotonic time, bytes) tuples from the taps; LM-call records (bytes).
         self._pending: deque[Any] = deque()
+        # Pipe data the writer's pipe has not taken yet, and how much of its first chunk it did.
+        self._unsent: deque[bytes] = deque()
+        self._unsent_offset = 0
+        self._unsent_bytes = 0
         self._stopping = threading.Event()
         self._wake = threading.Event()
-        self._forward_lock = threading.Lock()
+        self._forwarded = threading.Event()  # set once the forwarding thread handed over all
+        self._abandon = False  # close() gave up on a writer that takes nothing
         self._last_forward = time.monotonic()
         self._failed = False
         self._closed = False
-        self.backpressure_waits = 0  # times a tapping thread waited for the writer
+        self._ended_ms = 0.0
+        self._end_queued = False
+        self._stopped_ms = 0.0
+        self._stop_lock = threading.Lock()
+        self.stopped_reason: str | None = None  # why recording stopped early, if it did
+        self._stop_noted = False  # the b"d" record is on its way
+        self.backpressure_waits = 0  # times a tapping thread found the queue full
         pending = self._pending
         append = pending.append
         limit = self.MAX_PENDING
@@ -318,13 +372,13 @@ class Recorder:
         def stream_tap(code: bytes, data: bytes, now: float) -> None:
             append((code, now, data))
             if len(pending) > limit:
-                self._wait_for_room()
+                self._make_room()
 
         # An in-process engine's frame taps: one call per frame.
         def tap(direction: str, payload: bytes, now: float) -> None:
             append((_TAP_CODES[direction], now, payload))
             if len(pending) > limit:
-                self._wait_for_room()
+                self._make_room()
 
         def listener(kind: str, data: dict[str, Any]) -> None:
             # Encoded here, on the thread that made the LM call (milliseconds long anyway),
@@ -342,25 +396,57 @@ class Recorder:
         self._tap_list.append(tap if stream_taps is None else stream_tap)
         engine.listeners.append(listener)
 
-    def _wait_for_room(self) -> None:
-        """Blocks the tapping thread until the forwarding thread has taken half the queue
-        (it forwards at once when the queue is this full), unless recording has stopped."""
+    def _make_room(self) -> None:
+        """Called by a tapping thread that found the queue full: wakes the forwarding
+        thread and waits for it a few milliseconds at most; if the queue is still full,
+        recording stops (serving never waits for the writer)."""
         self.backpressure_waits += 1
         self._wake.set()
-        while len(self._pending) > self.MAX_PENDING // 2 and not self._failed and self._thread.is_alive():
-            time.sleep(0.001)
+        deadline = time.monotonic() + self.ROOM_WAIT_SECONDS
+        while len(self._pending) > self.MAX_PENDING // 2:
+            if time.monotonic() >= deadline or self._failed or self._forwarded.is_set():
+                self._stop_recording(f"the transcript writer fell behind ({len(self._pending)} reads and "
+                                     f"writes waiting)")
+                return
+            time.sleep(0.0005)
+
+    def _unhook(self) -> None:
+        for hooks, hook in ((self._tap_list, self._tap), (self._tap_list, self._stream_tap),
+                            (self.engine.listeners, self._listener)):
+            try:
+                hooks.remove(hook)
+            except ValueError:
+                pass
+
+    def _stop_recording(self, reason: str) -> None:
+        """Ends the recording early, from any thread: the taps come off, so the transcript
+        holds an unbroken start of each stream; the rest of the session goes unrecorded."""
+        with self._stop_lock:
+            if self.stopped_reason is not None or self._closed:
+                return
+            self.stopped_reason = reason
+            self._stopped_ms = (time.monotonic() - self.started) * 1000.0
+        self._unhook()
+        self._wake.set()
+        log.error("recording to %s stopped after %.0f ms: %s; serving goes on unrecorded and the transcript "
+                  "is marked incomplete", self.path, self._stopped_ms, reason)
 
     def _start_writer(self) -> None:
         if self._subprocess_writer:
             try:
                 self.writer.detach()
                 self._process = subprocess.Popen(
-                    [sys.executable, "-m", "bridge.recording", self.path], stdin=subprocess.PIPE,
-                    stdout=subprocess.DEVNULL, close_fds=True, env=_writer_env())
+                    [sys.executable, "-m", "bridge.recording", self.path, str(os.getpid())],
+                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, close_fds=True, env=_writer_env())
+                assert self._process.stdin is not None
+                self._pipe_fd = self._process.stdin.fileno()
+                # Never blocks: a writer that takes nothing must not hold this thread (close
+                # could not end it), so what the pipe does not take waits in _unsent.
+                os.set_blocking(self._pipe_fd, False)
                 try:
                     # A deep pipe lets the idle-priority writer lag through a burst without
                     # the forwarding thread waking (and taking the GIL) at every 64 KiB.
-                    fcntl.fcntl(self._process.stdin.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
+                    fcntl.fcntl(self._pipe_fd, fcntl.F_SETPIPE_SZ, 1 << 20)
                 except (AttributeError, OSError):
                     pass
                 return
@@ -372,42 +458,69 @@ class Recorder:
 
     def _run(self) -> None:
         try:
-            self._start_writer()
-        except OSError as exc:
-            self._fail(exc)
+            try:
+                self._start_writer()
+            except OSError as exc:
+                self._fail(exc)
+            self._forward_until_closed()
+        except Exception:  # recording never takes the worker down
+            log.exception("recording to %s failed", self.path)
+            self._failed = True
+        finally:
+            self._finish_pipe()
+            self._forwarded.set()
+        if self._process is not None:
+            # Linux ties the writer's parent-death signal to the thread that started it:
+            # this thread lives until the writer is done, so the signal means the worker died.
+            self._process.wait()
+
+    def _forward_until_closed(self) -> None:
         stopping = self._stopping
-        while True:
-            # Forwarding happens here, off the serving thread: when the writer process falls
-            # behind, this thread waits on the pipe while serving goes on.
-            if self._pending and (time.monotonic() - self._last_forward >= self.POLL_SECONDS
-                                  or len(self._pending) > self.MAX_PENDING // 2):
+        pending = self._pending
+        while not self._abandon:
+            closing = stopping.is_set()
+            # Forwarding happens here, off the serving thread.
+            if pending and (closing or len(pending) > self.MAX_PENDING // 2
+                            or time.monotonic() - self._last_forward >= self.POLL_SECONDS):
                 self._drain()
-            elif stopping.is_set():
-                if not self._pending:
+            if self.stopped_reason is not None and not self._stop_noted and not pending:
+                self._stop_noted = True
+                self._emit([_stop_record(self._stopped_ms, self.stopped_reason)])
+            if self._unsent:
+                self._send_unsent()
+            if closing and not pending:
+                if not self._end_queued and not self._failed:
+                    self._end_queued = True
+                    body = orjson.dumps({"ms": self._ended_ms})
+                    self._emit([_RECORD.pack(b"e", self._ended_ms, len(body)) + body])
+                    self._send_unsent()
+                if not self._unsent:
                     return
-                self._drain()
+            if self._unsent and self._pipe_fd >= 0:
+                # The writer is behind: wait for room in its pipe (or the next poll).
+                try:
+                    select.select([], [self._pipe_fd], [], self.POLL_SECONDS)
+                except (OSError, ValueError) as exc:
+                    self._fail(exc)
             else:
-                # Woken early by a full queue (see _wait_for_room) or by close().
+                # Woken early by a full queue (see _make_room) or by close().
                 self._wake.wait(self.POLL_SECONDS)
                 self._wake.clear()
 
     def _drain(self) -> None:
-        """Forwards everything pending; one thread at a time, others simply skip."""
-        if not self._forward_lock.acquire(blocking=False):
-            return
-        try:
-            pending = self._pending
-            popleft = pending.popleft
-            while pending:
-                batch = [popleft() for _ in range(min(len(pending), 4096))]
-                if not self._failed:
-                    try:
-                        self._forward(batch)
-                    except (OSError, ValueError) as exc:  # ValueError: pipe closed by close()
-                        self._fail(exc)
-            self._last_forward = time.monotonic()
-        finally:
-            self._forward_lock.release()
+        """Forwards everything pending (this thread only)."""
+        pending = self._pending
+        popleft = pending.popleft
+        while pending:
+            batch = [popleft() for _ in range(min(len(pending), 4096))]
+            if not self._failed:
+                try:
+                    self._emit(self._records(batch))
+                except (OSError, ValueError) as exc:
+                    self._fail(exc)
+        self._last_forward = time.monotonic()
+        if self._unsent_bytes > self.MAX_UNSENT_BYTES:
+            self._stop_recording(f"the transcript writer fell behind ({self._unsent_bytes >> 20} MiB waiting)")
 
     def _records(self, batch: list[Any]) -> list[bytes]:
         """Pipe records for a batch, in order: a header and the data of each tapped
@@ -426,10 +539,9 @@ class Recorder:
                 records += (pack(code, (now - started) * 1000.0, len(data)), data)
         return records
 
-    def _forward(self, batch: list[Any]) -> None:
-        """Sends a batch to the writer process, or formats and writes it here without one."""
+    def _emit(self, records: list[bytes]) -> None:
+        """Queues records for the writer process, or formats and writes them here without one."""
         secrets = known_secrets()
-        records = self._records(batch)
         if self._process is None:
             assert self._formatter is not None and self._decoder is not None
             self._formatter.set_secrets(secrets)
@@ -448,50 +560,78 @@ class Recorder:
             body = orjson.dumps(list(secrets))
             records.insert(0, _RECORD.pack(b"s", 0.0, len(body)) + body)
             self._sent_secrets = len(secrets)
-        assert self._process.stdin is not None
-        write_all(self._process.stdin.fileno(), b"".join(records))
+        data = b"".join(records)
+        self._unsent.append(data)
+        self._unsent_bytes += len(data)
 
-    def _fail(self, exc: Exception) -> None:
-        self._failed = True
-        log.error("recording to %s stopped: %s", self.path, exc)
-
-    def close(self) -> None:
-        """Stops tapping, writes what is pending and the end line; idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        for hooks, hook in ((self._tap_list, self._tap), (self._tap_list, self._stream_tap),
-                            (self.engine.listeners, self._listener)):
+    def _send_unsent(self) -> None:
+        """Writes what the writer's pipe takes now, without waiting."""
+        unsent = self._unsent
+        while unsent:
+            chunk = unsent[0]
             try:
-                hooks.remove(hook)
-            except ValueError:
+                with memoryview(chunk) as view:
+                    written = os.write(self._pipe_fd, view[self._unsent_offset:])
+            except BlockingIOError:
+                return
+            except OSError as exc:  # the writer is gone
+                self._fail(exc)
+                return
+            self._unsent_bytes -= written
+            self._unsent_offset += written
+            if self._unsent_offset == len(chunk):
+                unsent.popleft()
+                self._unsent_offset = 0
+
+    def _finish_pipe(self) -> None:
+        """Closes this end of the writer's pipe (the writer then ends), or, without a
+        writer process, writes the end line here."""
+        if self._process is not None:
+            self._unsent.clear()
+            self._unsent_bytes = 0
+            try:
+                assert self._process.stdin is not None
+                self._process.stdin.close()
+            except OSError:
                 pass
-        self._stopping.set()
-        self._wake.set()
-        self._thread.join(5.0)
-        ended_ms = round((time.monotonic() - self.started) * 1000.0, 3)
-        process = self._process
-        if process is not None:
-            try:
-                if not self._failed and not self._thread.is_alive():
-                    body = orjson.dumps({"ms": ended_ms})
-                    write_all(process.stdin.fileno(), _RECORD.pack(b"e", ended_ms, len(body)) + body)
-                process.stdin.close()
-            except OSError as exc:
-                log.error("transcript writer for %s is gone: %s", self.path, exc)
-            try:
-                process.wait(self.CLOSE_WAIT_SECONDS)
-            except subprocess.TimeoutExpired:
-                # A large backlog is still being formatted. Killing the writer would lose
-                # the transcript's tail; it ignores the usual signals and finishes alone.
-                log.warning("transcript writer for %s is still finishing; not waiting for it", self.path)
             return
-        if self._thread.is_alive() or self._failed:
+        if self._decoder is None:
             return
         try:
-            self.writer.close({"ms": ended_ms})
-        except OSError as exc:
+            self.writer.close(self._decoder.end_line(
+                None if self._stopping.is_set() and not self._failed and not self._abandon
+                else "recording failed before the worker closed it"))
+        except (OSError, ValueError) as exc:
             log.error("closing transcript %s failed: %s", self.path, exc)
+
+    def _fail(self, exc: Exception) -> None:
+        if not self._failed:
+            log.error("recording to %s stopped: %s", self.path, exc)
+        self._failed = True
+        self._unsent.clear()
+        self._unsent_bytes = 0
+        self._unhook()
+
+    def close(self) -> None:
+        """Stops tapping, hands over what is pending and the end record; idempotent.
+        Bounded: a writer that has fallen behind is left to finish alone."""
+        with self._stop_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._unhook()
+        self._ended_ms = round((time.monotonic() - self.started) * 1000.0, 3)
+        self._stopping.set()
+        self._wake.set()
+        if not self._forwarded.wait(self.CLOSE_FORWARD_SECONDS):
+            self._abandon = True  # the writer takes nothing: its transcript ends marked incomplete
+            log.error("transcript writer for %s is not reading; its transcript ends incomplete", self.path)
+            self._forwarded.wait(1.0)
+        self._thread.join(self.CLOSE_WAIT_SECONDS)
+        if self._thread.is_alive() and self._forwarded.is_set():
+            # A large backlog is still being formatted. Killing the writer would lose the
+            # transcript's tail; it finishes alone, within its own grace.
+            log.warning("transcript writer for %s is still finishing; not waiting for it", self.path)
 
 
 def _writer_env() -> dict[str, str]:
@@ -508,8 +648,29 @@ def _writer_env() -> dict[str, str]:
 QUIET_SECONDS = 0.1
 # ...or once this much waits, whatever the traffic (about 100,000 pings and replies).
 BACKLOG_LIMIT = 32 << 20
-# Formatted per step, between looks at the pipe: about 3,000 pings and replies.
+# Formatted per step, between looks at the pipe (and the clock): about 3,000 pings and replies.
 FORMAT_STEP = 1 << 20
+# Once the worker is gone (its pipe closed, or the parent-death signal), the writer has this
+# long to write its backlog; a signal while the worker lives gives WRITER_TERM_SECONDS (the
+# worker is draining and will close the pipe). Past either, the writer writes an end line
+# marked incomplete and exits: it never outlives its worker for long.
+WRITER_GRACE_SECONDS = 5.0
+WRITER_TERM_SECONDS = 60.0
+# prctl(2) option: the signal this process gets when its parent (thread) dies.
+_PR_SET_PDEATHSIG = 1
+
+
+class WriterDeadline:
+    """When the writer must stop, however much is left: never, until shortened."""
+
+    def __init__(self) -> None:
+        self.at = float("inf")
+
+    def shorten(self, seconds: float) -> None:
+        self.at = min(self.at, time.monotonic() + seconds)
+
+    def remaining(self) -> float:
+        return self.at - time.monotonic()
 
 
 def _format_records(pending: bytearray, start: int, decoder: RecordDecoder, writer: TranscriptWriter) -> int:
@@ -538,12 +699,38 @@ def _format_records(pending: bytearray, start: int, decoder: RecordDecoder, writ
     return start
 
 
-def run_writer_process(path: str, fd: int = 0) -> int:
-    """The writer process (`python -m bridge.recording PATH`): its settings, then the loop."""
+def _die_with_worker(worker_pid: int | None, deadline: WriterDeadline) -> None:
+    """Signals end the writer soon instead of being ignored: the worker decides when
+    recording ends (by closing the pipe), so a signal sent to the whole process group only
+    starts a long grace while the worker lives, a short one once it is gone. On Linux the
+    worker's death itself sends SIGTERM (PR_SET_PDEATHSIG)."""
+
+    def worker_alive() -> bool:
+        return worker_pid is None or os.getppid() == worker_pid
+
+    def on_signal(signum: int, frame: object) -> None:
+        deadline.shorten(WRITER_TERM_SECONDS if worker_alive() else WRITER_GRACE_SECONDS)
+        # A backstop for a step that never returns: the default SIGALRM action ends the process.
+        signal.setitimer(signal.ITIMER_REAL, max(deadline.remaining(), 0.0) + WRITER_GRACE_SECONDS)
+
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        # The worker decides when recording ends (by closing the pipe), not a signal
-        # sent to the whole process group, which would lose the transcript's tail.
-        signal.signal(sig, signal.SIG_IGN)
+        signal.signal(sig, on_signal)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if not worker_alive():  # it died before the signal was armed
+        on_signal(signal.SIGTERM, None)
+
+
+def run_writer_process(path: str, fd: int = 0, worker_pid: int | None = None) -> int:
+    """The writer process (`python -m bridge.recording PATH [WORKER_PID]`): its settings,
+    then the loop."""
+    deadline = WriterDeadline()
+    _die_with_worker(worker_pid, deadline)
     # Transcripts may trail by milliseconds; the worker and its client may not wait. Where
     # the OS allows, the writer only runs on otherwise idle CPU time.
     try:
@@ -554,21 +741,23 @@ def run_writer_process(path: str, fd: int = 0) -> int:
         except OSError:
             pass
     try:
-        write_transcript(path, fd)
+        write_transcript(path, fd, deadline)
     except OSError as exc:  # the disk is full or gone: say so in one line, as the worker does
         log.error("transcript %s: writing stopped: %s", path, exc)
         return 1
     return 0
 
 
-def write_transcript(path: str, fd: int) -> None:
+def write_transcript(path: str, fd: int, deadline: WriterDeadline | None = None) -> None:
     """Reads records from the worker's pipe `fd` until it closes; appends their lines to `path`.
 
     Lines are written and flushed in steps once the worker pauses, so the file trails a
     busy worker by up to BACKLOG_LIMIT and an idle one by QUIET_SECONDS; whatever the
-    worker sent is written before this returns, even if the worker was killed. The end
-    line is written only when the worker closed cleanly.
+    worker sent is written before this returns, even if the worker was killed, unless
+    `deadline` passes first. The transcript always ends with an end line saying whether it
+    is complete (see RecordDecoder.end_line).
     """
+    deadline = deadline or WriterDeadline()
     writer = TranscriptWriter(path, {}, append=True)
     formatter = BatchFormatter(writer)
     decoder = RecordDecoder(formatter)
@@ -577,37 +766,44 @@ def write_transcript(path: str, fd: int) -> None:
     pipe_open = True
     quiet = False  # the worker has sent nothing for QUIET_SECONDS: format until it does
     partial = False  # the last step found only part of a record: the rest must be read first
+    cut_short: str | None = None
     watch = select.poll()
     watch.register(fd, select.POLLIN | select.POLLHUP)
     while True:
+        if deadline.remaining() <= 0:
+            cut_short = "the transcript writer ran out of time before writing everything"
+            break
         waiting = len(pending) - start
-        if pipe_open and (waiting == 0 or partial or (waiting < BACKLOG_LIMIT and
-                                                      watch.poll(0 if quiet else QUIET_SECONDS * 1000))):
+        if pipe_open and (waiting == 0 or partial or waiting < BACKLOG_LIMIT):
             # While the worker is busy, only gather: formatting then would take CPU time
             # from the worker and its client even at idle priority (measured in
-            # docs/benchmarks.md), so it waits for a pause or a full backlog.
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
-                pipe_open = False
-            else:
-                if start > len(pending) // 2:  # drop what is done before the buffer grows
-                    del pending[:start]
-                    start = 0
-                pending += chunk
-                quiet = quiet and partial  # completing a record is not new traffic
-            partial = False
-            continue
+            # docs/benchmarks.md), so it waits for a pause or a full backlog. Nothing to
+            # format: wait for data, but look at the clock now and then.
+            must_read = waiting == 0 or partial
+            wait_ms = min(1000.0, max(deadline.remaining(), 0.0) * 1000) if must_read \
+                else (0 if quiet else QUIET_SECONDS * 1000)
+            if watch.poll(wait_ms):
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    pipe_open = False
+                    deadline.shorten(WRITER_GRACE_SECONDS)  # the worker is done or gone
+                else:
+                    if start > len(pending) // 2:  # drop what is done before the buffer grows
+                        del pending[:start]
+                        start = 0
+                    pending += chunk
+                    quiet = quiet and partial  # completing a record is not new traffic
+                partial = False
+                continue
+            if must_read:
+                continue
         if not pipe_open and (waiting == 0 or partial):
             break  # all written, or the worker was cut off mid-record and the rest never comes
         quiet = True
         done = _format_records(pending, start, decoder, writer)
         partial = done == start
         start = done
-    footer = decoder.footer
-    if footer is not None:
-        writer.close(footer)
-    else:
-        writer.detach()
+    writer.close(decoder.end_line(cut_short))
 
 
 def start_recording(engine: Engine, path: str, *, ignore: list[str] | None = None,
@@ -632,7 +828,7 @@ def start_recording(engine: Engine, path: str, *, ignore: list[str] | None = Non
 if __name__ == "__main__":
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
                         format="%(asctime)s dspex-recorder[%(process)d] %(levelname)s %(name)s: %(message)s")
-    raise SystemExit(run_writer_process(sys.argv[1]))
+    raise SystemExit(run_writer_process(sys.argv[1], 0, int(sys.argv[2]) if len(sys.argv) > 2 else None))
 
 
 __all__ = ["IGNORE_ENV", "BatchFormatter", "RecordDecoder", "run_writer_process", "write_transcript", "Recorder", "scrub_lm_call", "scrub_payload", "start_recording", "transcript_file_for"]

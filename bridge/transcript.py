@@ -8,7 +8,11 @@ ignore paths). Every later line is an entry with a `type`:
   `raw_b64` (other bytes) so broken input replays byte for byte.
 - `lm_call`: one LM call made while serving (the cassette): `key` (stable hash of the
   normalised request), `request_id`, `request`, `response` or `error`.
-- `end`: written on a clean close with the counts; absent when a worker was killed.
+- `end`: the last line, with the counts and `complete`: true when the recording was
+  closed cleanly; false (with a `reason`, and `recorded_until_ms` when recording stopped
+  early) when the worker died first, the writer fell behind or ran out of time. Absent
+  only when the writer process itself was killed; transcripts of older versions have no
+  `complete` field and an end line only on a clean close.
 
 Writers flush every line, and readers accept a torn last line, so a killed worker still
 leaves a usable transcript. Readers stream: nothing ever loads a whole file.
@@ -88,6 +92,12 @@ class LMCallEntry:
 class EndEntry:
     record: dict[str, Any]
     line: int
+
+    @property
+    def complete(self) -> bool:
+        """Whether the transcript holds the whole conversation (older end lines have no
+        `complete` field and were written only on a clean close)."""
+        return self.record.get("complete", True) is not False
 
 
 Entry = FrameEntry | LMCallEntry | EndEntry
@@ -426,7 +436,8 @@ class TranscriptSummary:
     frames_in: int = 0
     frames_out: int = 0
     lm_calls: int = 0
-    complete: bool = False
+    complete: bool = False  # an end line says the whole conversation is here
+    incomplete_reason: str | None = None
     torn: bool = False
     sessions: set[str] = field(default_factory=set)
 
@@ -447,7 +458,8 @@ def summarize(path: str | os.PathLike[str]) -> TranscriptSummary:
         elif isinstance(entry, LMCallEntry):
             summary.lm_calls += 1
         else:
-            summary.complete = True
+            summary.complete = entry.complete
+            summary.incomplete_reason = None if entry.complete else str(entry.record.get("reason") or "unknown")
     summary.torn = transcript.torn
     return summary
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from bridge import Engine, EngineConfig
 from bridge.framing import pack
 from bridge.recording import scrub_payload, start_recording
-from bridge.transcript import FrameEntry, LMCallEntry, read_transcript
+from bridge.transcript import EndEntry, FrameEntry, LMCallEntry, read_transcript
 from conftest import worker_env
 
 SECRETS = ("sk-test-secret-123456", "hunter2-password-value", "tok-nested-9876", "Bearer abcdefghijklmnop",
@@ -96,8 +96,11 @@ def test_killed_worker_leaves_a_readable_transcript(spawn_worker, tmp_path: Path
     wait_for(lambda: sum(1 for _ in read_transcript(path).frames()) == 10)
     os.kill(worker.pid, signal.SIGKILL)
     worker.process.wait(5)
-    entries = list(read_transcript(path))
-    assert len(entries) == 10 and all(isinstance(e, FrameEntry) for e in entries)  # no end line
+    # The writer process outlives the worker only to write what it got and an end line.
+    wait_for(lambda: isinstance(list(read_transcript(path))[-1], EndEntry))
+    *frames, end = read_transcript(path)
+    assert len(frames) == 10 and all(isinstance(e, FrameEntry) for e in frames)
+    assert end.complete is False and end.record["reason"] == "the worker ended without closing the recording"
 
 
 def test_unwritable_record_path_logs_and_keeps_serving(spawn_worker, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 from bridge import recording
 from bridge.framing import FrameReader, pack
 from bridge.recording import _RECORD, BatchFormatter, write_transcript
-from bridge.transcript import FrameEntry, TranscriptWriter, read_transcript
+from bridge.transcript import EndEntry, FrameEntry, TranscriptWriter, read_transcript
 
 
 def record(code: bytes, offset_ms: float, body: bytes) -> bytes:
@@ -109,9 +109,10 @@ def test_a_record_cut_off_by_a_dying_worker_loses_only_itself(tmp_path: Path) ->
     writer = WriterThread(path)
     writer.send(record(b"i", 1.0, ping(1)) + record(b"o", 2.0, reply(1)) + record(b"i", 3.0, ping(2))[:-4])
     writer.close()
-    transcript = read_transcript(path)
     assert frames_in(path) == [("in", 1), ("out", 1)]
-    assert not any(entry for entry in transcript if not isinstance(entry, FrameEntry))  # no end line
+    *_, end = read_transcript(path)
+    assert isinstance(end, EndEntry) and not end.complete  # no clean close: marked incomplete
+    assert end.record["reason"] == "the worker ended without closing the recording"
 
 
 def test_unknown_records_are_skipped_and_the_rest_kept(tmp_path: Path) -> None:
@@ -182,7 +183,7 @@ def test_without_a_writer_process_the_recorder_writes_the_same_lines(tmp_path: P
     assert list(read_transcript(tmp_path / "t.jsonl"))[-1].__class__.__name__ == "EndEntry"
 
 
-def test_a_stopped_writer_slows_the_worker_instead_of_losing_frames_or_memory(
+def test_a_stopped_writer_never_stops_serving_recording_ends_marked_incomplete(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import signal
 
@@ -190,11 +191,13 @@ def test_a_stopped_writer_slows_the_worker_instead_of_losing_frames_or_memory(
     from bridge.recording import Recorder
 
     monkeypatch.setattr(Recorder, "MAX_PENDING", 64)
+    monkeypatch.setattr(Recorder, "MAX_UNSENT_BYTES", 256 << 10)
     engine = Engine(EngineConfig(worker_id="flooded"))
     recorder = Recorder(engine, str(tmp_path / "t.jsonl"))
     wait_for(lambda: recorder._process is not None)
-    os.kill(recorder._process.pid, signal.SIGSTOP)  # the writer reads nothing from now on
-    calls = 8_000  # more than the 1 MiB pipe and the 64-entry queue can hold
+    writer_process = recorder._process
+    os.kill(writer_process.pid, signal.SIGSTOP)  # the writer reads nothing from now on
+    calls = 30_000  # far more than the 1 MiB pipe, the byte bound and the 64-entry queue hold
     done = threading.Event()
 
     def flood() -> None:
@@ -203,14 +206,20 @@ def test_a_stopped_writer_slows_the_worker_instead_of_losing_frames_or_memory(
         done.set()
 
     threading.Thread(target=flood, daemon=True).start()
-    wait_for(lambda: recorder.backpressure_waits > 0)
-    assert not done.wait(0.5)  # serving waits for the writer...
-    assert len(recorder._pending) <= 64 + 1  # ...with the queue held at its bound
-    os.kill(recorder._process.pid, signal.SIGCONT)
-    assert done.wait(60)
+    assert done.wait(60), "serving waited for a stopped writer"
+    assert recorder.stopped_reason and "fell behind" in recorder.stopped_reason
+    assert recorder._tap not in engine.frame_taps and not engine.listeners  # taps are off
+    assert len(recorder._pending) <= 64 + 1 and recorder._unsent_bytes <= (256 << 10) + (1 << 20)
+    os.kill(writer_process.pid, signal.SIGCONT)
     recorder.close()
     engine.close()
-    assert [rid for direction, rid in frames_in(tmp_path / "t.jsonl") if direction == "in"] == list(range(calls))
+    writer_process.wait(15)
+    ids = [rid for direction, rid in frames_in(tmp_path / "t.jsonl") if direction == "in"]
+    assert 0 < len(ids) < calls and ids == list(range(len(ids)))  # an unbroken start, then nothing
+    *_, end = read_transcript(tmp_path / "t.jsonl")
+    assert isinstance(end, EndEntry) and end.complete is False
+    assert "fell behind" in end.record["reason"] and end.record["recorded_until_ms"] > 0
+    assert end.record["frames"] >= len(ids)
 
 
 def test_closing_never_kills_a_writer_that_is_still_finishing(tmp_path: Path,
