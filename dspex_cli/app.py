@@ -9,13 +9,12 @@ stderr and ExitStatus.USAGE, never a traceback.
 from __future__ import annotations
 
 import importlib
-import sys
 from typing import Any
 
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
-from dspex_cli.exit_status import ExitStatus, UserError
+from dspex_cli.exit_status import ExitStatus, UserError, report_user_error
 
 HELP_OPTION_NAMES = ["-h", "--help"]
 
@@ -97,15 +96,6 @@ def _assemble() -> typer.Typer:
         if info.cls in (None, TyperCommand):  # typer's default: give it dspex's help layout
             info.cls = DspexCommand
     return app
-
-
-def report_user_error(where: str, message: str) -> None:
-    """One line on stderr, with any secret the message picked up scrubbed."""
-    from bridge.redact import scrub_text
-
-    text = " ".join(scrub_text(message).split())
-    sys.stderr.write(f"{where}: {text}\n")
-    sys.stderr.flush()
 
 
 def run_app(argv: list[str]) -> int:

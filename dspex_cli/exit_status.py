@@ -7,6 +7,7 @@ on stderr and ExitStatus.USAGE instead of a traceback.
 
 from __future__ import annotations
 
+import sys
 from enum import IntEnum
 
 
@@ -32,4 +33,13 @@ class UserError(Exception):
         self.status = status
 
 
-__all__ = ["ExitStatus", "UserError"]
+def report_user_error(where: str, message: str) -> None:
+    """`where: message` as one line on stderr, with any secret the message picked up scrubbed."""
+    from bridge.redact import scrub_text
+
+    text = " ".join(scrub_text(message).split())
+    sys.stderr.write(f"{where}: {text}\n")
+    sys.stderr.flush()
+
+
+__all__ = ["ExitStatus", "UserError", "report_user_error"]
