@@ -31,7 +31,7 @@ import orjson
 from .codec import salvage_id
 from .lm_calls import request_key
 from .redact import REDACTED, redact
-from .transcript import (EndEntry, FrameEntry, LMCallEntry, TranscriptError, frame_line, read_transcript)
+from .transcript import TranscriptError, read_transcript
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -89,6 +89,11 @@ class ReplayResult:
     torn: bool = False
     updated: bool = False
     target: str = "in-process"
+    # With update: the differences written into the file (empty when nothing changed).
+    updates: list[Mismatch] = field(default_factory=list)
+    lm_calls_rerecorded: int = 0
+    # The caller's ignore paths that named something in at least one reply.
+    ignore_matched: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -109,7 +114,9 @@ class ReplayResult:
                 "requests": self.requests, "replies_compared": self.replies_compared,
                 "lm_calls_served": self.lm_calls_served, "duration_s": round(self.duration_s, 6),
                 "error": self.error, "torn": self.torn, "updated": self.updated, "target": self.target,
-                "mismatches": [m.to_dict() for m in self.mismatches]}
+                "mismatches": [m.to_dict() for m in self.mismatches],
+                "updates": [m.to_dict() for m in self.updates], "lm_calls_rerecorded": self.lm_calls_rerecorded,
+                "ignore_matched": list(self.ignore_matched)}
 
 
 # -- ignore paths -----------------------------------------------------------------------
@@ -144,14 +151,50 @@ def parse_ignore_path(text: str) -> tuple[str | None, tuple[Any, ...]]:
     return command, tuple(tokens)
 
 
-class IgnoreRules:
-    """Compiled ignore paths, looked up by path length so unrelated paths cost nothing."""
+def _present(value: Any, tokens: tuple[Any, ...]) -> bool:
+    """Whether an ignore path's tokens name something inside `value` (same wildcard rules
+    as IgnoreRules.matches: `*` any object key, `[*]` any list element)."""
+    if not tokens:
+        return True
+    token, rest = tokens[0], tokens[1:]
+    if type(value) is dict:
+        if token is _ANY:
+            return any(_present(item, rest) for item in value.values())
+        if type(token) is str and token in value:
+            return _present(value[token], rest)
+        return False
+    if type(value) is list:
+        if token is _ANY_INDEX:
+            return any(_present(item, rest) for item in value)
+        if type(token) is int and 0 <= token < len(value):
+            return _present(value[token], rest)
+    return False
 
-    def __init__(self, paths: Iterable[str]) -> None:
+
+class IgnoreRules:
+    """Compiled ignore paths, looked up by path length so unrelated paths cost nothing.
+
+    Rules named in `watched` (the ones a user typed) are also checked for whether they
+    name anything at all, so that a misspelt `--ignore` is reported instead of silently
+    ignoring nothing; `matched` holds those that did.
+    """
+
+    def __init__(self, paths: Iterable[str], watched: Iterable[str] = ()) -> None:
         self.by_length: dict[int, list[tuple[str | None, tuple[Any, ...]]]] = defaultdict(list)
         for text in paths:
             command, tokens = parse_ignore_path(text)
             self.by_length[len(tokens)].append((command, tokens))
+        self.watching: dict[str, tuple[str | None, tuple[Any, ...]]] = {
+            text: parse_ignore_path(text) for text in watched}
+        self.matched: list[str] = []
+
+    def note_reply(self, command: str | None, reply: Any) -> None:
+        """Marks the watched rules that name something in `reply`; a rule stops being
+        checked once it has matched, so this costs nothing after every rule has."""
+        for text, (rule_command, tokens) in list(self.watching.items()):
+            if (rule_command is None or rule_command == command) and _present(reply, tokens):
+                del self.watching[text]
+                self.matched.append(text)
 
     def __bool__(self) -> bool:
         return bool(self.by_length)
@@ -329,6 +372,50 @@ class Comparer:
                 return False
         return expected_rest == actual_rest and _dumps(expected_rest) == _dumps(actual_rest)
 
+    def _differs(self, expected: Any, actual: Any, path: tuple[Any, ...], command: str | None) -> bool:
+        found: list[tuple[str, Any, Any, str]] = []
+        self._walk(expected, actual, path, command, found)
+        return bool(found)
+
+    def _ignored(self, command: str | None, path: tuple[Any, ...]) -> bool:
+        return self.ignore is not None and self.ignore.matches(command, path)
+
+    def merged(self, expected: Any, actual: Any, command: str | None, path: tuple[Any, ...] = ()) -> Any:
+        """The reply `--update` records: the new value where it really differs, the
+        recorded one wherever the comparison accepts both (clocks, generated ids, ignored
+        paths), so that a re-recorded file changes only where the replies changed."""
+        if type(expected) is dict and type(actual) is dict:
+            out: dict[str, Any] = {}
+            for key, value in expected.items():
+                child = (*path, key)
+                if key in actual:
+                    other = actual[key]
+                    # Compared as a one-key object so VARYING_KEYS and ignore rules apply.
+                    differs = self._differs({key: value}, {key: other}, path, command)
+                    out[key] = self.merged(value, other, command, child) if differs else value
+                elif self._ignored(command, child):
+                    out[key] = value
+            for key, other in actual.items():
+                if key not in expected and not self._ignored(command, (*path, key)):
+                    out[key] = self.restore_ids(other)
+            return out
+        if type(expected) is list and type(actual) is list and len(expected) == len(actual):
+            if _align_by_identity(expected, actual)[0] is expected:  # same order: element by element
+                merged_list = []
+                for index, (value, other) in enumerate(zip(expected, actual)):
+                    child = (*path, index)
+                    keep = self._ignored(command, child) or not self._differs(value, other, child, command)
+                    merged_list.append(value if keep else self.merged(value, other, command, child))
+                return merged_list
+        return self.restore_ids(actual)
+
+    def restore_ids(self, value: Any) -> Any:
+        """A replayed value with this replay's generated ids turned back into the recorded ones."""
+        if not self.aliases:
+            return value
+        recorded = {new: old for old, new in self.aliases.items()}
+        return _substitute_ids(value, recorded)
+
     def rewrite(self, value: Any) -> Any:
         """A request with recorded generated ids replaced by the ones this replay produced."""
         if not self.aliases:
@@ -340,6 +427,18 @@ class Comparer:
         if isinstance(value, list):
             return [self.rewrite(v) for v in value]
         return value
+
+
+def _substitute_ids(value: Any, mapping: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        if value in mapping:
+            return mapping[value]
+        return GENERATED_ID.sub(lambda found: mapping.get(found.group(0), found.group(0)), value)
+    if isinstance(value, dict):
+        return {k: _substitute_ids(v, mapping) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute_ids(v, mapping) for v in value]
+    return value
 
 
 # -- the cassette -----------------------------------------------------------------------
@@ -673,9 +772,11 @@ class _Replayer:
         self.reply_timeout = reply_timeout
         self.transcript = read_transcript(path)
         try:
-            rules = IgnoreRules([*ignore, *self.transcript.ignore])
+            ignore = list(ignore)
+            rules = IgnoreRules([*ignore, *self.transcript.ignore], watched=ignore)
         except ValueError as exc:
             raise TranscriptError(path, 1, str(exc)) from None
+        self.rules = rules
         self.comparer = Comparer(rules)
         self.result = ReplayResult(path=path)
         self.inbox = _Inbox()
@@ -691,6 +792,7 @@ class _Replayer:
         self.pending_expected: dict[Any, deque[Any]] = defaultdict(deque)
         self.abandoned: set[tuple[Any, int]] = set()
         self.rewrites: dict[tuple[Any, int], Any] = {}
+        self.rewrite_mismatches: list[Mismatch] = []
         self.new_lm_calls: list[dict[str, Any]] = []
 
     # sending ---------------------------------------------------------------------------
@@ -867,50 +969,90 @@ class _Replayer:
                 except orjson.JSONDecodeError:
                     actual = {"undecodable_reply": actual.decode("utf-8", "replace")}
             command = self.commands.get(rid)
+            if self.rules.watching:
+                self.rules.note_reply(command, expected)
+                self.rules.note_reply(command, actual)
             differences = self.comparer.compare(expected, actual, command)
             if differences:
-                for path, want, got, kind in differences:
-                    self.result.mismatches.append(Mismatch(rid, command, path, want, got, kind))
+                found = [Mismatch(rid, command, path, want, got, kind) for path, want, got, kind in differences]
+                self.result.mismatches.extend(found)
                 if self.update:
-                    self.rewrites[(rid, occurrence)] = actual
+                    self.rewrites[(rid, occurrence)] = self.comparer.merged(expected, actual, command)
+                    self.rewrite_mismatches.extend(found)
 
     # --update ----------------------------------------------------------------------------
 
     def rewrite_file(self) -> bool:
-        """Rewrites the transcript in place with this replay's replies (still scrubbed)."""
-        reply_mismatches = [m for m in self.result.mismatches if m.kind != "lm_miss"]
-        if not reply_mismatches and not self.new_lm_calls:
+        """Writes this replay's replies into the transcript, in place.
+
+        Only the reply lines that differ are re-encoded; every other line (the header,
+        requests, the cassette, the end line) is copied byte for byte, so a re-recorded
+        file's diff shows only real changes. Returns whether the file changed.
+        """
+        if not self.rewrites and not self.new_lm_calls:
             return False
         from .recording import scrub_lm_call
 
         temp = f"{self.path}.tmp-{os.getpid()}"
         seen: dict[Any, int] = defaultdict(int)
-        with open(temp, "wb") as out:
-            out.write(orjson.dumps(redact(self.transcript.header)) + b"\n")
-            for entry in read_transcript(self.path):
-                if isinstance(entry, FrameEntry):
-                    frame = entry.frame
-                    if entry.direction == "out" and isinstance(frame, dict) and _usable_id(frame.get("id")):
-                        rid = frame["id"]
-                        seen[rid] += 1
-                        frame = self.rewrites.get((rid, seen[rid]), frame)
-                    line = frame_line(entry.direction, entry.offset_ms, redact(frame) if entry.decoded else None,
-                                      entry.raw)
-                elif isinstance(entry, LMCallEntry):
-                    if self.new_lm_calls:
+        end_line: bytes | None = None
+        try:
+            with open(self.path, "rb") as source, open(temp, "wb") as out:
+                out.write(source.readline())
+                for raw in source:
+                    if not raw.strip():
+                        continue
+                    try:
+                        entry = orjson.loads(raw)
+                    except orjson.JSONDecodeError:
+                        if not raw.endswith(b"\n"):
+                            continue  # a killed writer's torn last line: replay skipped it too
+                        raise TranscriptError(self.path, None, "changed while it was replayed") from None
+                    kind = entry.get("type") if type(entry) is dict else None
+                    if kind == "frame" and entry.get("dir") == "out" and type(entry.get("frame")) is dict:
+                        rid = entry["frame"].get("id")
+                        if _usable_id(rid):
+                            seen[rid] += 1
+                            replacement = self.rewrites.get((rid, seen[rid]))
+                            if replacement is not None:
+                                out.write(_frame_line_with(raw, entry, redact(replacement)))
+                                continue
+                    elif kind == "lm_call" and self.new_lm_calls:
                         continue  # a live replay's calls replace the old cassette
-                    line = entry.record
-                elif isinstance(entry, EndEntry):
-                    continue
-                out.write(orjson.dumps(line, option=orjson.OPT_NON_STR_KEYS) + b"\n")
-            for record in self.new_lm_calls:
-                out.write(orjson.dumps({"type": "lm_call", **scrub_lm_call(record)},
-                                       default=str, option=orjson.OPT_NON_STR_KEYS) + b"\n")
-            out.write(orjson.dumps({"type": "end", "updated_at": time.time()}) + b"\n")
-        os.replace(temp, self.path)
-        self.result.mismatches = [m for m in self.result.mismatches if m.kind == "lm_miss"]
+                    elif kind == "end":
+                        end_line = raw if raw.endswith(b"\n") else raw + b"\n"
+                        continue  # kept, after any new cassette entries
+                    out.write(raw if raw.endswith(b"\n") else raw + b"\n")
+                for record in self.new_lm_calls:
+                    out.write(orjson.dumps({"type": "lm_call", **scrub_lm_call(record)},
+                                           default=str, option=orjson.OPT_NON_STR_KEYS) + b"\n")
+                if end_line is not None and self.new_lm_calls:
+                    end = orjson.loads(end_line)
+                    if "lm_calls" in end:
+                        end["lm_calls"] = len(self.new_lm_calls)
+                        end_line = orjson.dumps(end) + b"\n"
+                if end_line is not None:
+                    out.write(end_line)
+            os.replace(temp, self.path)
+        finally:
+            if os.path.exists(temp):
+                os.unlink(temp)
+        rewritten = {id(m) for m in self.rewrite_mismatches}
+        self.result.updates = list(self.rewrite_mismatches)
+        self.result.mismatches = [m for m in self.result.mismatches if id(m) not in rewritten]
+        self.result.lm_calls_rerecorded = len(self.new_lm_calls)
         self.result.updated = True
         return True
+
+
+def _frame_line_with(raw: bytes, entry: dict[str, Any], frame: Any) -> bytes:
+    """The transcript line `raw` with its frame replaced, keeping the line's own envelope
+    bytes (the recorder's `"ms":12.000`) when the frame is its last key, as recorded."""
+    body = orjson.dumps(frame, option=orjson.OPT_NON_STR_KEYS)
+    marker = raw.find(b',"frame":')
+    if marker > 0 and raw.startswith(b'{"type":"frame"') and list(entry)[-1] == "frame":
+        return raw[:marker + len(b',"frame":')] + body + b"}\n"
+    return orjson.dumps({**entry, "frame": frame}, option=orjson.OPT_NON_STR_KEYS) + b"\n"
 
 
 def expand_worker_argv(argv: Iterable[str], header: dict[str, Any]) -> list[str]:
@@ -1015,6 +1157,7 @@ def replay_transcript(path: str, *, submit: Submit | Engine | None = None, worke
             gc.enable()
         if restore is not None:
             restore()
+    result.ignore_matched = list(replayer.rules.matched)
     if update:
         replayer.rewrite_file()
     return result

@@ -12,7 +12,6 @@ from typing import Any
 
 import orjson
 import pytest
-import typer
 
 from bridge import Engine, EngineConfig
 from bridge.client import dspex_serve_argv
@@ -76,21 +75,11 @@ def run_cli(*args: str) -> tuple[int, str, str]:
 
 
 def run_cli_here(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """`dspex replay` in this process (no interpreter start-up, no second DSPy import)."""
-    from dspex_cli import replay_cmd
+    """`dspex replay` in this process, through the CLI's own error boundary (no
+    interpreter start-up, no second DSPy import)."""
+    from dspex_cli.app import run_app
 
-    app = typer.Typer()
-
-    @app.callback()
-    def root() -> None:
-        pass
-
-    replay_cmd.register(app)
-    try:
-        typer.main.get_command(app).main(args=["replay", *args], prog_name="dspex", standalone_mode=True)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
+    code = run_app(["replay", *args])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
