@@ -18,7 +18,6 @@ from __future__ import annotations
 import difflib
 import gc
 import os
-import re
 import threading
 import time
 from collections import defaultdict, deque
@@ -31,7 +30,9 @@ import orjson
 from .codec import salvage_id
 from .lm_calls import request_key
 from .redact import REDACTED, redact
-from .transcript import (EndEntry, FrameEntry, LMCallEntry, TranscriptError, frame_line, read_transcript)
+from .replay_compare import (VARYING_KEYS, Comparer, IgnoreRules, format_path, parse_ignore_path,
+                             reply_id)
+from .transcript import TranscriptError, read_transcript
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -40,19 +41,6 @@ if TYPE_CHECKING:
 CASSETTE_ENV = "DSPEX_REPLAY_CASSETTE"
 DEFAULT_REPLY_TIMEOUT = 30.0
 REPLAY_GC_EVERY = 50_000
-
-# Keys whose values legitimately differ between runs: only their presence and kind
-# (number, string, object...) are compared.
-VARYING_KEYS = frozenset({
-    "timestamp", "uptime", "execution_time", "duration", "duration_ms", "duration_s", "elapsed",
-    "elapsed_ms", "latency", "latency_ms", "mean_latency_ms", "total_latency_ms", "memory_usage",
-    "rss", "vms", "created_at", "created_at_epoch", "last_activity", "last_executed", "started_at",
-    "worker_id", "pid", "inflight", "dspy_loaded",
-})
-# Ids a worker generates (program ids, uuids): equal up to the id itself.
-GENERATED_ID = re.compile(r"program_[0-9a-f]{12}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_GENERATED_FULL = re.compile(rf"^(?:{GENERATED_ID.pattern})$")
-
 
 @dataclass
 class Mismatch:
@@ -89,6 +77,11 @@ class ReplayResult:
     torn: bool = False
     updated: bool = False
     target: str = "in-process"
+    # With update: the differences written into the file (empty when nothing changed).
+    updates: list[Mismatch] = field(default_factory=list)
+    lm_calls_rerecorded: int = 0
+    # The caller's ignore paths that named something in at least one reply.
+    ignore_matched: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -109,237 +102,9 @@ class ReplayResult:
                 "requests": self.requests, "replies_compared": self.replies_compared,
                 "lm_calls_served": self.lm_calls_served, "duration_s": round(self.duration_s, 6),
                 "error": self.error, "torn": self.torn, "updated": self.updated, "target": self.target,
-                "mismatches": [m.to_dict() for m in self.mismatches]}
-
-
-# -- ignore paths -----------------------------------------------------------------------
-
-_ANY = object()
-_ANY_INDEX = object()
-_SEGMENT = re.compile(r"([^.\[\]]+)|\[(\*|-?\d+)\]")
-
-
-def parse_ignore_path(text: str) -> tuple[str | None, tuple[Any, ...]]:
-    """`[COMMAND:]result.outputs[*].name` → (command or None, path tokens); `*` matches any."""
-    command = None
-    spec = text.strip()
-    head, sep, tail = spec.partition(":")
-    if sep and re.fullmatch(r"[A-Za-z_][\w-]*", head):
-        command, spec = head, tail
-    if spec.startswith("$"):
-        spec = spec[1:].lstrip(".")
-    tokens: list[Any] = []
-    position = 0
-    for match in _SEGMENT.finditer(spec):
-        if spec[position:match.start()].strip(".") != "":
-            raise ValueError(f"cannot parse ignore path {text!r}")
-        position = match.end()
-        key, index = match.groups()
-        if key is not None:
-            tokens.append(_ANY if key == "*" else key)
-        else:
-            tokens.append(_ANY_INDEX if index == "*" else int(index))
-    if spec[position:].strip(".") or not tokens:
-        raise ValueError(f"cannot parse ignore path {text!r}")
-    return command, tuple(tokens)
-
-
-class IgnoreRules:
-    """Compiled ignore paths, looked up by path length so unrelated paths cost nothing."""
-
-    def __init__(self, paths: Iterable[str]) -> None:
-        self.by_length: dict[int, list[tuple[str | None, tuple[Any, ...]]]] = defaultdict(list)
-        for text in paths:
-            command, tokens = parse_ignore_path(text)
-            self.by_length[len(tokens)].append((command, tokens))
-
-    def __bool__(self) -> bool:
-        return bool(self.by_length)
-
-    def matches(self, command: str | None, path: tuple[Any, ...]) -> bool:
-        for rule_command, tokens in self.by_length.get(len(path), ()):
-            if rule_command is not None and rule_command != command:
-                continue
-            for token, part in zip(tokens, path):
-                if token is _ANY:
-                    if isinstance(part, int):
-                        break
-                elif token is _ANY_INDEX:
-                    if not isinstance(part, int):
-                        break
-                elif token != part:
-                    break
-            else:
-                return True
-        return False
-
-
-# -- comparing --------------------------------------------------------------------------
-
-
-def format_path(path: Iterable[Any]) -> str:
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    return type(value).__name__
-
-
-# Lists of things a worker holds (sessions, programs) come in creation order, which
-# concurrent requests make vary; such lists are compared sorted by their identity key.
-IDENTITY_KEYS = ("session_id", "program_id", "id")
-
-
-def _align_by_identity(expected: list[Any], actual: list[Any]) -> tuple[list[Any], list[Any]]:
-    if not expected or not actual:
-        return expected, actual
-    if type(expected[0]) is not dict:
-        return expected, actual
-    for key in IDENTITY_KEYS:
-        if all(type(item) is dict and key in item for item in expected) and \
-                all(type(item) is dict and key in item for item in actual):
-            if [item[key] for item in expected] == [item[key] for item in actual]:
-                return expected, actual  # already in the same order
-            return (sorted(expected, key=lambda item: str(item[key])),
-                    sorted(actual, key=lambda item: str(item[key])))
-    return expected, actual
-
-
-# The id of a reply the engine encoded: it always comes first.
-_REPLY_ID = re.compile(rb'\{"id":(-?[0-9]{1,18}|"(?:[^"\\]|\\.)*")[,}]')
-
-
-def reply_id(payload: bytes) -> Any:
-    """A reply's id without decoding the whole reply (None if it has no usable one)."""
-    match = _REPLY_ID.match(payload)
-    if match is not None:
-        token = match.group(1)
-        return int(token) if token[0] != 34 else orjson.loads(token)
-    try:
-        reply = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return None
-    rid = reply.get("id") if type(reply) is dict else None
-    return None if type(rid) in (dict, list) else rid
-
-
-_ABSENT = object()
-_dumps = orjson.dumps
-
-
-class Comparer:
-    """Compares replies; learns recorded→replayed generated ids on the way."""
-
-    def __init__(self, ignore: IgnoreRules) -> None:
-        self.ignore = ignore if ignore else None
-        self.aliases: dict[str, str] = {}
-
-    def compare(self, expected: Any, actual: Any, command: str | None) -> list[tuple[str, Any, Any, str]]:
-        found: list[tuple[str, Any, Any, str]] = []
-        self._walk(expected, actual, (), command, found)
-        return found
-
-    def _strings_equal(self, expected: str, actual: str) -> bool:
-        if _GENERATED_FULL.match(expected) and _GENERATED_FULL.match(actual):
-            self.aliases.setdefault(expected, actual)
-            return True
-        if "program_" in expected or "-" in expected:
-            return GENERATED_ID.sub("<id>", expected) == GENERATED_ID.sub("<id>", actual)
-        return False
-
-    def _walk(self, expected: Any, actual: Any, path: tuple[Any, ...], command: str | None,
-              found: list[tuple[str, Any, Any, str]]) -> None:
-        kind = type(expected)
-        if kind is type(actual) and kind is not dict and kind is not list and expected == actual:
-            return
-        ignore = self.ignore
-        if kind is dict and type(actual) is dict:
-            if len(expected) == len(actual) and self._same_but_varying(expected, actual):
-                return
-            for key, value in expected.items():
-                other = actual.get(key, _ABSENT)
-                value_type = type(value)
-                if value_type is type(other):
-                    # Fast path: equal, and equal once serialised (which also tells 1
-                    # from 1.0 and true), so an unchanged subtree costs one C call.
-                    if value == other and (
-                            (value_type is not dict and value_type is not list) or _dumps(value) == _dumps(other)):
-                        continue
-                    if key in VARYING_KEYS:
-                        continue  # same type, so same kind: all that is compared here
-                elif key in VARYING_KEYS and other is not _ABSENT and _kind(value) == _kind(other):
-                    continue
-                child = (*path, key)
-                if ignore is not None and ignore.matches(command, child):
-                    continue
-                if other is _ABSENT:
-                    found.append((format_path(child), value, None, "missing"))
-                elif key in VARYING_KEYS:
-                    found.append((format_path(child), value, other, "value"))
-                else:
-                    self._walk(value, other, child, command, found)
-            if len(actual) != len(expected) or actual.keys() != expected.keys():
-                for key, other in actual.items():
-                    if key not in expected:
-                        child = (*path, key)
-                        if not (ignore is not None and ignore.matches(command, child)):
-                            found.append((format_path(child), None, other, "extra"))
-            return
-        if kind is list and type(actual) is list:
-            expected, actual = _align_by_identity(expected, actual)
-            for index, (value, other) in enumerate(zip(expected, actual)):
-                child = (*path, index)
-                if ignore is not None and ignore.matches(command, child):
-                    continue
-                self._walk(value, other, child, command, found)
-            if len(expected) != len(actual):
-                found.append((format_path((*path, "length")), len(expected), len(actual), "value"))
-            return
-        if type(expected) is str:
-            if expected == REDACTED:  # scrubbed when recorded: nothing left to compare with
-                return
-            if type(actual) is str and self._strings_equal(expected, actual):
-                return
-        if expected == actual and _kind(expected) == _kind(actual) and type(expected) is type(actual):
-            return
-        found.append((format_path(path), expected, actual, "value"))
-
-    @staticmethod
-    def _same_but_varying(expected: dict[str, Any], actual: dict[str, Any]) -> bool:
-        """Whether two objects are equal apart from varying values, in a few C-level
-        calls (the usual case); False sends the caller through the key-by-key walk."""
-        varying = VARYING_KEYS.intersection(expected)
-        if not varying:
-            return expected == actual and _dumps(expected) == _dumps(actual)
-        expected_rest = dict(expected)
-        actual_rest = dict(actual)
-        for key in varying:
-            value = expected_rest.pop(key)
-            other = actual_rest.pop(key, _ABSENT)
-            if type(value) is not type(other) and (other is _ABSENT or _kind(value) != _kind(other)):
-                return False
-        return expected_rest == actual_rest and _dumps(expected_rest) == _dumps(actual_rest)
-
-    def rewrite(self, value: Any) -> Any:
-        """A request with recorded generated ids replaced by the ones this replay produced."""
-        if not self.aliases:
-            return value
-        if isinstance(value, str):
-            return self.aliases.get(value, value)
-        if isinstance(value, dict):
-            return {k: self.rewrite(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self.rewrite(v) for v in value]
-        return value
+                "mismatches": [m.to_dict() for m in self.mismatches],
+                "updates": [m.to_dict() for m in self.updates], "lm_calls_rerecorded": self.lm_calls_rerecorded,
+                "ignore_matched": list(self.ignore_matched)}
 
 
 # -- the cassette -----------------------------------------------------------------------
@@ -673,9 +438,11 @@ class _Replayer:
         self.reply_timeout = reply_timeout
         self.transcript = read_transcript(path)
         try:
-            rules = IgnoreRules([*ignore, *self.transcript.ignore])
+            ignore = list(ignore)
+            rules = IgnoreRules([*ignore, *self.transcript.ignore], watched=ignore)
         except ValueError as exc:
             raise TranscriptError(path, 1, str(exc)) from None
+        self.rules = rules
         self.comparer = Comparer(rules)
         self.result = ReplayResult(path=path)
         self.inbox = _Inbox()
@@ -691,6 +458,7 @@ class _Replayer:
         self.pending_expected: dict[Any, deque[Any]] = defaultdict(deque)
         self.abandoned: set[tuple[Any, int]] = set()
         self.rewrites: dict[tuple[Any, int], Any] = {}
+        self.rewrite_mismatches: list[Mismatch] = []
         self.new_lm_calls: list[dict[str, Any]] = []
 
     # sending ---------------------------------------------------------------------------
@@ -867,50 +635,90 @@ class _Replayer:
                 except orjson.JSONDecodeError:
                     actual = {"undecodable_reply": actual.decode("utf-8", "replace")}
             command = self.commands.get(rid)
+            if self.rules.watching:
+                self.rules.note_reply(command, expected)
+                self.rules.note_reply(command, actual)
             differences = self.comparer.compare(expected, actual, command)
             if differences:
-                for path, want, got, kind in differences:
-                    self.result.mismatches.append(Mismatch(rid, command, path, want, got, kind))
+                found = [Mismatch(rid, command, path, want, got, kind) for path, want, got, kind in differences]
+                self.result.mismatches.extend(found)
                 if self.update:
-                    self.rewrites[(rid, occurrence)] = actual
+                    self.rewrites[(rid, occurrence)] = self.comparer.merged(expected, actual, command)
+                    self.rewrite_mismatches.extend(found)
 
     # --update ----------------------------------------------------------------------------
 
     def rewrite_file(self) -> bool:
-        """Rewrites the transcript in place with this replay's replies (still scrubbed)."""
-        reply_mismatches = [m for m in self.result.mismatches if m.kind != "lm_miss"]
-        if not reply_mismatches and not self.new_lm_calls:
+        """Writes this replay's replies into the transcript, in place.
+
+        Only the reply lines that differ are re-encoded; every other line (the header,
+        requests, the cassette, the end line) is copied byte for byte, so a re-recorded
+        file's diff shows only real changes. Returns whether the file changed.
+        """
+        if not self.rewrites and not self.new_lm_calls:
             return False
         from .recording import scrub_lm_call
 
         temp = f"{self.path}.tmp-{os.getpid()}"
         seen: dict[Any, int] = defaultdict(int)
-        with open(temp, "wb") as out:
-            out.write(orjson.dumps(redact(self.transcript.header)) + b"\n")
-            for entry in read_transcript(self.path):
-                if isinstance(entry, FrameEntry):
-                    frame = entry.frame
-                    if entry.direction == "out" and isinstance(frame, dict) and _usable_id(frame.get("id")):
-                        rid = frame["id"]
-                        seen[rid] += 1
-                        frame = self.rewrites.get((rid, seen[rid]), frame)
-                    line = frame_line(entry.direction, entry.offset_ms, redact(frame) if entry.decoded else None,
-                                      entry.raw)
-                elif isinstance(entry, LMCallEntry):
-                    if self.new_lm_calls:
+        end_line: bytes | None = None
+        try:
+            with open(self.path, "rb") as source, open(temp, "wb") as out:
+                out.write(source.readline())
+                for raw in source:
+                    if not raw.strip():
+                        continue
+                    try:
+                        entry = orjson.loads(raw)
+                    except orjson.JSONDecodeError:
+                        if not raw.endswith(b"\n"):
+                            continue  # a killed writer's torn last line: replay skipped it too
+                        raise TranscriptError(self.path, None, "changed while it was replayed") from None
+                    kind = entry.get("type") if type(entry) is dict else None
+                    if kind == "frame" and entry.get("dir") == "out" and type(entry.get("frame")) is dict:
+                        rid = entry["frame"].get("id")
+                        if _usable_id(rid):
+                            seen[rid] += 1
+                            replacement = self.rewrites.get((rid, seen[rid]))
+                            if replacement is not None:
+                                out.write(_frame_line_with(raw, entry, redact(replacement)))
+                                continue
+                    elif kind == "lm_call" and self.new_lm_calls:
                         continue  # a live replay's calls replace the old cassette
-                    line = entry.record
-                elif isinstance(entry, EndEntry):
-                    continue
-                out.write(orjson.dumps(line, option=orjson.OPT_NON_STR_KEYS) + b"\n")
-            for record in self.new_lm_calls:
-                out.write(orjson.dumps({"type": "lm_call", **scrub_lm_call(record)},
-                                       default=str, option=orjson.OPT_NON_STR_KEYS) + b"\n")
-            out.write(orjson.dumps({"type": "end", "updated_at": time.time()}) + b"\n")
-        os.replace(temp, self.path)
-        self.result.mismatches = [m for m in self.result.mismatches if m.kind == "lm_miss"]
+                    elif kind == "end":
+                        end_line = raw if raw.endswith(b"\n") else raw + b"\n"
+                        continue  # kept, after any new cassette entries
+                    out.write(raw if raw.endswith(b"\n") else raw + b"\n")
+                for record in self.new_lm_calls:
+                    out.write(orjson.dumps({"type": "lm_call", **scrub_lm_call(record)},
+                                           default=str, option=orjson.OPT_NON_STR_KEYS) + b"\n")
+                if end_line is not None and self.new_lm_calls:
+                    end = orjson.loads(end_line)
+                    if "lm_calls" in end:
+                        end["lm_calls"] = len(self.new_lm_calls)
+                        end_line = orjson.dumps(end) + b"\n"
+                if end_line is not None:
+                    out.write(end_line)
+            os.replace(temp, self.path)
+        finally:
+            if os.path.exists(temp):
+                os.unlink(temp)
+        rewritten = {id(m) for m in self.rewrite_mismatches}
+        self.result.updates = list(self.rewrite_mismatches)
+        self.result.mismatches = [m for m in self.result.mismatches if id(m) not in rewritten]
+        self.result.lm_calls_rerecorded = len(self.new_lm_calls)
         self.result.updated = True
         return True
+
+
+def _frame_line_with(raw: bytes, entry: dict[str, Any], frame: Any) -> bytes:
+    """The transcript line `raw` with its frame replaced, keeping the line's own envelope
+    bytes (the recorder's `"ms":12.000`) when the frame is its last key, as recorded."""
+    body = orjson.dumps(frame, option=orjson.OPT_NON_STR_KEYS)
+    marker = raw.find(b',"frame":')
+    if marker > 0 and raw.startswith(b'{"type":"frame"') and list(entry)[-1] == "frame":
+        return raw[:marker + len(b',"frame":')] + body + b"}\n"
+    return orjson.dumps({**entry, "frame": frame}, option=orjson.OPT_NON_STR_KEYS) + b"\n"
 
 
 def expand_worker_argv(argv: Iterable[str], header: dict[str, Any]) -> list[str]:
@@ -1015,6 +823,7 @@ def replay_transcript(path: str, *, submit: Submit | Engine | None = None, worke
             gc.enable()
         if restore is not None:
             restore()
+    result.ignore_matched = list(replayer.rules.matched)
     if update:
         replayer.rewrite_file()
     return result

@@ -23,8 +23,8 @@ from typing import Any
 import orjson
 import typer
 
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
+from dspex_cli.exit_status import ExitStatus, UserError
+
 DEFAULT_LIMIT = 20
 DEFAULT_TRANSCRIPT_LIMIT = 100
 WATCH_INTERVAL = 1.0
@@ -35,13 +35,12 @@ PROGRAM_CREATORS = ("create_program", "create_gemini_program")
 PROGRAM_RUNNERS = ("execute_program", "execute_gemini_program")
 
 
-class InspectFailure(Exception):
-    """Ends the command with one line on stderr and the given exit code."""
+class InspectFailure(UserError):
+    """Ends the command with one line on stderr and the given exit status (default:
+    FAILURE, a worker that cannot be reached; USAGE for bad input)."""
 
-    def __init__(self, message: str, code: int = EXIT_FAILURE) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
+    def __init__(self, message: str, status: ExitStatus = ExitStatus.FAILURE) -> None:
+        super().__init__(message, status)
 
 
 def worker_views() -> tuple[str, ...]:
@@ -216,9 +215,9 @@ def _account(request: dict[str, Any], reply: dict[str, Any], latency: float, ses
 
 
 def _console() -> Any:
-    from rich.console import Console
+    from dspex_cli.console import make_console
 
-    return Console(soft_wrap=False)
+    return make_console()
 
 
 def _print_json(value: Any) -> None:
@@ -226,13 +225,11 @@ def _print_json(value: Any) -> None:
     sys.stdout.flush()
 
 
-def _fail(message: str, code: int) -> int:
-    from bridge.redact import scrub_text
+def _fail(message: str, status: ExitStatus) -> int:
+    from dspex_cli.exit_status import report_user_error
 
-    text = " ".join(scrub_text(message).split())  # one line, whatever the message held
-    sys.stderr.write(f"dspex inspect: {text}\n")
-    sys.stderr.flush()
-    return code
+    report_user_error("dspex inspect", message)  # one line, secrets scrubbed
+    return int(status)
 
 
 def _parse_limit(text: str | None, default: int) -> int:
@@ -241,9 +238,9 @@ def _parse_limit(text: str | None, default: int) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise InspectFailure(f"--limit must be a whole number, got {text!r}", EXIT_USAGE) from None
+        raise InspectFailure(f"--limit must be a whole number, got {text!r}", ExitStatus.USAGE) from None
     if not 1 <= value <= 10_000:
-        raise InspectFailure(f"--limit must be between 1 and 10000, got {value}", EXIT_USAGE)
+        raise InspectFailure(f"--limit must be between 1 and 10000, got {value}", ExitStatus.USAGE)
     return value
 
 
@@ -268,7 +265,7 @@ def inspect_workers(as_json: bool) -> int:
         _print_json(workers)
     else:
         _console().print(workers_table(workers))
-    return 0
+    return ExitStatus.OK
 
 
 def inspect_transcript(path: str, view: str | None, as_json: bool, limit: int) -> int:
@@ -280,11 +277,11 @@ def inspect_transcript(path: str, view: str | None, as_json: bool, limit: int) -
         view = TRANSCRIPT_ALIASES.get(view, view)
         if view not in TRANSCRIPT_VIEWS:
             raise InspectFailure(f"unknown transcript view {view!r} (choose from {', '.join(TRANSCRIPT_VIEWS)})",
-                                 EXIT_USAGE)
+                                 ExitStatus.USAGE)
     try:
         report = transcript_report(path, limit)
     except TranscriptError as exc:
-        raise InspectFailure(str(exc), EXIT_USAGE) from None
+        raise InspectFailure(str(exc), ExitStatus.USAGE) from None
     if as_json:
         if view is None:
             _print_json(report)
@@ -292,10 +289,10 @@ def inspect_transcript(path: str, view: str | None, as_json: bool, limit: int) -
             key = {"summary": None, "timeline": "timeline", "lm": "lm_calls"}.get(view, view)
             _print_json({k: v for k, v in report.items() if k in ("path", "header", "counts", "complete")}
                         if key is None else {view: report[key]})
-        return 0
+        return ExitStatus.OK
     console = _console()
     console.print(transcript_overview(report) if view is None else TRANSCRIPT_RENDERERS[view](report))
-    return 0
+    return ExitStatus.OK
 
 
 def inspect_worker(spec: str, view: str | None, as_json: bool, limit: int) -> int:
@@ -305,7 +302,7 @@ def inspect_worker(spec: str, view: str | None, as_json: bool, limit: int) -> in
 
     views = worker_views()
     if view is not None and view not in views:
-        raise InspectFailure(f"unknown view {view!r} (choose from {', '.join(views)})", EXIT_USAGE)
+        raise InspectFailure(f"unknown view {view!r} (choose from {', '.join(views)})", ExitStatus.USAGE)
     worker = resolve_worker(spec)
     with ControlClient(worker.socket) as client:
         if view is None:
@@ -315,14 +312,14 @@ def inspect_worker(spec: str, view: str | None, as_json: bool, limit: int) -> in
                 _print_json(data)
             else:
                 _console().print(overview(data))
-            return 0
+            return ExitStatus.OK
         args = {"limit": limit} if view in ("frames", "lm") else {}
         data = client.call(view, args)
     if as_json:
         _print_json(data)
     else:
         _console().print(render_view(view, data))
-    return 0
+    return ExitStatus.OK
 
 
 def follow_worker(spec: str, view: str | None, as_json: bool) -> int:
@@ -331,7 +328,7 @@ def follow_worker(spec: str, view: str | None, as_json: bool) -> int:
     from dspex_cli.inspect_views import follow_line
 
     if view not in (None, "frames", "lm"):
-        raise InspectFailure("--follow streams frames and LM calls: give no view, 'frames' or 'lm'", EXIT_USAGE)
+        raise InspectFailure("--follow streams frames and LM calls: give no view, 'frames' or 'lm'", ExitStatus.USAGE)
     worker = resolve_worker(spec)
     console = _console()
     client = ControlClient(worker.socket)
@@ -345,10 +342,10 @@ def follow_worker(spec: str, view: str | None, as_json: bool) -> int:
     except WorkerGone:
         raise InspectFailure(f"worker {worker.worker_id} (pid {worker.pid}) stopped") from None
     except KeyboardInterrupt:
-        return 0
+        return ExitStatus.OK
     finally:
         client.close()
-    return 0
+    return ExitStatus.OK
 
 
 def watch_worker(spec: str, interval: float = WATCH_INTERVAL) -> int:
@@ -374,7 +371,7 @@ def watch_worker(spec: str, interval: float = WATCH_INTERVAL) -> int:
                                          f"--watch: {exc.message}") from None
                 live.update(dashboard(snapshot), refresh=True)
     except KeyboardInterrupt:
-        return 0
+        return ExitStatus.OK
     finally:
         client.close()
 
@@ -387,50 +384,50 @@ def run_inspect(target: str | None, view: str | None, follow: bool, watch: bool,
     try:
         for given in (target, view):
             if given is not None and given.startswith("-") and given != "-":
-                raise InspectFailure(f"unknown option {given!r} (see dspex inspect --help)", EXIT_USAGE)
+                raise InspectFailure(f"unknown option {given!r} (see dspex inspect --help)", ExitStatus.USAGE)
         if extra:
             raise InspectFailure(f"unexpected argument(s): {' '.join(extra)} (see dspex inspect --help)",
-                                 EXIT_USAGE)
+                                 ExitStatus.USAGE)
         if follow and watch:
-            raise InspectFailure("--follow and --watch cannot be combined", EXIT_USAGE)
+            raise InspectFailure("--follow and --watch cannot be combined", ExitStatus.USAGE)
         if watch and as_json:
-            raise InspectFailure("--watch is a live screen; use --json without it for scripts", EXIT_USAGE)
+            raise InspectFailure("--watch is a live screen; use --json without it for scripts", ExitStatus.USAGE)
         if target is None:
             if follow or watch or view:
                 raise InspectFailure("name a worker (pid, worker id or socket path) to follow or watch",
-                                     EXIT_USAGE)
+                                     ExitStatus.USAGE)
             return inspect_workers(as_json)
         if _is_file_target(target) and not stat.S_ISSOCK(_mode(target)):
             if follow or watch:
-                raise InspectFailure("--follow and --watch need a live worker, not a transcript file", EXIT_USAGE)
+                raise InspectFailure("--follow and --watch need a live worker, not a transcript file", ExitStatus.USAGE)
             return inspect_transcript(target, view, as_json, _parse_limit(limit_text, DEFAULT_TRANSCRIPT_LIMIT))
         limit = _parse_limit(limit_text, DEFAULT_LIMIT)
         if follow:
             return follow_worker(target, view, as_json)
         if watch:
             if view is not None:
-                raise InspectFailure("--watch shows the whole dashboard; drop the view", EXIT_USAGE)
+                raise InspectFailure("--watch shows the whole dashboard; drop the view", ExitStatus.USAGE)
             return watch_worker(target)
         return inspect_worker(target, view, as_json, limit)
     except InspectFailure as exc:
-        return _fail(exc.message, exc.code)
+        return _fail(exc.message, exc.status)
     except ControlError as exc:
-        return _fail(exc.message, EXIT_FAILURE)
+        return _fail(exc.message, ExitStatus.FAILURE)
     except KeyboardInterrupt:
-        return 130
+        return int(ExitStatus.INTERRUPTED)
     except BrokenPipeError:  # `dspex inspect ... | head`
         try:
             sys.stdout = open(os.devnull, "w")
         except OSError:
             pass
-        return 0
+        return ExitStatus.OK
 
 
 def _mode(path: str) -> int:
     try:
         return os.stat(path).st_mode
     except OSError:
-        return 0
+        return ExitStatus.OK
 
 
 def register(app: typer.Typer) -> None:
@@ -442,13 +439,16 @@ def register(app: typer.Typer) -> None:
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def inspect(
         ctx: typer.Context,
-        target: str = typer.Argument(None, help="pid, worker id, control socket path, or transcript file",
+        target: str = typer.Argument(None, metavar="TARGET",
+                                     help="pid, worker id, control socket path, or transcript file",
                                      show_default=False),
-        view: str = typer.Argument(None, help="one view (see above)", show_default=False),
+        view: str = typer.Argument(None, metavar="VIEW", help="one view (see above)", show_default=False),
         follow: bool = typer.Option(False, "--follow", "-f", help="stream frames and LM calls as they happen"),
         watch: bool = typer.Option(False, "--watch", "-w", help="live dashboard, refreshed once a second"),
         as_json: bool = typer.Option(False, "--json", help="print the data as JSON for scripts"),
-        limit: str = typer.Option(None, "--limit", "-n", help="how many frames / LM calls / timeline entries",
+        # A string, so that a bad number gets inspect's own one-line message.
+        limit: str = typer.Option(None, "--limit", "-n", metavar="N",
+                                  help="how many frames / LM calls / timeline entries (1-10000)",
                                   show_default=False),
     ) -> None:
         raise typer.Exit(run_inspect(target, view, follow, watch, as_json, limit, list(ctx.args)))

@@ -168,7 +168,7 @@ def status_view(status: dict[str, Any]) -> RenderableType:
         grid.add_row("tokens", "  ".join(f"{k} {v}" for k, v in usage.items()))
     errors = status.get("errors_by_type") or {}
     grid.add_row("errors by type", "  ".join(f"{k} {v}" for k, v in sorted(errors.items())) or "none")
-    return Panel(grid, title="status", title_align="left", box=box.ROUNDED)
+    return Panel(grid, title="status", title_align="left", box=box.ROUNDED, expand=False)
 
 
 def sessions_table(sessions: list[dict[str, Any]], now: float | None = None) -> RenderableType:
@@ -293,7 +293,7 @@ def dashboard(snapshot: dict[str, Any], now: float | None = None) -> RenderableT
     sessions = snapshot.get("sessions") or []
     inflight = snapshot.get("inflight") or []
     return Group(
-        Panel(header, title="dspex inspect --watch", title_align="left",
+        Panel(header, title="dspex inspect --watch", title_align="left", expand=False,
               subtitle=f"refreshed {clock(now or time.time())}  Ctrl-C to quit", subtitle_align="right"),
         sessions_table(sessions[:10], now),
         inflight_table(inflight[:10]),
@@ -352,7 +352,7 @@ def transcript_summary(report: dict[str, Any]) -> RenderableType:
     grid.add_row("duration", millis(report.get("duration_ms")))
     grid.add_row("complete", "yes (clean end)" if report.get("complete") else
                  "no end line (worker killed or still recording)" + (", torn last line" if report.get("torn") else ""))
-    return Panel(grid, title="transcript", title_align="left", box=box.ROUNDED)
+    return Panel(grid, title="transcript", title_align="left", box=box.ROUNDED, expand=False)
 
 
 def transcript_sessions_table(sessions: list[dict[str, Any]]) -> RenderableType:

@@ -11,8 +11,27 @@ import os
 import sys
 
 
+def version_line() -> str:
+    """`dspex 0.1.0 (DSPy 3.4.1, Python 3.11.7)`, read from package metadata: no DSPy import."""
+    import platform
+    from importlib import metadata
+
+    def version_of(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    # Not bridge.system.versions(): importing bridge loads the engine, a third of this time.
+    return f"dspex {version_of('dspex')} (DSPy {version_of('dspy')}, Python {platform.python_version()})"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] in (["--version"], ["-V"]):
+        # Answered before typer loads: a version check should cost an interpreter start only.
+        print(version_line())
+        return 0
     if args and args[0] == "serve":
         # The parent is noted first: if it died while we import, the watcher would
         # otherwise adopt init as "the parent" and never notice.

@@ -1,45 +1,77 @@
-"""Renders the command registry for `dspex commands` and docs/protocol.md."""
+"""Renders the command registry for `dspex commands` (table, --markdown, --json) and docs/protocol.md."""
 
 from __future__ import annotations
 
 import importlib
+import sys
+from typing import Any
+
+from dspex_cli.exit_status import UserError
+
+
+def _specs() -> list[Any]:
+    from bridge import REGISTRY
+    import bridge.commands  # noqa: F401  (registers the built-ins)
+
+    return REGISTRY.specs()
+
+
+def load_plugins(names: list[str]) -> None:
+    """Imports plugin modules; one that cannot be imported is the user's error, not a crash."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):
+                raise UserError(f"cannot load plugin {name!r}: no module named {exc.name!r}") from None
+            raise UserError(f"cannot load plugin {name!r}: {exc}") from None
+        except Exception as exc:  # the plugin's own code failed while registering
+            raise UserError(f"cannot load plugin {name!r}: {type(exc).__name__}: {exc}") from None
 
 
 def commands_markdown() -> str:
     """A Markdown table of every registered command (docs are generated from this)."""
-    from bridge import REGISTRY
-    import bridge.commands  # noqa: F401  (registers the built-ins)
 
     def cell(text: str) -> str:
         # Types such as string|object would otherwise split the table cell.
         return text.replace("|", "\\|")
 
     lines = ["| command | scheduling | arguments | what it does |", "|---|---|---|---|"]
-    for spec in REGISTRY.specs():
+    for spec in _specs():
         args = ", ".join(f"`{a.name}`{'*' if a.required else ''}: {a.type}" for a in spec.args) or "-"
         name = f"`{spec.name}`" + (f" (alias {', '.join(spec.aliases)})" if spec.aliases else "")
         lines.append(f"| {cell(name)} | {spec.scheduling} | {cell(args)} | {cell(spec.summary)} |")
     return "\n".join(lines) + "\n"
 
 
-def render_commands(markdown: bool = False, plugins: list[str] | None = None) -> None:
-    for name in plugins or []:
-        importlib.import_module(name)
-    if markdown:
-        print(commands_markdown(), end="")
+def commands_data() -> list[dict[str, Any]]:
+    """Every registered command as plain data (what `dspex commands --json` prints)."""
+    return [{"name": spec.name, "aliases": list(spec.aliases), "scheduling": spec.scheduling,
+             "summary": spec.summary, "plugin": spec.plugin,
+             "args": [{"name": a.name, "type": a.type, "required": a.required, "help": a.help} for a in spec.args]}
+            for spec in _specs()]
+
+
+def render_commands(markdown: bool = False, as_json: bool = False, plugins: list[str] | None = None) -> None:
+    load_plugins(plugins or [])
+    if as_json:
+        import orjson
+
+        sys.stdout.write(orjson.dumps(commands_data(), option=orjson.OPT_INDENT_2).decode() + "\n")
         return
-    from rich.console import Console
+    if markdown:
+        sys.stdout.write(commands_markdown())
+        return
     from rich.table import Table
 
-    from bridge import REGISTRY
-    import bridge.commands  # noqa: F401
+    from dspex_cli.console import make_console
 
     table = Table(title="dspex commands")
     table.add_column("command", style="bold cyan")
     table.add_column("scheduling")
     table.add_column("arguments")
     table.add_column("summary")
-    for spec in REGISTRY.specs():
+    for spec in _specs():
         args = ", ".join(f"{a.name}{'*' if a.required else ''}:{a.type}" for a in spec.args)
         table.add_row(spec.name, spec.scheduling, args, spec.summary)
-    Console().print(table)
+    make_console().print(table)

@@ -14,19 +14,13 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass
-from enum import IntEnum
 from pathlib import Path
 from typing import Any, Optional
 
 import orjson
 import typer
 
-
-class ExitCode(IntEnum):
-    OK = 0
-    MISMATCH = 1
-    USAGE = 2
-    UNREADABLE = 3
+from dspex_cli.exit_status import ExitStatus, UserError
 
 
 @dataclass
@@ -85,12 +79,41 @@ def _jsonable(value: Any) -> Any:
     return orjson.loads(orjson.dumps(value, default=repr, option=orjson.OPT_NON_STR_KEYS))
 
 
-def exit_code_for(results: list[dict[str, Any]]) -> ExitCode:
+def exit_code_for(results: list[dict[str, Any]]) -> ExitStatus:
     if any(r["status"] == "error" for r in results):
-        return ExitCode.UNREADABLE
+        return ExitStatus.UNREADABLE
     if any(r["status"] == "fail" for r in results):
-        return ExitCode.MISMATCH
-    return ExitCode.OK
+        return ExitStatus.MISMATCH
+    return ExitStatus.OK
+
+
+def unmatched_ignores(ignore: list[str], results: list[dict[str, Any]]) -> list[str]:
+    """The --ignore paths that named nothing in any reply of the whole run (misspelt,
+    or a field no reply has): an ignore that silently ignores nothing hides a mistake."""
+    if not any(r.get("replies_compared") for r in results):
+        return []  # nothing was compared, so nothing can be said about the paths
+    matched = {text for r in results for text in r.get("ignore_matched") or ()}
+    return [text for text in dict.fromkeys(ignore) if text not in matched]
+
+
+def update_lines(results: list[dict[str, Any]]) -> list[str]:
+    """What --update changed, one line per rewritten value (none when nothing changed)."""
+    lines: list[str] = []
+    for result in results:
+        changes = result.get("updates") or []
+        rerecorded = result.get("lm_calls_rerecorded") or 0
+        if not changes and not rerecorded:
+            continue
+        lines.append(f"updated {result['path']}:")
+        for m in changes:
+            where = m["path"] or "(reply)"
+            command = f" ({m['command']})" if m["command"] else ""
+            before = "(absent)" if m["kind"] == "extra" else _short_json(m["expected"])
+            after = "(absent)" if m["kind"] == "missing" else _short_json(m["actual"])
+            lines.append(f"  request {m['request_id']}{command} {where}: {before} -> {after}")
+        if rerecorded:
+            lines.append(f"  cassette: {rerecorded} LM call(s) re-recorded from the live LM")
+    return lines
 
 
 def junit_xml(results: list[dict[str, Any]], elapsed: float) -> bytes:
@@ -143,7 +166,8 @@ def render_results(results: list[dict[str, Any]], elapsed: float, console: Any) 
     for result in results:
         if result["status"] != "fail":
             continue
-        console.rule(f"[bold red]{escape(result['path'])}[/]", align="left")
+        # A heading line, not console.rule: off a terminal the console is very wide.
+        console.print(f"[bold red]── {escape(result['path'])} ──[/]")
         shown = result["mismatches"][:50]
         for m in shown:
             where = escape(m["path"] or "(reply)")
@@ -180,11 +204,11 @@ def run_replays(paths: list[str], options: ReplayOptions, jobs: int, progress: b
     bar: Any = nullcontext()
     task = None
     if progress:
-        from rich.console import Console
+        from dspex_cli.console import make_console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         bar = Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                       console=Console(stderr=True), transient=True)
+                       console=make_console(stderr=True), transient=True)
     results: dict[str, dict[str, Any]] = {}
     with bar:
         if progress:
@@ -209,7 +233,8 @@ def run_replays(paths: list[str], options: ReplayOptions, jobs: int, progress: b
                         results[path] = {"path": path, "status": "error", "ok": False, "frames": 0,
                                          "requests": 0, "replies_compared": 0, "lm_calls_served": 0,
                                          "duration_s": 0.0, "error": f"{path}: replay process failed: {exc}",
-                                         "torn": False, "updated": False, "target": "", "mismatches": []}
+                                         "torn": False, "updated": False, "target": "", "mismatches": [],
+                                         "updates": [], "ignore_matched": []}
                     if task is not None:
                         bar.advance(task)
     return [results[path] for path in paths]
@@ -218,13 +243,13 @@ def run_replays(paths: list[str], options: ReplayOptions, jobs: int, progress: b
 def _problem_result(path: str, message: str) -> dict[str, Any]:
     return {"path": path, "status": "error", "ok": False, "frames": 0, "requests": 0, "replies_compared": 0,
             "lm_calls_served": 0, "duration_s": 0.0, "error": f"{path}: {message}", "torn": False,
-            "updated": False, "target": "", "mismatches": []}
+            "updated": False, "target": "", "mismatches": [], "updates": [], "ignore_matched": []}
 
 
 def register(app: typer.Typer) -> None:
     @app.command("replay")
     def replay(
-        paths: list[str] = typer.Argument(..., metavar="PATH...",
+        paths: list[str] = typer.Argument(..., metavar="PATH",
                                           help="transcripts: files, directories (*.jsonl inside) or globs"),
         worker: Optional[str] = typer.Option(None, "--worker", metavar="CMD",
                                              help='replay through a worker command, e.g. "dspex serve" '
@@ -242,11 +267,10 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="only the summary line"),
     ) -> None:
         """Replay recorded sessions and compare every reply (exit 0 match, 1 mismatch, 3 unreadable)."""
-        from rich.console import Console
+        from dspex_cli.console import make_console
 
         def usage(message: str) -> None:
-            print(f"dspex replay: {message}", file=sys.stderr)
-            raise typer.Exit(ExitCode.USAGE)
+            raise UserError(message)
 
         if lm not in ("cassette", "live"):
             usage(f"--lm must be 'cassette' or 'live', not {lm!r}")
@@ -279,6 +303,10 @@ def register(app: typer.Typer) -> None:
         results += run_replays(files, options, jobs, progress)
         elapsed = time.perf_counter() - started
         code = exit_code_for(results)
+        unmatched = unmatched_ignores(list(ignore), results)
+        for text in unmatched:
+            print(f"dspex replay: warning: --ignore {text} matched nothing in any reply of this run",
+                  file=sys.stderr)
         if junit is not None:
             try:
                 junit.write_bytes(junit_xml(results, elapsed))
@@ -287,7 +315,7 @@ def register(app: typer.Typer) -> None:
         if json_output:
             document = {"exit_code": int(code), "elapsed_s": round(elapsed, 6),
                         "summary": {s: sum(r["status"] == s for r in results) for s in ("pass", "fail", "error")},
-                        "transcripts": results}
+                        "unmatched_ignores": unmatched, "transcripts": results}
             sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
             for result in results:
                 if result["status"] == "error":
@@ -299,7 +327,9 @@ def register(app: typer.Typer) -> None:
             passed = sum(r["status"] == "pass" for r in results)
             print(f"{passed}/{len(results)} transcripts match")
         else:
-            render_results(results, elapsed, Console(highlight=False))
+            for line in update_lines(results):
+                print(line)
+            render_results(results, elapsed, make_console())
             for result in results:
                 if result["status"] == "error":
                     print(f"dspex replay: {result['error']}", file=sys.stderr)

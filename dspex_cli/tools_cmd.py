@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from dspex_cli.exit_status import UserError
+
 SHIM_TEMPLATE = '''#!{python}
 """Launcher that lets the DSPex Elixir library run `dspex serve`.
 
@@ -46,30 +48,45 @@ def shim_text(python: str | None = None) -> str:
     return SHIM_TEMPLATE.format(python=python or sys.executable)
 
 
+def write_shim(output: Path, text: str) -> None:
+    """Writes the launcher, executable; a path that cannot take it is the user's error."""
+    if output.is_dir():
+        raise UserError(f"{output} is a directory; give a file name, e.g. {output / 'dspex_bridge.py'}")
+    try:
+        output.write_text(text)
+        output.chmod(0o755)
+    except OSError as exc:
+        raise UserError(f"cannot write {output}: {exc.strerror or exc}") from None
+
+
 def register(app: typer.Typer) -> None:
     @app.command("shim")
-    def shim(output: Optional[Path] = typer.Option(None, "--output", "-o",
+    def shim(output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="FILE",
                                                    help="write the script here (made executable)")) -> None:
         """Print a launcher script that DSPex accepts as its Python bridge."""
         text = shim_text()
         if output is None:
             sys.stdout.write(text)
             return
-        output.write_text(text)
-        output.chmod(0o755)
+        write_shim(output, text)
         typer.echo(f"wrote {output}", err=True)
 
     @app.command("commands")
     def commands(markdown: bool = typer.Option(False, "--markdown", help="as a Markdown table"),
-                 plugin: list[str] = typer.Option([], "--plugin", help="also load this plugin module")) -> None:
+                 as_json: bool = typer.Option(False, "--json", help="as JSON, for scripts"),
+                 plugin: list[str] = typer.Option([], "--plugin", metavar="MODULE",
+                                                  help="also load this plugin module (repeatable)")) -> None:
         """List every registered command with its arguments (from the one registry)."""
         from dspex_cli.registry_view import render_commands
 
-        render_commands(markdown=markdown, plugins=plugin)
+        if markdown and as_json:
+            raise UserError("choose one of --markdown and --json")
+        render_commands(markdown=markdown, as_json=as_json, plugins=plugin)
 
     @app.command("demo")
-    def demo() -> None:
+    def demo(as_json: bool = typer.Option(False, "--json", help="print every request and reply frame as JSON lines")
+             ) -> None:
         """Spawn `dspex serve` and run a short session against the offline mock LM."""
         from dspex_cli.demo import run_demo
 
-        raise typer.Exit(run_demo())
+        raise typer.Exit(run_demo(as_json=as_json))

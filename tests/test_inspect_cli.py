@@ -270,3 +270,17 @@ def test_transcript_views(spawn_worker, runtime: Path, tmp_path: Path) -> None:
     assert "sk-recorded-secret-55555" not in out + json.dumps(report)
     assert_one_line_error(inspect(runtime, str(transcript), "inflight"), "unknown transcript view")
     assert_one_line_error(inspect(runtime, str(transcript), "--watch"), "need a live worker")
+
+
+def test_long_worker_ids_and_socket_paths_are_not_wrapped_in_a_pipe(start, runtime: Path) -> None:
+    """A pipe gets every row whole (no fold at 80 columns), even without COLUMNS set."""
+    worker_id = "worker-" + "with-a-long-descriptive-name-" * 4
+    worker = start("--worker-id", worker_id)
+    socket_path = str(runtime / "dspex" / f"{worker.pid}.sock")
+    env = worker_env(XDG_RUNTIME_DIR=str(runtime), NO_COLOR="1")
+    env.pop("COLUMNS", None)
+    result = subprocess.run([sys.executable, "-m", "dspex_cli", "inspect"], capture_output=True, text=True,
+                            env=env, cwd=str(ROOT), timeout=30)
+    assert result.returncode == 0, result.stderr
+    [row] = [line for line in result.stdout.splitlines() if str(worker.pid) in line]
+    assert worker_id in row and socket_path in row and len(row) > 80

@@ -12,7 +12,6 @@ from typing import Any
 
 import orjson
 import pytest
-import typer
 
 from bridge import Engine, EngineConfig
 from bridge.client import dspex_serve_argv
@@ -76,21 +75,11 @@ def run_cli(*args: str) -> tuple[int, str, str]:
 
 
 def run_cli_here(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """`dspex replay` in this process (no interpreter start-up, no second DSPy import)."""
-    from dspex_cli import replay_cmd
+    """`dspex replay` in this process, through the CLI's own error boundary (no
+    interpreter start-up, no second DSPy import)."""
+    from dspex_cli.app import run_app
 
-    app = typer.Typer()
-
-    @app.callback()
-    def root() -> None:
-        pass
-
-    replay_cmd.register(app)
-    try:
-        typer.main.get_command(app).main(args=["replay", *args], prog_name="dspex", standalone_mode=True)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
+    code = run_app(["replay", *args])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -164,6 +153,12 @@ def test_update_rewrites_expectations_in_place(base_transcript: Path, tmp_path: 
     assert result.updated and result.ok
     data = tampered.read_bytes()
     assert b"tampered answer" not in data and SECRET.encode() not in data
+    # Only the changed value was rewritten: the generated program id (new in every replay),
+    # clocks and durations keep their recorded values, so the file is as recorded.
+    untouched = copy_with(base_transcript, tmp_path / "same.jsonl", lambda entry: None)
+    assert data == untouched.read_bytes()
+    [change] = result.updates
+    assert (change.request_id, change.path, change.expected) == (4, "result.outputs.answer", "tampered answer")
     again = replay_transcript(str(tampered))
     assert again.ok and again.replies_compared == 6
     # Nothing to update: the file is left alone.
@@ -398,3 +393,68 @@ def test_progress_bar_only_on_a_terminal(tmp_path: Path) -> None:
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
+
+
+# -- replay's own honesty: ignore paths that match nothing, what --update changed -------
+
+
+def recording_copy(tmp_path: Path, name: str = "chain_of_thought") -> tuple[Path, bytes]:
+    original = (ROOT / "recordings" / f"{name}.jsonl").read_bytes()
+    target = tmp_path / f"{name}.jsonl"
+    target.write_bytes(original)
+    return target, original
+
+
+def change_first_answer(path: Path, new_value: str) -> tuple[Any, str, str]:
+    """Rewrites the first execute_program reply's first output; returns (id, name, old value)."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    for index, line in enumerate(lines):
+        entry = orjson.loads(line)
+        frame = entry.get("frame")
+        if entry.get("dir") == "out" and isinstance(frame, dict) and "outputs" in (frame.get("result") or {}):
+            name, old = next(iter(frame["result"]["outputs"].items()))
+            frame["result"]["outputs"][name] = new_value
+            head = line[:line.index(b',"frame":') + len(b',"frame":')]
+            lines[index] = head + orjson.dumps(frame) + b"}\n"
+            path.write_bytes(b"".join(lines))
+            return frame["id"], name, old
+    raise AssertionError("no execute_program reply in the recording")
+
+
+def test_an_ignore_path_that_matches_nothing_is_reported(tmp_path: Path) -> None:
+    transcript, _ = recording_copy(tmp_path)
+    code, out, err = run_cli(str(transcript), "--ignore", "result.outptus.answer", "--ignore", "result.status")
+    assert code == 0, out + err
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    # The misspelt path is named; result.status exists in replies, so it is not.
+    assert warnings == ["dspex replay: warning: --ignore result.outptus.answer matched nothing in any reply "
+                        "of this run"]
+    code, out, err = run_cli(str(transcript), "--ignore", "execute_program:result.outputs.*", "--json")
+    assert code == 0 and "warning" not in err and orjson.loads(out)["unmatched_ignores"] == []
+    # A path that exists, but only for another command, matches nothing.
+    code, out, _ = run_cli(str(transcript), "--ignore", "ping:result.outputs", "--json")
+    assert orjson.loads(out)["unmatched_ignores"] == ["ping:result.outputs"]
+
+
+def test_update_on_an_unchanged_recording_changes_nothing_and_says_nothing(tmp_path: Path) -> None:
+    transcript, original = recording_copy(tmp_path)
+    code, out, err = run_cli(str(transcript), "--update")
+    assert code == 0, out + err
+    assert transcript.read_bytes() == original
+    assert "updated" not in out and "(updated)" not in out
+
+
+def test_update_of_a_changed_answer_prints_that_one_change_and_only_it_reaches_the_file(tmp_path: Path) -> None:
+    transcript, original = recording_copy(tmp_path)
+    rid, name, old = change_first_answer(transcript, "REGRESSION")
+    code, out, err = run_cli(str(transcript), "--update")
+    assert code == 0, out + err
+    change_lines = [line for line in out.splitlines() if line.startswith("  request ")]
+    assert change_lines == [f'  request {rid} (execute_program) result.outputs.{name}: "REGRESSION" -> '
+                            f'{orjson.dumps(old).decode()}']
+    assert f"updated {transcript}:" in out
+    # The replayed answer is the one originally recorded: every byte is back, the end line,
+    # generated ids and clocks included.
+    assert transcript.read_bytes() == original
+    code, out, _ = run_cli(str(transcript), "--update")
+    assert code == 0 and "updated" not in out

@@ -1,0 +1,54 @@
+"""The one place that builds a rich Console for dspex's command line.
+
+On a terminal, rich fits output to the window as usual. Anywhere else (a pipe, a file,
+CI logs) nothing may be cut or wrapped at an imagined 80 columns: a script grepping
+`dspex commands` for an argument name, or a CI log showing a long transcript path, must
+see the whole text. So a console that is not writing to a terminal gets a width no line
+will reach, and renderables that would stretch to the full width (rules, panels) are
+kept at their natural size by the callers.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+# Wide enough that no table row, path or JSON preview dspex prints is ever folded.
+PIPE_WIDTH = 100_000
+# What a full-width rule or heading uses when the real width is PIPE_WIDTH.
+PIPE_RULE_WIDTH = 80
+
+
+def make_console(*, stderr: bool = False, **options: Any) -> Console:
+    """A Console on stdout (or stderr): terminal-sized on a TTY, never wrapping elsewhere.
+
+    Extra keyword arguments go to rich.console.Console (e.g. highlight=False).
+    """
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    try:
+        interactive = stream.isatty()
+    except (AttributeError, ValueError):  # a closed or replaced stream
+        interactive = False
+    options.setdefault("highlight", False)
+    options.setdefault("soft_wrap", False)
+    if not interactive and "width" not in options:
+        options["width"] = PIPE_WIDTH
+    return Console(stderr=stderr, **options)
+
+
+def is_wide(console: Console) -> bool:
+    """Whether `console` is the non-terminal kind (full-width renderables should not stretch)."""
+    return console.width >= PIPE_WIDTH
+
+
+def rule_width(console: Console) -> int:
+    """The width a heading rule should take on this console."""
+    return PIPE_RULE_WIDTH if is_wide(console) else console.width
+
+
+__all__ = ["PIPE_WIDTH", "is_wide", "make_console", "rule_width"]
