@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["DEFAULT_NUM_RETRIES", "LMConfig", "LMConfigError", "NO_KEY", "STARTUP_LM_ENV", "LazyLMHandle", "build_lm", "parse_lm_args",
+__all__ = ["DEFAULT_NUM_RETRIES", "LMConfig", "LMConfigError", "NO_KEY", "environment_key", "STARTUP_LM_ENV", "LazyLMHandle", "build_lm", "parse_lm_args",
            "startup_lm_config"]
 
 # DSPy's own default, so an LM configured through DSPex retries exactly like `dspy.LM(...)`
@@ -195,6 +195,15 @@ def _api_key_from_env(provider: str) -> str | None:
         if value:
             return value
     return None
+
+
+def environment_key(args: Mapping[str, Any]) -> str | None:
+    """The provider key the environment holds for configure_lm-style args, or None."""
+    try:
+        _, provider = _resolve_model(_optional_str(args, "model"), _optional_str(args, "provider"))
+    except LMConfigError:
+        return None
+    return _api_key_from_env(provider)
 
 
 def parse_lm_args(args: Mapping[str, Any] | None, *, env_key_for_api_base: bool = False) -> LMConfig:

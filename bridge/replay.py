@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import gc
+import logging
 import os
 import threading
 import time
@@ -24,15 +25,18 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import orjson
 
 from .codec import salvage_id
 from .lm_calls import request_key
-from .redact import REDACTED, redact
+from .redact import REDACTED, redact, scrub_text
 from .replay_compare import (VARYING_KEYS, Comparer, IgnoreRules, format_path, parse_ignore_path,
                              reply_id)
 from .transcript import TranscriptError, read_transcript
+
+log = logging.getLogger("dspex.replay")
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -421,10 +425,34 @@ def _is_barrier(command: str | None) -> bool:
     return known
 
 
+def _loopback(url: Any) -> bool:
+    try:
+        host = urlsplit(str(url)).hostname or ""
+    except ValueError:
+        return False
+    return host == "localhost" or host == "::1" or host.startswith("127.")
+
+
 def _drop_redacted(frame: Any) -> Any:
-    """Live LM replays let the environment supply keys the transcript had scrubbed."""
+    """Live LM replays let the environment supply keys the transcript had scrubbed.
+
+    A transcript is a file of requests: it must not choose where the user's key goes. The
+    key from the environment is filled in only for the provider's own endpoint (no
+    api_base) or a server on this machine; any other api_base gets no key.
+    """
     if isinstance(frame, dict) and isinstance(frame.get("args"), dict):
         args = {k: v for k, v in frame["args"].items() if v != REDACTED}
+        if "api_key" in frame["args"] and "api_key" not in args:
+            base = args.get("api_base")
+            if base is None or _loopback(base):
+                from .lm_config import environment_key
+
+                key = environment_key(args)
+                if key:
+                    args["api_key"] = key
+            else:
+                log.warning("live replay: no key from the environment is sent to %s, named by the transcript",
+                            scrub_text(str(base)))
         return {**frame, "args": args}
     return frame
 
