@@ -71,7 +71,7 @@ RUN_BY_TESTS = {
                    "sh serve-text-tools", "exchange text-tools"},
     "inspect.md": {"sh inspect-forms", "python control-client"},
     "elixir.md": {"elixir runtime-config", "elixir plain-port", "elixir genserver", "elixir application",
-                  "elixir usage", "sh shim", "sh inspect-w1"},
+                  "elixir usage", "sh shim", "sh inspect-w1", "elixir running-pools"},
 }
 # Values that differ from run to run: a number in the doc stands for any number here.
 VARYING_NUMBERS = {"timestamp", "execution_time", "duration_ms", "uptime",

@@ -93,3 +93,15 @@ def test_elixir_md_blocks_are_the_ones_the_script_reads() -> None:
     usage = doc_test("elixir.md", "elixir usage").body
     assert '"model" => "mock"' in usage
 
+
+
+def test_elixir_md_running_pools_gives_every_worker_its_default_lm(tmp_path: Path) -> None:
+    block = tmp_path / "running_pools.exs"
+    block.write_text(doc_test("elixir.md", "elixir running-pools").body)
+    env = worker_env(DSPEX_LOG_LEVEL="warning", DSPEX_EXECUTABLE=_dspex_executable(tmp_path),
+                     XDG_RUNTIME_DIR=str(tmp_path), HOME=os.environ.get("HOME", str(tmp_path)))
+    env.pop("OPENAI_API_KEY", None)
+    completed = subprocess.run([_elixir(), str(ROOT / "tests" / "elixir" / "running_pools.exs"), str(block)],
+                               capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert SUMMARY.search(completed.stdout).groups() == ("2", "0"), completed.stdout

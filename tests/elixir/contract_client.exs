@@ -1,6 +1,6 @@
 # A real BEAM client of `dspex serve`: opens the worker as an Erlang port exactly as the
 # DSPex library does ({:packet, 4}, :binary, :exit_status), speaks JSON through Debian's
-# erlang-jiffy, and walks the wire contract (../shared/design/contract.md).
+# erlang-jiffy, and walks the wire contract (docs/protocol.md).
 #
 # Usage:
 #   elixir tests/elixir/contract_client.exs [--python PATH] [--api-base URL] [--root DIR]
