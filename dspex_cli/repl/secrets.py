@@ -1,6 +1,6 @@
 """Secrets typed into the console: never echoed, never stored, and not even typed if wanted.
 
-Which argument names hold secrets comes from bridge.redact (`SECRET_NAMES`), the one list
+Which argument names hold secrets is bridge.redact's call (`SECRET_NAMES`), the one list
 the worker's redaction uses too. Three ways to give a key:
   `api_key=sk-...`            works, but the history keeps the line with the value removed;
   `api_key=$OPENAI_API_KEY`   the value is read from the environment (a missing one is an error);
@@ -31,13 +31,19 @@ def redacted_marker() -> str:
 
 
 def is_secret_name(name: str) -> bool:
-    """Whether an argument of this name holds a secret (the last part of a dotted key counts)."""
-    redact = _redact_module()
-    leaf = name.rsplit(".", 1)[-1]
-    names = getattr(redact, "SECRET_NAMES", None)
-    if names is not None:
-        return leaf.lower() in names
-    return bool(redact.is_secret_key(leaf))  # an older bridge without the exact list
+    """Whether an argument of this name holds a secret (the last part of a dotted key counts).
+
+    bridge.redact decides (its exact SECRET_NAMES list), so the console and the worker
+    never disagree about what a secret is.
+    """
+    return bool(_redact_module().is_secret_key(name.rsplit(".", 1)[-1]))
+
+
+def _remember(value: str) -> None:
+    try:
+        _redact_module().remember_secret(value)
+    except Exception:  # the table of known secrets is full: masking by name still applies
+        pass
 
 
 def env_reference(value: Any) -> str | None:
@@ -78,7 +84,7 @@ def resolve_secret_args(args: dict[str, Any], environ: dict[str, str] | None = N
                 raise ParseError(f"{key}: this line came from the history, which never keeps secrets",
                                  f"write {key}=$VARIABLE to read it from the environment, "
                                  "or use `:lm MODEL --key` to type it unseen")
-            redact.remember_secret(value)
+            _remember(value)
         resolved[key] = value
     return resolved
 
@@ -129,7 +135,7 @@ def redact_line(text: str) -> str:
         inner = value[1:-1] if value[:1] in "\"'" and len(value) >= 2 else value
         if env_reference(inner) is not None or inner == redact.REDACTED:
             return match.group(0)
-        redact.remember_secret(inner)
+        _remember(inner)
         # Quoted, so the recalled line parses and meets resolve_secret_args' clear refusal.
         marker = f'"{redact.REDACTED}"' if quoted else f"'{redact.REDACTED}'"
         return match.group(0)[: match.start("value") - match.start()] + marker
