@@ -60,6 +60,11 @@ def protect_stdout() -> int:
 
 
 def configure_logging(level: str | None) -> None:
+    # Every record of every library (LiteLLM logs prompts at debug level) and every stray
+    # write to the console pass the secret scrubber first.
+    from .redact import install_output_scrubbing
+
+    install_output_scrubbing()
     name = (level or os.environ.get("DSPEX_LOG_LEVEL") or "warning").upper()
     logging.basicConfig(stream=sys.stderr, level=getattr(logging, name, logging.WARNING),
                         format="%(asctime)s dspex[%(process)d] %(levelname)s %(name)s: %(message)s")

@@ -2,7 +2,8 @@
 
 It answers `POST /v1/chat/completions` in DSPy's ChatAdapter format, computing each
 output from the request itself (so a test cannot pass on a canned answer), and sleeps
-when the model name asks for it (`delay-200` waits 200 ms) so concurrency can be measured.
+when the model name asks for it (`delay-200` waits 200 ms) so concurrency can be measured;
+`echo-headers` in the model name repeats the Authorization header in every answer.
 Only ever binds 127.0.0.1.
 """
 
@@ -83,6 +84,8 @@ class Handler(BaseHTTPRequestHandler):
         # ChatAdapter ends the message with an instruction that is not part of the last input.
         last_user = last_user.split(RESPOND_MARKER, 1)[0]
         inputs = {m["name"]: m["value"].strip() for m in INPUT_BLOCK.finditer(last_user)}
+        if "echo-headers" in model:  # a misbehaving LM that repeats the request's credentials
+            inputs["authorization"] = str(self.headers.get("authorization"))
         fields = _output_fields(system) or [("answer", "str")]
         parts = [f"[[ ## {name} ## ]]\n{_value_for(name, type_text, inputs)}" for name, type_text in fields]
         content = "\n\n".join(parts) + "\n\n[[ ## completed ## ]]"

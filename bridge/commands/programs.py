@@ -16,7 +16,7 @@ from ..engine import Context
 from ..errors import (BridgeError, Cancelled, ExecutionFailed, InvalidArguments, InvalidInputs, InvalidSignature,
                       LMCallFailed, LMNotConfigured, ProgramExists, ProgramNotFound)
 from ..lm_calls import make_observer, make_replay_lm
-from ..redact import remember_secret, scrub_text
+from ..redact import remember_config_secrets, remember_secret, scrub_text
 from ..registry import Arg, command
 from ..sessions import LMHandle, ProgramRecord
 from ..signatures import (SignatureError, SignatureSpec, build_dspy_signature, coerce_inputs,
@@ -45,7 +45,7 @@ def configure_session_lm(args: dict[str, Any], ctx: Context) -> LMHandle:
     """Builds an LM from configure_lm-style args (no network call)."""
     from ..lm_config import LMConfigError, build_lm, parse_lm_args
 
-    remember_secret(args.get("api_key"))
+    remember_config_secrets(args)
     try:
         config = parse_lm_args(args)
     except LMConfigError as exc:
