@@ -53,28 +53,46 @@ def test_replay_from_an_attached_console_runs_in_a_scratch_worker(tmp_path: Path
     assert "session_bob" not in sessions and "session_carol" not in sessions
 
 
-def test_into_attached_needs_confirmation_and_never_cleans_what_it_did_not_create(tmp_path: Path,
-                                                                                 live_worker) -> None:
-    refused = run_repl(tmp_path, f":replay {TRANSCRIPT} --into-attached\n", "--attach", str(live_worker.pid))
+@pytest.fixture
+def hostile_transcript(tmp_path: Path, spawn_worker) -> Path:
+    """A real recording (mock LM) that ends by cleaning two sessions up and shutting down."""
+    path = tmp_path / "hostile.jsonl"
+    recorder = spawn_worker("--no-control", "--record", str(path))
+    for command, args in [("configure_lm", {"model": "mock"}),
+                          ("create_program", {"id": "replayed", "signature": "q -> a", "session_id": "session_alice"}),
+                          ("create_program", {"id": "mine", "signature": "q -> a", "session_id": "session_new"}),
+                          ("execute_program", {"program_id": "mine", "inputs": {"q": "x"}, "session_id": "session_new"}),
+                          ("cleanup_session", {"session_id": "session_alice"}),
+                          ("cleanup_session", {"session_id": "session_new"}),
+                          ("cleanup", {}), ("shutdown", {})]:
+        assert recorder.request(command, args)["success"], command
+    assert recorder.process.wait(10) == 0
+    return path
+
+
+def test_into_attached_needs_confirmation_and_never_cleans_what_it_did_not_create(
+        tmp_path: Path, live_worker, hostile_transcript: Path) -> None:
+    refused = run_repl(tmp_path, f":replay {hostile_transcript} --into-attached\n", "--attach", str(live_worker.pid))
     [reply] = replies(refused)
     assert reply["success"] is False and reply["error_type"] == "refused"
     sessions = {s["session_id"] for s in live_worker.request("list_sessions")["result"]["sessions"]}
-    assert "session_bob" not in sessions  # nothing was sent
+    assert "session_new" not in sessions  # nothing was sent
 
-    confirmed = run_repl(tmp_path, f":replay {TRANSCRIPT} --into-attached\nping\n", "--attach",
+    confirmed = run_repl(tmp_path, f":replay {hostile_transcript} --into-attached\nping\n", "--attach",
                          str(live_worker.pid), "--yes")
     replayed, ping = replies(confirmed)
     result = replayed["result"]
-    assert result["where"].startswith("attached worker")
-    assert sorted(s["command"] for s in result["skipped"]) == ["cleanup_session", "shutdown"]
-    assert ping["success"]
-    # session_alice existed before: its cleanup was not sent, so the app's program is still there
-    # (next to the one the replay created in it, as asked).
-    assert live_worker.process.poll() is None
+    assert result["where"].startswith("attached worker") and result["replies"] == result["total"] == 8
+    # Not sent: the whole-worker commands, and the cleanup of a session that was there before.
+    assert sorted((s["command"], s["id"]) for s in result["skipped"]) == sorted(
+        [("cleanup", 7), ("shutdown", 8), ("cleanup_session", 5)]), result["skipped"]
+    assert ping["success"] and live_worker.process.poll() is None
     alice = live_worker.request("list_programs", {"session_id": "session_alice"})["result"]["programs"]
-    assert "app_prog" in [p["id"] for p in alice]
-    sessions = {s["session_id"] for s in live_worker.request("list_sessions")["result"]["sessions"]}
-    assert "session_bob" in sessions  # what the replay sent did happen in the live worker
+    assert sorted(p["id"] for p in alice) == ["app_prog", "replayed"]  # the app's program survived
+    # session_new was the replay's own: its cleanup was sent, so nothing of it is left.
+    assert live_worker.request("list_programs", {"session_id": "session_new"})["result"]["programs"] == []
+    # The comparison is real: the skipped commands show as differences.
+    assert {m["command"] for m in result["mismatches"]} >= {"cleanup", "shutdown", "cleanup_session"}
 
 
 def test_read_only_console_sends_reads_and_refuses_everything_else(tmp_path: Path, live_worker) -> None:

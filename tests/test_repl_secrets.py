@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from test_repl_pipe import repl_env, replies, run_repl
-from test_repl_terminal import PROMPT, Console
+from test_repl_terminal import PROMPT, Console, console_env
 
 from dspex_cli.repl.config import prune_worker_logs, secure_state_dir
 from dspex_cli.repl.secrets import mask_args, redact_line, resolve_secret_args
@@ -126,6 +126,11 @@ def test_terminal_masks_the_key_and_the_history_file_never_holds_it(tmp_path: Pa
         # Up recalls the redacted line; sending it is refused with a way out, not a wrong key.
         console.send("\x1b[A")
         console.run("", "this line came from the history")
+        # Raw JSON mode masks the request it shows the same way.
+        console.run(":json on", "json on")
+        screen = console.run(f'configure_lm {{"model": "openai/y", "api_key": "{secret}"}}', '"success": true')
+        raw = screen[screen.index("→ {"):]
+        assert secret not in raw and '"api_key": "[REDACTED]"' in raw
         assert console.exit() == 0
     finally:
         if console.child.isalive():
@@ -156,3 +161,27 @@ def test_terminal_key_flag_prompts_without_echo(tmp_path: Path, openai_server) -
     history = (home / "state" / "dspex" / "repl_history").read_text()
     assert TYPED_KEY not in history and "--key" in history
 
+
+
+def test_pipe_key_flag_asks_on_the_terminal_without_echo(tmp_path: Path, openai_server) -> None:
+    import pexpect
+
+    home = tmp_path / "home"
+    home.mkdir()
+    script = (f":lm openai/local-model api_base={openai_server.base_url} --key\\n"
+              "qa = question -> answer\\nqa(question=\\\"hi\\\")\\n")
+    # The script comes through a pipe; the key from the terminal the pipe runs on.
+    child = pexpect.spawn("bash", ["-c", f'printf "{script}" | {sys.executable} -m dspex_cli repl'],
+                          env=console_env(home), cwd=str(tmp_path), encoding="utf-8", timeout=60)
+    try:
+        child.expect("API key for openai/local-model: ")
+        child.sendline(TYPED_KEY)
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    lines = [line for line in (child.before or "").splitlines() if line.startswith("{")]
+    configured, created, executed = (json.loads(line) for line in lines)
+    assert configured["success"] and executed["success"], lines
+    assert TYPED_KEY not in (child.before or "")  # getpass did not echo it
+    assert any(r["authorization"] == f"Bearer {TYPED_KEY}" for r in openai_server.requests)
+    assert child.exitstatus == 0
