@@ -24,7 +24,7 @@ from prompt_toolkit.output import Output as PTOutput
 from prompt_toolkit.styles import Style
 
 from .completion import ReplCompleter
-from .config import ReplConfig, trim_history
+from .config import ReplConfig, create_private_file, redact_history_file, trim_history
 from .meta import META, meta_names
 from .parsing import registry, BARE_META_WORDS, is_complete
 from .shell import Shell
@@ -63,6 +63,37 @@ class ReplLexer(Lexer):
             return FormattedText(fragments)
 
         return get_line
+
+
+class RedactingFileHistory(FileHistory):
+    """The history file, holding every line with its secret values removed.
+
+    The line recalled with Up in this console is the redacted one too: sending it again
+    gets a clear error pointing to `$VARIABLE` or `--key` rather than a wrong key.
+    """
+
+    def append_string(self, string: str) -> None:
+        from .secrets import redact_line
+
+        super().append_string(redact_line(string))
+
+
+def ask_secret(prompt: str) -> str:
+    """A key typed without echo (`:lm MODEL --key` on a terminal)."""
+    from prompt_toolkit import prompt as ask
+
+    return ask(prompt, is_password=True)
+
+
+def confirm(question: str) -> bool:
+    """A pgcli-style yes/no question; anything but y/yes (Enter included) is no."""
+    from prompt_toolkit import prompt as ask
+
+    try:
+        answer = ask(f"{question} [y/N] ")
+    except (EOFError, KeyboardInterrupt):
+        return False
+    return answer.strip().lower() in ("y", "yes")
 
 
 def _key_bindings() -> KeyBindings:
@@ -175,8 +206,12 @@ def run_console(shell: Shell, config: ReplConfig, history_path: str | None,
                 input: Input | None = None, output: PTOutput | None = None) -> int:
     """The read-eval-print loop; Ctrl-D (or :quit) leaves it."""
     if history_path:
+        create_private_file(Path(history_path))
+        redact_history_file(Path(history_path))
         trim_history(Path(history_path), config.history_size)
-    history: History = FileHistory(history_path) if history_path else InMemoryHistory()
+    history: History = RedactingFileHistory(history_path) if history_path else InMemoryHistory()
+    shell.ask_secret = ask_secret
+    shell.confirm = confirm
     session = build_session(shell, config, history, input=input, output=output)
     start = BackgroundStart(shell)
     # after_render, not pre_run: the import of DSPy must not compete with the first draw.

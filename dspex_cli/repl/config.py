@@ -181,6 +181,73 @@ class ModelMemory:
         if self.path is not None:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                create_private_file(self.path)
                 self.path.write_text(json.dumps(self.models))
             except OSError:
                 pass  # completion is a convenience; failing to persist it is not an error
+
+
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+
+def secure_state_dir(path: Path) -> None:
+    """Makes the state directory 0700 and every file in it 0600, fixing older, looser modes.
+
+    The history, the logs and the remembered models may name hosts, users and prompts;
+    other local users must not read them.
+    """
+    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+    if path.stat().st_mode & 0o777 != PRIVATE_DIR_MODE:
+        path.chmod(PRIVATE_DIR_MODE)
+    for entry in path.iterdir():
+        try:
+            if entry.is_file() and not entry.is_symlink() and entry.stat().st_mode & 0o077:
+                entry.chmod(PRIVATE_FILE_MODE)
+        except OSError:
+            continue  # a file that vanished meanwhile needs no fixing
+
+
+def create_private_file(path: Path) -> None:
+    """Creates `path` as 0600 if it does not exist (FileHistory and logs append with the umask)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE_MODE)
+    os.close(descriptor)
+    if path.stat().st_mode & 0o077:
+        path.chmod(PRIVATE_FILE_MODE)
+
+
+WORKER_LOGS_KEPT = 5
+
+
+def prune_worker_logs(directory: Path, keep: int = WORKER_LOGS_KEPT) -> list[Path]:
+    """Deletes all but the `keep` newest spawned-worker-PID.log files; returns those deleted."""
+    try:
+        logs = [(p.stat().st_mtime, p) for p in directory.glob("spawned-worker-*.log") if p.is_file()]
+    except OSError:
+        return []
+    logs.sort(reverse=True)
+    deleted = []
+    for _, old in logs[keep:]:
+        try:
+            old.unlink()
+            deleted.append(old)
+        except OSError:
+            pass  # another console removing it first is fine
+    return deleted
+
+
+def redact_history_file(path: Path) -> None:
+    """Rewrites a history file whose entries hold secret values (from before redaction)."""
+    from .secrets import redact_line
+
+    try:
+        text = path.read_text()
+    except OSError:
+        return
+    lines = text.split("\n")
+    cleaned = [("+" + redact_line(line[1:])) if line.startswith("+") else line for line in lines]
+    if cleaned != lines:
+        try:
+            path.write_text("\n".join(cleaned))
+        except OSError:
+            pass

@@ -307,45 +307,12 @@ def record(shell: Shell, argument: str) -> None:
                    {"recording": str(path), "prelude": len(shell.setup_log)})
 
 
-@meta("replay", "FILE", complete="file")
+@meta("replay", "FILE [--into-attached]", complete="file")
 def replay(shell: Shell, argument: str) -> None:
-    """Runs a transcript's requests against this target and shows what differs."""
-    path = Path(argument.strip()).expanduser()
-    if not argument.strip():
-        raise ParseError(":replay needs a transcript file", ":replay session.jsonl")
-    if not path.is_file():
-        raise ParseError(f"No such transcript: {path}", "give the path of a .jsonl transcript")
-    try:
-        from bridge.replay import replay_transcript
-    except ImportError:
-        raise ParseError("Replay is not available in this installation",
-                         "it needs bridge.replay (the record/replay feature)") from None
+    """Replays a transcript in a scratch engine or worker and shows what differs."""
+    from .replaying import run_replay
 
-    from .targets import InProcessTarget
-
-    target = shell.target
-    submit: Any
-    if isinstance(target, InProcessTarget):
-        # Handing over the engine lets replay answer LM calls from the transcript's cassette.
-        submit = target.engine
-    else:
-        def submit(payload: bytes, send: Callable[[bytes], None]) -> None:
-            request = json.loads(payload)
-            target.submit(request).add_done_callback(
-                lambda done: send(json.dumps(done.result(), default=str).encode()))
-
-    started = time.perf_counter()
-    try:
-        result = replay_transcript(str(path), submit=submit)
-    except Exception as exc:
-        raise ParseError(f"Cannot replay {path}: {exc}",
-                         "check it is a transcript written by `dspex serve --record` or :record") from None
-    shell.out.data("replay", {"file": str(path), "ok": bool(result.ok), "error": result.error,
-                              "requests": result.requests,
-                              "mismatches": [m.to_dict() for m in result.mismatches],
-                              "duration_ms": round((time.perf_counter() - started) * 1000, 1)})
-    if not result.ok:
-        shell.failures += 1
+    run_replay(shell, argument)
 
 
 PROGRAM_FILE_FORMAT = "dspex-program"

@@ -8,6 +8,8 @@ output, never before the first prompt.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from typing import Any
 
 from rich.console import Console, Group
@@ -39,6 +41,8 @@ class RichOutput:
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(highlight=False, soft_wrap=False)
+        self._progress_lock = threading.Lock()
+        self._progress_shown = 0.0
 
     # -- the Output protocol ------------------------------------------------------------
 
@@ -80,6 +84,21 @@ class RichOutput:
         self.console.print(Text(f"✗ cancelled: {request['command']} (id {request['id']}) — "
                                 "the console stopped waiting; the worker may still finish it",
                                 style="bold red"))
+
+    def progress(self, label: str, done: int, total: int, final: bool = False) -> None:
+        """One status line rewritten in place (at most 10 times a second), ended when final."""
+        with self._progress_lock:
+            now = time.monotonic()
+            if not final and done not in (0, total) and now - self._progress_shown < 0.1:
+                return
+            self._progress_shown = now
+            line = f"{label}: {done}/{total} replies"
+            if not self.console.is_terminal:
+                if final:
+                    self.console.print(Text(line, style="dim"))
+                return
+            self.console.file.write("\r\x1b[2K" + line + ("\n" if final else ""))
+            self.console.file.flush()
 
     def data(self, kind: str, payload: Any) -> None:
         renderer = getattr(self, f"_data_{kind}", None)
@@ -220,16 +239,20 @@ class RichOutput:
         return Group(summary, table)
 
     def _data_replay(self, payload: dict[str, Any]) -> Any:
+        where = f" in {payload['where']}" if payload.get("where") else ""
+        skipped = payload.get("skipped") or []
+        note = Text("".join(f"\n  not sent: {s['command']} (request {s['id']}): {s['reason']}" for s in skipped),
+                    style="yellow")
         if payload["ok"]:
-            return Text(f"✓ {payload['file']}: {payload.get('requests')} requests, every reply matched "
+            return Text(f"✓ {payload['file']}{where}: {payload.get('requests')} requests, every reply matched "
                         f"({payload['duration_ms']} ms)", style="green")
         if payload.get("error"):
-            return Text(f"✗ {payload['file']}: {payload['error']}", style="bold red")
-        table = Table(title=Text(f"✗ {payload['file']}: {len(payload['mismatches'])} mismatch(es)"),
+            return Group(Text(f"✗ {payload['file']}{where}: {payload['error']}", style="bold red"), note)
+        table = Table(title=Text(f"✗ {payload['file']}{where}: {len(payload['mismatches'])} mismatch(es)"),
                       title_justify="left", title_style="bold red")
         for column in ("request", "command", "path", "expected", "actual"):
             table.add_column(column, overflow="fold")
         for m in payload["mismatches"]:
             table.add_row(_cell(m["request_id"]), _cell(m["command"]), _cell(m["path"]),
                           Text(_cell(m["expected"]).plain, style="green"), Text(_cell(m["actual"]).plain, style="red"))
-        return table
+        return Group(table, note) if skipped else table

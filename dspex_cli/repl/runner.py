@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ModelMemory, load_config, state_dir
+from .config import WORKER_LOGS_KEPT, ModelMemory, create_private_file, load_config, prune_worker_logs, secure_state_dir, state_dir
 from .targets import AttachTarget, InProcessTarget, SpawnTarget, Target
 
 
-USAGE = """dspex repl [--attach WORKER | --spawn CMD] [--session ID] [--lm MODEL] [--json]
-                  [--config FILE] [--no-history] [--plugin MODULE ...]
+USAGE = """dspex repl [--attach WORKER [--read-only] | --spawn CMD] [--session ID] [--lm MODEL]
+                  [--json] [--yes] [--config FILE] [--no-history] [--plugin MODULE ...]
 
 An interactive console for DSPy through the bridge. On a terminal: completion, history
 (Ctrl-R), Ctrl-C cancels a running call, Ctrl-D exits; :help lists everything. With stdin
@@ -33,6 +33,8 @@ class ReplOptions:
     config_path: Path | None = None
     no_history: bool = False
     plugins: list[str] = field(default_factory=list)
+    read_only: bool = False
+    assume_yes: bool = False
 
 
 class LazyRichOutput:
@@ -60,6 +62,10 @@ def parse_args(argv: list[str]) -> ReplOptions:
                         help="run commands in a live worker (pid, worker id or socket path)")
     target.add_argument("--spawn", metavar="CMD",
                         help='start a worker command, talk to it over the port framing (e.g. "dspex serve")')
+    parser.add_argument("--read-only", action="store_true",
+                        help="with --attach: send only commands that read (list_*, get_*, ping, execute_program)")
+    parser.add_argument("--yes", "-y", action="store_true",
+                        help="answer yes to confirmations (destructive commands, :replay --into-attached)")
     parser.add_argument("--session", "-s", metavar="ID", help="the session to start in")
     parser.add_argument("--lm", metavar="MODEL", help="configure this LM at start-up (e.g. mock)")
     parser.add_argument("--json", action="store_true", help="show requests and replies as raw JSON")
@@ -68,8 +74,11 @@ def parse_args(argv: list[str]) -> ReplOptions:
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                         help="also load this plugin module's commands (repeatable; $DSPEX_PLUGINS too)")
     ns = parser.parse_args(argv)
+    if ns.read_only and not ns.attach:
+        parser.error("--read-only needs --attach WORKER (it guards a live worker)")
     return ReplOptions(attach=ns.attach, spawn=ns.spawn, session=ns.session, lm=ns.lm, json=ns.json,
-                       config_path=ns.config, no_history=ns.no_history, plugins=ns.plugin)
+                       config_path=ns.config, no_history=ns.no_history, plugins=ns.plugin,
+                       read_only=ns.read_only, assume_yes=ns.yes)
 
 
 def main(argv: list[str]) -> int:
@@ -92,6 +101,8 @@ def make_target(options: ReplOptions, log_dir: Path) -> Target:
     if options.attach:
         return AttachTarget(options.attach)
     if options.spawn:
+        # Each console leaves its worker's log behind; only the last few are worth keeping.
+        prune_worker_logs(log_dir, keep=WORKER_LOGS_KEPT - 1)
         return SpawnTarget(options.spawn, log_dir / f"spawned-worker-{os.getpid()}.log")
     return InProcessTarget()
 
@@ -101,6 +112,7 @@ def _setup_logging(interactive: bool, log_dir: Path) -> None:
     if interactive:
         try:
             log_dir.mkdir(parents=True, exist_ok=True)
+            create_private_file(log_dir / "repl.log")
             handler: logging.Handler = logging.FileHandler(log_dir / "repl.log")
         except OSError:
             handler = logging.NullHandler()
@@ -123,6 +135,10 @@ def run(options: ReplOptions) -> int:
     if options.json:
         config.json = True
     states = state_dir()
+    try:
+        secure_state_dir(states)
+    except OSError as exc:
+        print(f"dspex repl: cannot secure {states}: {exc.strerror or exc}", file=sys.stderr)
     _setup_logging(interactive, states)
     from .parsing import use_plugins
 
@@ -137,11 +153,12 @@ def run(options: ReplOptions) -> int:
         for problem in config.problems:
             print(f"dspex repl: config: {problem}", file=sys.stderr)
         config.problems = []
-        return _pipe(target, config, models, config.lm or None)
+        return _pipe(target, config, models, config.lm or None, options)
     from .app import run_console, show_banner
     from .shell import Shell
 
-    shell = Shell(target, LazyRichOutput(), config=config, models=models, interactive=True)
+    shell = Shell(target, LazyRichOutput(), config=config, models=models, interactive=True,
+                  read_only=options.read_only, assume_yes=options.assume_yes)
     history_path = None
     if not options.no_history:
         try:
@@ -156,11 +173,12 @@ def run(options: ReplOptions) -> int:
         shell.close()
 
 
-def _pipe(target: Target, config: Any, models: ModelMemory, lm: str | None) -> int:
+def _pipe(target: Target, config: Any, models: ModelMemory, lm: str | None, options: ReplOptions) -> int:
     from .pipe import JsonLinesOutput, run_pipe
     from .shell import Shell
 
-    shell = Shell(target, JsonLinesOutput(sys.stdout), config=config, models=models)
+    shell = Shell(target, JsonLinesOutput(sys.stdout), config=config, models=models,
+                  read_only=options.read_only, assume_yes=options.assume_yes)
     try:
         if lm:
             # Same as typing `:lm MODEL` first, so its reply is the first line of output.

@@ -18,7 +18,9 @@ from typing import Any, Protocol
 from .config import ModelMemory, ReplConfig
 from .parsing import (registry, CallInput, DefineInput, Empty, MetaInput, ParseError, ProtocolInput,
                       closest, parse, parse_assignments, split_words)
-from .targets import Target
+from .guard import Refused, check_read_only, destructive_question, is_destructive
+from .secrets import KEY_FLAG, SecretAsker, ask_secret_on_tty, mask_request, resolve_secret_args
+from .targets import AttachTarget, Target
 
 ANONYMOUS = "anonymous"
 
@@ -66,8 +68,17 @@ class Cancelled(Exception):
 
 class Shell:
     def __init__(self, target: Target, output: Output, config: ReplConfig | None = None,
-                 models: ModelMemory | None = None, interactive: bool = False) -> None:
+                 models: ModelMemory | None = None, interactive: bool = False, read_only: bool = False,
+                 assume_yes: bool = False) -> None:
         self.target = target
+        # --read-only: against an attached worker, only commands that read are sent.
+        self.read_only = read_only
+        # --yes: scripts answer the confirmation questions in advance.
+        self.assume_yes = assume_yes
+        # How a key is asked for, and a yes/no question put; the terminal console sets
+        # prompt_toolkit versions, a pipe asks on /dev/tty for keys and never confirms.
+        self.ask_secret: SecretAsker = ask_secret_on_tty
+        self.confirm: Any = None
         self.out = output
         self.config = config or ReplConfig()
         self.models = models or ModelMemory(None)
@@ -141,17 +152,40 @@ class Shell:
     # -- requests ---------------------------------------------------------------------
 
     def request_for(self, command: str, args: dict[str, Any]) -> dict[str, Any]:
-        args = dict(args)
+        args = resolve_secret_args(dict(args))
         spec = registry().get(command)
         # The current session goes to every command that has one, unless given explicitly.
         if self.session != ANONYMOUS and "session_id" in spec.arg_names and "session_id" not in args:
             args["session_id"] = self.session
         return {"id": next(self._ids), "command": command, "args": args}
 
+    def attached(self) -> bool:
+        return isinstance(self.target, AttachTarget)
+
+    def ask_confirmation(self, question: str) -> bool:
+        """Yes only if the user says so (or --yes said so in advance)."""
+        if self.assume_yes:
+            return True
+        return bool(self.confirm(question)) if self.confirm is not None else False
+
+    def guard(self, command: str) -> None:
+        """Refuses what --read-only forbids; asks before a destructive command hits a live worker."""
+        if not self.attached():
+            return
+        spec = registry().get(command)
+        if self.read_only:
+            check_read_only(spec)
+        if is_destructive(spec) and not self.ask_confirmation(destructive_question(spec.name)):
+            how = "answered no" if self.confirm is not None else "cannot ask in a pipe"
+            raise Refused(f"{spec.name} was not sent to the attached worker ({how})",
+                          "start the console with --yes to confirm in advance" if self.confirm is None
+                          else "it runs only when you answer y")
+
     def send(self, command: str, args: dict[str, Any], *, show_reply: bool = True) -> dict[str, Any] | None:
         """Sends one protocol command, shows it, waits for and shows the reply."""
+        self.guard(command)
         request = self.request_for(command, args)
-        self.out.sent(request, self.show_json)
+        self.out.sent(mask_request(request), self.show_json)
         started = time.perf_counter()
         future = self.target.submit(request)
         try:
@@ -265,12 +299,25 @@ class Shell:
             if self.lm_label is None:
                 self.out.error("No LM configured yet", ERROR_HINTS["lm_not_configured"], "lm_not_configured")
             return
+        ask_key = KEY_FLAG in words
+        words = [w for w in words if w != KEY_FLAG]
+        if not words:
+            raise ParseError(f"{KEY_FLAG} needs a model", f":lm openai/gpt-4o-mini {KEY_FLAG}")
         model, rest = words[0], words[1:]
         if "=" in model:
             args = parse_assignments(words)
         else:
             args = {"model": model, **parse_assignments(rest)}
         self._check_args("configure_lm", args)
+        if ask_key:
+            if "api_key" in args:
+                raise ParseError(f"Give the key either as api_key=... or with {KEY_FLAG}, not both")
+            self.guard("configure_lm")  # refuse before asking for a key that would not be sent
+            key = self.ask_secret(f"API key for {args.get('model') or 'the LM'}: ").strip()
+            if not key:
+                raise ParseError("No key was entered, so nothing was configured",
+                                 f"type the key after {KEY_FLAG}, or use api_key=$VARIABLE")
+            args["api_key"] = key
         self.send("configure_lm", args)
 
     def define(self, program_id: str, signature: str, program_type: str = "predict") -> None:

@@ -241,7 +241,8 @@ class SpawnTarget(Target):
                 from bridge.client import WorkerClient
 
                 self.log_path.parent.mkdir(parents=True, exist_ok=True)
-                stderr = open(self.log_path, "ab")  # the worker's logs must not garble the console
+                # The worker's logs must not garble the console; 0600: they may quote prompts.
+                stderr = os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
                 try:
                     self._client = WorkerClient(self.argv, env=self._env, stderr=stderr)
                 except OSError as exc:

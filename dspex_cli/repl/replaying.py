@@ -1,0 +1,272 @@
+"""`:replay FILE`: a transcript's requests, replayed where they cannot hurt anything.
+
+A transcript holds whatever its recording did, `cleanup`, `reset_state` and `shutdown`
+included, so it never runs in the console's own state:
+  in-process   a scratch Engine (the console's engine and its programs are untouched);
+  --spawn      a scratch worker started with the same command;
+  --attach     a scratch `dspex serve`; only `:replay FILE --into-attached`, confirmed,
+               sends it into the live worker, and even then no destructive command
+               reaches anything the replay did not create itself (see IntoAttached).
+LM calls are answered from the transcript's cassette. Progress (replies / requests)
+shows while it runs.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from .guard import Refused, is_destructive
+from .parsing import ParseError, registry, split_words
+
+if TYPE_CHECKING:
+    from .shell import Shell
+
+Send = Callable[[bytes], None]
+INTO_ATTACHED = "--into-attached"
+SKIPPED = "skipped_by_console"
+
+
+class Progress:
+    """Counts replies as they arrive (from any thread) and shows `done/total`."""
+
+    def __init__(self, shell: Shell, name: str, total: int) -> None:
+        self.shell = shell
+        self.name = name
+        self.total = total
+        self.done = 0
+        self._lock = threading.Lock()
+        self.show()
+
+    def show(self, final: bool = False) -> None:
+        report = getattr(self.shell.out, "progress", None)
+        if report is not None:
+            report(f"replay {self.name}", min(self.done, self.total), self.total, final)
+
+    def reply(self) -> None:
+        with self._lock:
+            self.done += 1
+        self.show()
+
+    def tap(self, direction: str, payload: bytes, at: float) -> None:
+        """An engine frame tap: every frame going out is one reply."""
+        if direction == "out":
+            self.reply()
+
+
+def _request_id(payload: bytes) -> Any:
+    try:
+        frame = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    value = frame.get("id") if isinstance(frame, dict) else None
+    return None if isinstance(value, (dict, list)) else value
+
+
+class ScratchWorker:
+    """A worker of its own for one replay, spoken to over the port framing."""
+
+    def __init__(self, argv: list[str], transcript: str, progress: Progress) -> None:
+        from bridge.client import WorkerClient
+        from bridge.replay import CASSETTE_ENV
+
+        env = dict(os.environ)
+        env.pop("DSPEX_RECORD", None)
+        env[CASSETTE_ENV] = os.path.abspath(transcript)  # LM answers from the transcript
+        self.progress = progress
+        try:
+            self.client = WorkerClient(argv, env=env, stderr=subprocess.DEVNULL)
+        except OSError as exc:
+            raise ParseError(f"Cannot start a scratch worker ({argv[0]}): {exc.strerror or exc}") from None
+
+    def submit(self, payload: bytes, send: Send) -> None:
+        from bridge.framing import pack
+
+        rid = _request_id(payload)
+        future = self.client.expect(rid) if rid is not None else None
+        try:
+            self.client.send_raw(pack(payload))
+        except OSError:
+            return  # the worker left (a replayed `shutdown`); replay reports what is missing
+        if future is not None:
+            def deliver(done: Any) -> None:
+                if done.exception() is None:
+                    self.progress.reply()
+                    send(orjson.dumps(done.result(), default=str))
+
+            future.add_done_callback(deliver)
+
+    def close(self) -> None:
+        self.client.close(timeout=5.0)
+
+
+class IntoAttached:
+    """Replays into a live worker without harming what was there before.
+
+    A destructive command (from the registry) is not sent when it acts on the whole
+    worker (`shutdown`, `cleanup`, `reset_state`: no session argument), nor when it names
+    a session that existed before the replay (`cleanup_session`, `delete_program`): it
+    gets a `skipped_by_console` reply, so the replay shows it as a difference.
+    """
+
+    def __init__(self, shell: Shell, progress: Progress) -> None:
+        self.shell = shell
+        self.progress = progress
+        self.skipped: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        reply = shell.target.submit({"id": "replay-sessions", "command": "list_sessions", "args": {}}).result(30)
+        if not reply.get("success"):
+            raise ParseError(f"Cannot list the attached worker's sessions: {reply.get('error')}",
+                             "the replay needs them to know which sessions it may clean up")
+        self.existing = {"anonymous"} | {str(s.get("session_id")) for s in reply["result"].get("sessions") or []}
+
+    def _refusal(self, frame: dict[str, Any]) -> str | None:
+        command = frame.get("command")
+        if not isinstance(command, str) or command not in registry():
+            return None
+        spec = registry().get(command)
+        if not is_destructive(spec):
+            return None
+        args = frame.get("args") if isinstance(frame.get("args"), dict) else {}
+        if "session_id" not in spec.arg_names:
+            return f"{spec.name} acts on the whole attached worker"
+        session = str(args.get("session_id") or "anonymous")
+        if session in self.existing:
+            return f"{spec.name} would touch session {session}, which the replay did not create"
+        return None
+
+    def submit(self, payload: bytes, send: Send) -> None:
+        try:
+            frame = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return  # an undecodable recorded frame: the live worker does not need to see it
+        if not isinstance(frame, dict):
+            return
+        reason = self._refusal(frame)
+        if reason is not None:
+            with self._lock:
+                self.skipped.append({"id": frame.get("id"), "command": frame.get("command"), "reason": reason})
+            self.progress.reply()
+            send(orjson.dumps({"id": frame.get("id"), "success": False, "error_type": SKIPPED,
+                               "error": f"not sent: {reason}", "timestamp": time.time()}))
+            return
+
+        def deliver(done: Any) -> None:
+            self.progress.reply()
+            send(orjson.dumps(done.result(), default=str))
+
+        self.shell.target.submit({"id": frame.get("id"), "command": frame.get("command"),
+                                  "args": frame.get("args") or {}}).add_done_callback(deliver)
+
+    def close(self) -> None:
+        pass
+
+
+def _scratch_engine(transcript: Any) -> Any:
+    from bridge import Engine, EngineConfig
+    from bridge.replay import run_requests_in_caller
+
+    header = transcript.header
+    worker_id = header.get("worker_id")
+    engine = Engine(EngineConfig(mode=str(header.get("mode") or "standalone"),
+                                 worker_id=str(worker_id) if worker_id else None,
+                                 argv=[str(a) for a in header.get("argv") or []]))
+    run_requests_in_caller(engine)  # a cassette answers at once: deterministic, like `dspex replay`
+    return engine
+
+
+def scratch_worker_argv(shell: Shell, header: dict[str, Any]) -> list[str]:
+    """The worker command a replay spawns: the console's own --spawn command, else `dspex serve`."""
+    from bridge.replay import expand_worker_argv
+
+    from .targets import SpawnTarget
+
+    if isinstance(shell.target, SpawnTarget):
+        return list(shell.target.argv)
+    return expand_worker_argv([sys.executable, "-m", "dspex_cli", "serve", "{args}"], header)
+
+
+def parse_replay_argument(argument: str) -> tuple[Path, bool]:
+    words = split_words(argument)
+    into_attached = INTO_ATTACHED in words
+    words = [w for w in words if w != INTO_ATTACHED]
+    if len(words) != 1:
+        raise ParseError(":replay needs one transcript file", f":replay session.jsonl  (or FILE {INTO_ATTACHED})")
+    path = Path(words[0]).expanduser()
+    if not path.is_file():
+        raise ParseError(f"No such transcript: {path}", "give the path of a .jsonl transcript")
+    return path, into_attached
+
+
+def run_replay(shell: Shell, argument: str) -> None:
+    path, into_attached = parse_replay_argument(argument)
+    try:
+        from bridge.replay import replay_transcript
+        from bridge.transcript import TranscriptError, read_transcript, summarize
+    except ImportError:
+        raise ParseError("Replay is not available in this installation",
+                         "it needs bridge.replay (the record/replay feature)") from None
+    if into_attached:
+        if not shell.attached():
+            raise ParseError(f"{INTO_ATTACHED} is for a console attached to a worker",
+                             "without it, :replay runs in a scratch engine")
+        if shell.read_only:
+            raise Refused(f"Read-only console: {INTO_ATTACHED} would change the worker",
+                          "drop --into-attached to replay in a scratch worker")
+        question = (f"You're about to replay {path.name} into the attached worker {shell.target.label()}; "
+                    "its own sessions are not cleaned up and it is not shut down. Do you want to proceed?")
+        if not shell.ask_confirmation(question):
+            raise Refused("Replay into the attached worker not confirmed, nothing was sent",
+                          "answer y, start the console with --yes, or replay without --into-attached")
+    try:
+        total = summarize(str(path)).frames_in
+        transcript = read_transcript(str(path))
+    except TranscriptError as exc:
+        raise ParseError(f"Cannot replay {path}: {exc}",
+                         "check it is a transcript written by `dspex serve --record` or :record") from None
+    progress = Progress(shell, path.name, total)
+    runner: Any = None
+    where: str
+    skipped: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    try:
+        if into_attached:
+            runner = IntoAttached(shell, progress)
+            submit: Any = runner.submit
+            where = f"attached worker {shell.target.label()}"
+        elif shell.attached() or shell.target.kind == "spawn":
+            runner = ScratchWorker(scratch_worker_argv(shell, transcript.header), str(path), progress)
+            submit = runner.submit
+            where = "a scratch worker"
+        else:
+            runner = _scratch_engine(transcript)
+            runner.frame_taps.append(progress.tap)
+            submit = runner  # an Engine: replay answers its LM calls from the cassette
+            where = "a scratch engine"
+        result = replay_transcript(str(path), submit=submit)
+        if isinstance(runner, IntoAttached):
+            skipped = runner.skipped
+    except (ParseError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        raise ParseError(f"Cannot replay {path}: {exc}",
+                         "check it is a transcript written by `dspex serve --record` or :record") from None
+    finally:
+        progress.show(final=True)
+        if runner is not None:
+            runner.close()
+    shell.out.data("replay", {"file": str(path), "ok": bool(result.ok), "error": result.error,
+                              "requests": result.requests, "replies": progress.done, "total": total,
+                              "where": where, "skipped": skipped,
+                              "mismatches": [m.to_dict() for m in result.mismatches],
+                              "duration_ms": round((time.perf_counter() - started) * 1000, 1)})
+    if not result.ok:
+        shell.failures += 1
