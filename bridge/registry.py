@@ -74,6 +74,11 @@ class CommandSpec:
     #   "global"  a write across every session (cleanup, reset_state).
     scheduling: str = "write"
     aliases: tuple[str, ...] = ()
+    # What running it does to the worker, for tools that must not change it by accident:
+    # read_only commands leave every session as it was (a read-only console allows only
+    # them); destructive ones delete state or stop the worker (a console asks first).
+    read_only: bool = False
+    destructive: bool = False
     plugin: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -181,8 +186,8 @@ REGISTRY = Registry()
 
 
 def command(name: str, *, args: tuple[Arg, ...] | list[Arg] = (), scheduling: str = "write",
-            summary: str | None = None, aliases: tuple[str, ...] = (),
-            registry: Registry | None = None) -> Callable[[Handler], Handler]:
+            summary: str | None = None, aliases: tuple[str, ...] = (), read_only: bool = False,
+            destructive: bool = False, registry: Registry | None = None) -> Callable[[Handler], Handler]:
     """Registers a handler `(args: dict, ctx: Context) -> dict` under `name`.
 
     The summary defaults to the handler's docstring's first line, so help text lives
@@ -193,7 +198,8 @@ def command(name: str, *, args: tuple[Arg, ...] | list[Arg] = (), scheduling: st
         doc = inspect.getdoc(handler) or ""
         spec = CommandSpec(
             name=name, handler=handler, summary=summary or (doc.splitlines()[0] if doc else name),
-            args=tuple(args), scheduling=scheduling, aliases=tuple(aliases),
+            args=tuple(args), scheduling=scheduling, aliases=tuple(aliases), read_only=read_only,
+            destructive=destructive,
             plugin=None if handler.__module__.startswith("bridge.") else handler.__module__,
         )
         (registry or REGISTRY).add(spec)

@@ -72,10 +72,18 @@ class Session:
     def touch(self) -> None:
         self.last_activity = time.time()
 
+    def check_data_room(self, new_keys: int) -> None:
+        """Refuses data that would take the session past MAX_DATA_KEYS keys."""
+        if len(self.data) + new_keys > MAX_DATA_KEYS:
+            raise LimitExceeded(f"Session {self.session_id!r} would hold more than {MAX_DATA_KEYS} data keys")
+
 
 # Sessions are created by any request that names one: a client must not be able to grow
 # the table without bound (cleanup_session and cleanup free places).
 DEFAULT_MAX_SESSIONS = 10_000
+# Likewise programs (each holds a DSPy module) and session data keys.
+MAX_PROGRAMS = 10_000
+MAX_DATA_KEYS = 10_000
 
 
 class SessionStore:
@@ -117,3 +125,8 @@ class SessionStore:
 
     def program_count(self) -> int:
         return sum(len(s.programs) for s in self.all())
+
+    def check_program_room(self) -> None:
+        """Refuses a new program once the worker holds MAX_PROGRAMS."""
+        if self.program_count() >= MAX_PROGRAMS:
+            raise LimitExceeded(f"This worker already holds {MAX_PROGRAMS} programs; delete some first")

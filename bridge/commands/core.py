@@ -22,7 +22,7 @@ def gemini_available() -> bool:
 
 # The contract allows any args on a ping, so none is type-checked: a pool sending
 # `initialization: "true"` must still get its answer.
-@command("ping", scheduling="inline", args=(
+@command("ping", read_only=True, scheduling="inline", args=(
     Arg("initialization", "any", help="sent by pools on the init ping"),
     Arg("worker_id", "any", help="echoed back by pools"),
 ))
@@ -46,7 +46,7 @@ def ping(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     return reply
 
 
-@command("get_stats", scheduling="inline")
+@command("get_stats", read_only=True, scheduling="inline")
 def get_stats(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Counters, memory and uptime of this worker."""
     engine = ctx.engine
@@ -74,7 +74,7 @@ def get_stats(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     return reply
 
 
-@command("cleanup", scheduling="global")
+@command("cleanup", destructive=True, scheduling="global")
 def cleanup(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Drops every program of every session (the standalone bridge's farewell)."""
     removed = sum(len(s.programs) for s in ctx.engine.sessions.all())
@@ -83,7 +83,7 @@ def cleanup(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     return {"status": "cleaned", "programs_removed": removed}
 
 
-@command("reset_state", scheduling="global")
+@command("reset_state", destructive=True, scheduling="global")
 def reset_state(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Drops all sessions, programs and LMs and zeroes the counters."""
     engine = ctx.engine
@@ -94,7 +94,7 @@ def reset_state(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
             "sessions_cleared": len(dropped), "commands_reset": commands, "errors_reset": errors}
 
 
-@command("cleanup_session", args=(Arg("session_id", "string", help="the session to drop"),))
+@command("cleanup_session", destructive=True, args=(Arg("session_id", "string", help="the session to drop"),))
 def cleanup_session(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Drops one session's programs, LM and data; other sessions are untouched."""
     session_id = args.get("session_id")
@@ -105,7 +105,7 @@ def cleanup_session(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
             "programs_removed": len(dropped.programs) if dropped else 0}
 
 
-@command("list_sessions", scheduling="inline")
+@command("list_sessions", read_only=True, scheduling="inline")
 def list_sessions(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """The sessions this worker holds, with their program counts and LMs."""
     sessions = [{"session_id": s.session_id, "programs": sorted(s.programs),
@@ -115,7 +115,7 @@ def list_sessions(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     return {"sessions": sessions, "total_count": len(sessions)}
 
 
-@command("shutdown", scheduling="inline", args=(Arg("worker_id", "any"),))
+@command("shutdown", destructive=True, scheduling="inline", args=(Arg("worker_id", "any"),))
 def shutdown(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Replies, then the worker exits once in-flight work has finished."""
     engine = ctx.engine
@@ -128,7 +128,7 @@ def shutdown(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
 
 
 
-@command("get_session_data", args=(
+@command("get_session_data", read_only=True, args=(
     Arg("session_id", "string"), Arg("key", "string", help="one key; all data when absent"),
 ))
 def get_session_data(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
@@ -154,6 +154,8 @@ def update_session_data(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     if operation == "set":
         if key is None:
             raise InvalidArguments("update_session_data: 'key' is required for set")
+        if key not in session.data:
+            session.check_data_room(1)
         session.data[key] = args.get("value")
     elif operation == "delete":
         if key is None:
@@ -163,6 +165,7 @@ def update_session_data(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
         data = args.get("data")
         if not isinstance(data, dict):
             raise InvalidArguments("update_session_data: 'data' object is required for merge")
+        session.check_data_room(len(data.keys() - session.data.keys()))
         session.data.update(data)
     elif operation == "clear":
         session.data.clear()

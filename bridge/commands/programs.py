@@ -172,6 +172,7 @@ def create_program(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     if program_id in session.programs:
         raise ProgramExists(program_id)
     record = build_record(program_id, args)
+    ctx.engine.sessions.check_program_room()
     session.programs[program_id] = record
     ctx.engine.publish("program_created", {"session_id": ctx.session_id, "program_id": program_id})
     return dict(record.description)
@@ -293,7 +294,7 @@ _EXECUTE_ARGS = (
 )
 
 
-@command("execute_program", args=_EXECUTE_ARGS, scheduling="read")
+@command("execute_program", read_only=True, args=_EXECUTE_ARGS, scheduling="read")
 def execute_program(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Runs a program on inputs; outputs come back typed as the signature declares."""
     record = _find_program(args, ctx)
@@ -338,7 +339,7 @@ def execute_program(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
             "session_id": ctx.session_id}
 
 
-@command("execute_gemini_program", args=_EXECUTE_ARGS, scheduling="read")
+@command("execute_gemini_program", read_only=True, args=_EXECUTE_ARGS, scheduling="read")
 def execute_gemini_program(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Legacy alias of execute_program."""
     return execute_program(args, ctx)
@@ -379,14 +380,14 @@ def _summary(record: ProgramRecord) -> dict[str, Any]:
             "mean_latency_ms": record.mean_latency_ms, "error_count": record.error_count}
 
 
-@command("list_programs", args=(Arg("session_id", "string"),))
+@command("list_programs", read_only=True, args=(Arg("session_id", "string"),))
 def list_programs(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """The programs of the request's session."""
     programs = [_summary(r) for r in ctx.session.programs.values()]
     return {"programs": programs, "total_count": len(programs), "session_id": ctx.session_id}
 
 
-@command("get_program_info", args=(Arg("program_id", "string", required=True), Arg("session_id", "string")))
+@command("get_program_info", read_only=True, args=(Arg("program_id", "string", required=True), Arg("session_id", "string")))
 def get_program_info(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Details and counters of one program."""
     record = ctx.session.programs.get(args["program_id"])
@@ -397,7 +398,7 @@ def get_program_info(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     return info
 
 
-@command("delete_program", args=(Arg("program_id", "string", required=True), Arg("session_id", "string")))
+@command("delete_program", destructive=True, args=(Arg("program_id", "string", required=True), Arg("session_id", "string")))
 def delete_program(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Removes one program from the request's session."""
     if ctx.session.programs.pop(args["program_id"], None) is None:

@@ -1,10 +1,7 @@
 """What the console lets through to a live worker: `--read-only`, and confirmation first.
 
 Whether a command only reads, or destroys state, is a property of the command in the one
-registry (bridge.registry.CommandSpec). Until CommandSpec carries it explicitly
-(`read_only` / `destructive`), it is derived here from what the registry already says:
-a command that runs across every session (`scheduling == "global"`) is destructive, as
-are the few per-session ones below that delete or stop something.
+registry (`CommandSpec.read_only` / `CommandSpec.destructive`), never a list kept here.
 """
 
 from __future__ import annotations
@@ -12,11 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from .parsing import ParseError
-
-# Destructive commands the registry's scheduling does not mark as global (until it says so itself).
-_DESTRUCTIVE_BEYOND_GLOBAL = frozenset({"shutdown", "cleanup_session", "delete_program"})
-# Name prefixes that mean "only reads", by the registry's own naming convention.
-_READ_PREFIXES = ("get_", "list_")
 
 
 class Refused(ParseError):
@@ -27,22 +19,12 @@ class Refused(ParseError):
 
 def is_destructive(spec: Any) -> bool:
     """Whether running the command can delete state or stop the worker."""
-    flag = getattr(spec, "destructive", None)
-    if flag is not None:
-        return bool(flag)
-    return spec.scheduling == "global" or spec.name in _DESTRUCTIVE_BEYOND_GLOBAL
+    return bool(getattr(spec, "destructive", False))
 
 
 def is_read(spec: Any) -> bool:
     """Whether the command leaves the worker's state as it was (what `--read-only` allows)."""
-    flag = getattr(spec, "read_only", None)
-    if flag is not None:
-        return bool(flag)
-    if is_destructive(spec):
-        return False
-    # "inline" commands are answered at once without touching sessions (ping, get_stats,
-    # list_sessions); "read" ones run concurrently because they change nothing (execute_program).
-    return spec.scheduling in ("inline", "read") or spec.name.startswith(_READ_PREFIXES)
+    return bool(getattr(spec, "read_only", False))
 
 
 def destructive_question(command: str) -> str:
