@@ -4,10 +4,13 @@ Plugins import `command` from here to register their own handlers. Importing thi
 package is cheap: DSPy is loaded only when a command needs it.
 """
 
-from .engine import Context, Engine, EngineConfig
+from .adapter import Adapter
+from .adapters import register_adapter
+from .engine import Context, Engine, EngineConfig, catalog
 from .errors import BridgeError
 from .registry import REGISTRY, Arg, command
 
 __version__ = "0.1.0"
 
-__all__ = ["Arg", "BridgeError", "Context", "Engine", "EngineConfig", "REGISTRY", "__version__", "command"]
+__all__ = ["Adapter", "Arg", "BridgeError", "Context", "Engine", "EngineConfig", "REGISTRY", "__version__", "catalog",
+           "command", "register_adapter"]

@@ -27,7 +27,6 @@ import select
 import socket
 import stat
 import struct
-import sys
 import tempfile
 import threading
 import time
@@ -42,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from . import codec
 from .errors import BridgeError, InvalidArguments, UnknownCommand
 from .framing import FrameReader, Oversized, pack
+from .adapter import session_states
 from .redact import redact, scrub_text
 
 if TYPE_CHECKING:
@@ -312,66 +312,49 @@ def _status(server: ControlServer, args: dict[str, Any]) -> dict[str, Any]:
     sessions = engine.sessions.all()
     latencies = [c.get("latency_ms") for c in snapshot(lambda: list(engine.recent_lm_calls))]
     latencies = [x for x in latencies if isinstance(x, (int, float))]
-    default_lm = engine.default_lm.public if engine.default_lm is not None else None
-    return public({
+    status = {
         "pid": os.getpid(), "ppid": os.getppid(), "worker_id": engine.worker_id,
         "mode": engine.config.mode, "control": "read-only" if server.read_only else "on",
         "started_at": engine.started_wall, "uptime": round(engine.uptime(), 3),
         "versions": versions(), "memory": memory_usage(), "threads": threading.active_count(),
-        "dspy_loaded": "dspy" in sys.modules, "shutting_down": engine.shutting_down.is_set(),
-        "argv": list(engine.config.argv), "default_lm": default_lm,
+        "shutting_down": engine.shutting_down.is_set(), "argv": list(engine.config.argv),
         "control_connections": server.connections,
         "counters": {
             "commands": stats.command_count, "errors": stats.error_count,
             "protocol_errors": stats.protocol_errors, "lm_calls": stats.lm_calls,
-            "sessions": len(sessions), "programs": sum(len(s.programs) for s in sessions),
-            "inflight": len(engine.inflight),
+            "sessions": len(sessions), "inflight": len(engine.inflight),
         },
         "commands_by_name": dict(stats.by_command), "errors_by_type": dict(stats.errors_by_type),
         "usage": dict(stats.usage), "rates": server.rates.rates(),
         "lm_latency_ms": {"recent": len(latencies), "p50": _percentile(latencies, 0.5),
                           "p95": _percentile(latencies, 0.95),
                           "max": round(max(latencies), 3) if latencies else None},
-    })
+    }
+    for adapter in engine.adapters:  # what each framework adds (DSPy: loaded, default LM, programs)
+        fields = adapter.status_fields(session_states(engine, adapter, sessions))
+        status["counters"].update(fields.pop("counters", {}))
+        status.update(fields)
+    return public(status)
 
 
-@view("sessions", "sessions with their programs, LM and last activity")
+@view("sessions", "sessions with what each adapter keeps in them (DSPy: programs, LM) and last activity")
 def _sessions(server: ControlServer, args: dict[str, Any]) -> dict[str, Any]:
     now = time.time()
     sessions = []
     for session in server.engine.sessions.all():
-        programs = snapshot(lambda: sorted(session.programs))
+        entry: dict[str, Any] = {"session_id": session.session_id}
+        for adapter in server.engine.adapters:
+            state = session.state.get(adapter.name)
+            if state is not None:
+                entry.update(snapshot(lambda: adapter.session_fields(state, view=True)))
         sessions.append({
-            "session_id": session.session_id, "programs": programs, "program_count": len(programs),
-            "lm": session.lm.public if session.lm is not None else None,
+            **entry,
             "data_fields": snapshot(lambda: sorted(map(str, session.data))),
             "created_at": session.created_at, "last_activity": session.last_activity,
             "idle_s": round(now - session.last_activity, 3),
         })
     sessions.sort(key=lambda s: -s["last_activity"])
     return public({"sessions": sessions, "total": len(sessions)})
-
-
-@view("programs", "programs with signature, type, executions, last executed, mean latency")
-def _programs(server: ControlServer, args: dict[str, Any]) -> dict[str, Any]:
-    wanted = args.get("session_id")
-    programs = []
-    for session in server.engine.sessions.all():
-        if wanted is not None and session.session_id != wanted:
-            continue
-        for record in snapshot(lambda: list(session.programs.values())):
-            mean = record.mean_latency_ms
-            programs.append({
-                "session_id": session.session_id, "program_id": record.program_id,
-                "program_type": record.program_type,
-                "signature_def": record.description.get("signature_def"),
-                "signature": record.signature, "created_at": record.created_at,
-                "execution_count": record.execution_count, "error_count": record.error_count,
-                "last_executed": record.last_executed,
-                "mean_latency_ms": round(mean, 3) if mean is not None else None,
-            })
-    programs.sort(key=lambda p: (p["session_id"], p["created_at"]))
-    return public({"programs": programs, "total": len(programs)})
 
 
 @view("inflight", "requests being worked on: id, command, session, age")
@@ -419,7 +402,7 @@ def _lm(server: ControlServer, args: dict[str, Any]) -> dict[str, Any]:
 
 @view("commands", "the control commands and views this socket answers")
 def _commands(server: ControlServer, args: dict[str, Any]) -> dict[str, Any]:
-    names = {name: spec.summary for name, spec in VIEWS.items()}
+    names = {name: spec.summary for name, spec in server.views.items()}
     names["subscribe"] = "stream frames and LM calls as they happen, until the client disconnects"
     names["exec"] = "run a registered engine command in this worker (refused when read-only)"
     return {"commands": names, "read_only": server.read_only}
@@ -523,6 +506,11 @@ class SubscriptionHub:
 # -- the server --------------------------------------------------------------------------------
 
 
+def _engine_view(adapter_view: Callable[[Engine, dict[str, Any]], dict[str, Any]]) -> View:
+    """An adapter's view (given the engine) as a control view (given the server)."""
+    return lambda server, args: adapter_view(server.engine, args)
+
+
 class ControlServer:
     """Accepts control connections and answers them, each on its own thread."""
 
@@ -537,6 +525,11 @@ class ControlServer:
         self.uid = os.getuid()
         self.rates = RateSampler(engine)
         self.hub = SubscriptionHub(engine)
+        # The core's views, then each adapter's (DSPy: programs).
+        self.views: dict[str, ViewSpec] = dict(VIEWS)
+        for adapter in engine.adapters:
+            for name, (summary, adapter_view) in adapter.views().items():
+                self.views[name] = ViewSpec(name, summary, _engine_view(adapter_view))
         self._listener: socket.socket | None = None
         self._connections = 0
         self._count_lock = threading.Condition()
@@ -697,9 +690,9 @@ class ControlServer:
             if name == "exec":
                 result = self._exec(args)
             else:
-                spec = VIEWS.get(name)
+                spec = self.views.get(name)
                 if spec is None:
-                    raise UnknownCommand(name, _suggest(name))
+                    raise UnknownCommand(name, _suggest(name, self.views))
                 result = spec.handler(self, args)
             return {"id": rid, "success": True, "result": result, "timestamp": time.time()}
         except BridgeError as exc:
@@ -815,10 +808,12 @@ class ControlServer:
         conn.sendall(pack(data))
 
 
-def _suggest(name: str) -> str | None:
+def _suggest(name: str, views: dict[str, ViewSpec]) -> str | None:
     import difflib
 
-    found = difflib.get_close_matches(name, [*VIEWS, "exec", "subscribe"], n=1)
+    if len(name) > 64:
+        return None
+    found = difflib.get_close_matches(name, [*views, "exec", "subscribe"], n=1)
     return found[0] if found else None
 
 

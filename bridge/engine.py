@@ -13,10 +13,10 @@ import os
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from orjson import JSONDecodeError
@@ -26,7 +26,11 @@ from .errors import (BridgeError, InvalidArguments, InvalidRequest, Overloaded,
                      SerializationFailed, ShuttingDown)
 from .redact import holds_known_secret, remember_environment_secrets, scrub_text, scrub_values
 from .registry import REGISTRY, CommandSpec, Registry
-from .sessions import ANONYMOUS, LMHandle, Session, SessionStore
+from .scheduler import SessionScheduler
+from .sessions import ANONYMOUS, Session, SessionStore
+
+if TYPE_CHECKING:
+    from .adapter import Adapter
 
 log = logging.getLogger("dspex.engine")
 
@@ -119,133 +123,6 @@ class Stats:
             return commands, errors
 
 
-class _Ticket:
-    """A scheduled request: runs once every ticket it depends on is done."""
-
-    __slots__ = ("run", "pending", "waiters", "done", "lane")
-
-    def __init__(self, run: Callable[[], None], lane: str | None) -> None:
-        self.run = run
-        self.pending = 0
-        self.waiters: list[_Ticket] = []
-        self.done = False
-        self.lane = lane
-
-
-class _Lane:
-    __slots__ = ("last_write", "reads")
-
-    def __init__(self) -> None:
-        self.last_write: _Ticket | None = None
-        self.reads: set[_Ticket] = set()
-
-
-class SessionScheduler:
-    """Orders requests per session without ever blocking a pool thread.
-
-    A "read" (execute_program) runs as soon as the session's last earlier write is
-    done, side by side with other reads. A "write" waits for everything earlier in its
-    session and holds back what comes after. A "global" write does that across all
-    sessions. Dependencies are fixed at arrival, so the order is the order frames came in.
-    """
-
-    def __init__(self, executor: ThreadPoolExecutor) -> None:
-        self._executor = executor
-        self._lock = threading.Lock()
-        self._lanes: dict[str, _Lane] = {}
-        self._barrier: _Ticket | None = None
-
-    def schedule(self, session_id: str, scheduling: str, run: Callable[[], None]) -> None:
-        ticket = _Ticket(run, None if scheduling == "global" else session_id)
-        with self._lock:
-            deps: list[_Ticket] = []
-            if scheduling == "global":
-                for lane in self._lanes.values():
-                    deps.extend(lane.reads)
-                    if lane.last_write is not None:
-                        deps.append(lane.last_write)
-                self._lanes.clear()
-                if self._barrier is not None:
-                    deps.append(self._barrier)
-                self._barrier = ticket
-            else:
-                lane = self._lanes.get(session_id)
-                if lane is None:
-                    lane = self._lanes[session_id] = _Lane()
-                if self._barrier is not None:
-                    deps.append(self._barrier)
-                if lane.last_write is not None:
-                    deps.append(lane.last_write)
-                if scheduling == "write":
-                    deps.extend(lane.reads)
-                    lane.reads = set()
-                    lane.last_write = ticket
-                else:
-                    lane.reads.add(ticket)
-            for dep in deps:
-                if not dep.done:
-                    dep.waiters.append(ticket)
-                    ticket.pending += 1
-            ready = ticket.pending == 0
-        if ready:
-            self._submit(ticket)
-
-    def _submit(self, ticket: _Ticket) -> None:
-        self._executor.submit(self._execute, ticket)
-
-    def _execute(self, ticket: _Ticket) -> None:
-        try:
-            ticket.run()
-        finally:
-            self._complete(ticket)
-
-    def _complete(self, ticket: _Ticket) -> None:
-        ready = []
-        with self._lock:
-            ticket.done = True
-            for waiter in ticket.waiters:
-                waiter.pending -= 1
-                if waiter.pending == 0:
-                    ready.append(waiter)
-            ticket.waiters = []
-            # Forget finished tickets so idle sessions cost nothing.
-            if ticket is self._barrier:
-                self._barrier = None
-            lane = self._lanes.get(ticket.lane) if ticket.lane is not None else None
-            if lane is not None:
-                lane.reads.discard(ticket)
-                if lane.last_write is ticket:
-                    lane.last_write = None
-                if lane.last_write is None and not lane.reads:
-                    del self._lanes[ticket.lane]
-        for waiter in ready:
-            self._submit(waiter)
-
-
-class OnceReply:
-    """The reply channel of one accepted request: lets exactly one reply through.
-
-    A drain that gives up on a request answers it with an error; the real reply, should
-    the handler finish later, must then be dropped, never sent as a second answer.
-    """
-
-    __slots__ = ("request_id", "send", "_lock", "answered")
-
-    def __init__(self, request_id: Any, send: Send) -> None:
-        self.request_id = request_id
-        self.send = send
-        self._lock = threading.Lock()
-        self.answered = False
-
-    def claim(self) -> bool:
-        """True for the first reply only."""
-        with self._lock:
-            if self.answered:
-                return False
-            self.answered = True
-            return True
-
-
 class Context:
     """What a handler gets besides its args: the engine, its session, its request."""
 
@@ -267,12 +144,6 @@ class Context:
         session.touch()
         return session
 
-    def lm(self) -> LMHandle | None:
-        """The LM this request should use: its session's, else the worker's default."""
-        session = self.engine.sessions.peek(self.session_id)
-        if session is not None and session.lm is not None:
-            return session.lm
-        return self.engine.default_lm
 
 
 MAX_SESSION_ID = 256
@@ -299,23 +170,26 @@ def session_of(args: dict[str, Any]) -> str:
 class Engine:
     """Dispatches requests to registered handlers; owns sessions, stats and scheduling."""
 
-    def __init__(self, config: EngineConfig | None = None, registry: Registry | None = None) -> None:
-        from . import commands  # noqa: F401  (registers the built-in commands)
+    def __init__(self, config: EngineConfig | None = None, registry: Registry | None = None,
+                 adapters: Iterable[Adapter] | None = None) -> None:
+        """`registry` holds extra commands (default: those plugins registered with @command);
+        `adapters` the frameworks to serve (default: every known one, DSPy first). The
+        engine's own registry is built from the core commands, the adapters' and these."""
+        from .adapters import default_adapters
 
+        self.adapters: list[Adapter] = list(adapters) if adapters is not None else default_adapters()
+        self.registry = build_registry(self.adapters, REGISTRY if registry is None else registry)
+        self._adapters_by_name = {adapter.name: adapter for adapter in self.adapters}
         # Provider keys reach LiteLLM through the environment; they are secrets to scrub
         # even though no configure_lm ever carried them.
         remember_environment_secrets()
 
         self.config = config or EngineConfig()
-        self.registry = registry or REGISTRY
         self.worker_id = self.config.worker_id or f"{os.uname().nodename}-{os.getpid()}"
         self.started_wall = time.time()
         self.started = time.monotonic()
         self.stats = Stats()
         self.sessions = SessionStore()
-        self.default_lm: LMHandle | None = None
-        # The worker's own LM from `dspex serve --lm` / DSPEX_LM; reset_state returns to it.
-        self.startup_lm: LMHandle | None = None
         self.executor = ThreadPoolExecutor(max(1, self.config.max_concurrency),
                                            thread_name_prefix="dspex-request")
         self.scheduler = SessionScheduler(self.executor)
@@ -336,6 +210,20 @@ class Engine:
         self.lm_responder: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
         self.shutting_down = threading.Event()
         self.on_shutdown: Callable[[], None] | None = None
+        for adapter in self.adapters:
+            adapter.bind(self)
+
+    def adapter(self, name: str) -> Adapter:
+        """The adapter of that name (KeyError when this engine has none)."""
+        return self._adapters_by_name[name]
+
+    def warm(self) -> None:
+        """Lets every adapter start its warm-up (background imports)."""
+        for adapter in self.adapters:
+            try:
+                adapter.warm()
+            except Exception:  # warming is an optimisation; the first request will say what failed
+                log.warning("warm-up of adapter %s failed", adapter.name, exc_info=True)
 
     # -- entry points ---------------------------------------------------------------
 
@@ -645,3 +533,26 @@ def describe_error(exc: BaseException) -> tuple[str, str, dict[str, Any] | None]
         return error_type, _safe_text(str(exc)), None
     text = str(exc) or type(exc).__name__
     return "internal_error", _safe_text(f"{type(exc).__name__}: {text}"), None
+
+
+def build_registry(adapters: Iterable[Adapter], extra: Registry | None = None) -> Registry:
+    """The commands an engine serves: the core's, each adapter's, then `extra`'s
+    (plugins' commands). Also what `dspex commands`, completion and docs list."""
+    from .core_commands import COMMANDS as CORE
+
+    registry = Registry()
+    for spec in CORE.specs():
+        registry.add(spec)
+    for adapter in adapters:
+        for spec in adapter.commands():
+            registry.add(spec)
+    for spec in (REGISTRY if extra is None else extra).specs():
+        registry.add(spec)
+    return registry
+
+
+def catalog() -> Registry:
+    """Every command a default worker would serve (for help, completion and docs)."""
+    from .adapters import default_adapters
+
+    return build_registry(default_adapters())

@@ -56,46 +56,6 @@ class InvalidArguments(BridgeError):
     error_type = "invalid_arguments"
 
 
-class ProgramNotFound(BridgeError):
-    error_type = "program_not_found"
-
-    def __init__(self, program_id: str) -> None:
-        super().__init__(f"Program not found: {program_id}")
-
-
-class ProgramExists(BridgeError):
-    error_type = "program_exists"
-
-    def __init__(self, program_id: str) -> None:
-        super().__init__(f"Program with ID '{program_id}' already exists")
-
-
-class InvalidInputs(BridgeError):
-    """Inputs that do not match the program's signature (missing or unknown fields)."""
-
-    error_type = "invalid_inputs"
-
-
-class InvalidSignature(BridgeError):
-    error_type = "invalid_signature"
-
-
-class LMNotConfigured(BridgeError):
-    error_type = "lm_not_configured"
-
-    def __init__(self) -> None:
-        # "No LM is loaded." is the text DSPy itself uses and clients match on.
-        super().__init__("No LM is loaded. Send configure_lm first (model \"mock\" works offline).")
-
-
-class LMCallFailed(BridgeError):
-    error_type = "lm_error"
-
-
-class ExecutionFailed(BridgeError):
-    error_type = "execution_error"
-
-
 class SerializationFailed(BridgeError):
     error_type = "serialization_error"
 
@@ -106,10 +66,6 @@ class Cancelled(BridgeError):
 
 class ShuttingDown(BridgeError):
     error_type = "shutting_down"
-
-
-class DSPyUnavailable(BridgeError):
-    error_type = "dspy_unavailable"
 
 
 class LimitExceeded(BridgeError):

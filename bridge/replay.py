@@ -16,6 +16,7 @@ durations, memory, generated ids, worker identity) and any ignore paths.
 from __future__ import annotations
 
 import difflib
+import functools
 import gc
 import logging
 import os
@@ -25,16 +26,14 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import orjson
 
 from .codec import salvage_id
-from .lm_calls import request_key
 from .redact import REDACTED, redact, scrub_text
 from .replay_compare import (VARYING_KEYS, Comparer, IgnoreRules, format_path, parse_ignore_path,
                              reply_id)
-from .transcript import TranscriptError, read_transcript
+from .transcript import TranscriptError, read_transcript, request_key
 
 log = logging.getLogger("dspex.replay")
 
@@ -415,46 +414,38 @@ def _is_barrier(command: str | None) -> bool:
     known = _BARRIERS.get(command)
     if known is None:
         from . import commands  # noqa: F401  (the built-in commands, as a worker has them)
-        from .registry import REGISTRY
 
         try:
-            known = REGISTRY.get(command).scheduling == "global"
+            known = _catalog().get(command).scheduling == "global"
         except Exception:
             known = False
         _BARRIERS[command] = known
     return known
 
 
-def _loopback(url: Any) -> bool:
-    try:
-        host = urlsplit(str(url)).hostname or ""
-    except ValueError:
-        return False
-    return host == "localhost" or host == "::1" or host.startswith("127.")
-
-
 def _drop_redacted(frame: Any) -> Any:
-    """Live LM replays let the environment supply keys the transcript had scrubbed.
-
-    A transcript is a file of requests: it must not choose where the user's key goes. The
-    key from the environment is filled in only for the provider's own endpoint (no
-    api_base) or a server on this machine; any other api_base gets no key.
-    """
+    """A request for a live replay: what recording scrubbed is left out, and each adapter
+    may fill it in within its own rules (DSPy: a provider key from the environment, never
+    for an api_base the transcript names)."""
     if isinstance(frame, dict) and isinstance(frame.get("args"), dict):
-        args = {k: v for k, v in frame["args"].items() if v != REDACTED}
-        if "api_key" in frame["args"] and "api_key" not in args:
-            base = args.get("api_base")
-            if base is None or _loopback(base):
-                from .lm_config import environment_key
-
-                key = environment_key(args)
-                if key:
-                    args["api_key"] = key
-            else:
-                log.warning("live replay: no key from the environment is sent to %s, named by the transcript",
-                            scrub_text(str(base)))
-        return {**frame, "args": args}
+        for adapter in _live_adapters():
+            frame = adapter.live_replay_frame(frame)
+        frame = {**frame, "args": {k: v for k, v in frame["args"].items() if v != REDACTED}}
     return frame
+
+
+@functools.cache
+def _catalog() -> Any:
+    from .engine import catalog
+
+    return catalog()
+
+
+@functools.cache
+def _live_adapters() -> list[Any]:
+    from .adapters import default_adapters
+
+    return default_adapters()
 
 
 class _Replayer:

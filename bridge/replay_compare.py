@@ -18,15 +18,28 @@ import orjson
 from .redact import REDACTED
 
 # Keys whose values legitimately differ between runs: only their presence and kind
-# (number, string, object...) are compared.
-VARYING_KEYS = frozenset({
+# (number, string, object...) are compared. Adapters add their own (DSPy: dspy_loaded).
+_CORE_VARYING_KEYS = frozenset({
     "timestamp", "uptime", "execution_time", "duration", "duration_ms", "duration_s", "elapsed",
     "elapsed_ms", "latency", "latency_ms", "mean_latency_ms", "total_latency_ms", "memory_usage",
     "rss", "vms", "created_at", "created_at_epoch", "last_activity", "last_executed", "started_at",
-    "worker_id", "pid", "inflight", "dspy_loaded",
+    "worker_id", "pid", "inflight",
 })
-# Ids a worker generates (program ids, uuids): equal up to the id itself.
-GENERATED_ID = re.compile(r"program_[0-9a-f]{12}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# Ids a worker generates: uuids, and what adapters make up (DSPy: program ids).
+_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+def _from_adapters() -> tuple[frozenset[str], re.Pattern[str]]:
+    from .adapters import default_adapters
+
+    adapters = default_adapters()
+    keys = _CORE_VARYING_KEYS.union(*(adapter.replay_varying_keys() for adapter in adapters))
+    patterns = [p.pattern.lstrip("^").rstrip("$") for adapter in adapters
+                for p in adapter.generated_id_patterns()]
+    return keys, re.compile("|".join([*patterns, _UUID]))
+
+
+VARYING_KEYS, GENERATED_ID = _from_adapters()
 _GENERATED_FULL = re.compile(rf"^(?:{GENERATED_ID.pattern})$")
 
 
@@ -206,7 +219,7 @@ class Comparer:
         if _GENERATED_FULL.match(expected) and _GENERATED_FULL.match(actual):
             self.aliases.setdefault(expected, actual)
             return True
-        if "program_" in expected or "-" in expected:
+        if GENERATED_ID.search(expected):
             return GENERATED_ID.sub("<id>", expected) == GENERATED_ID.sub("<id>", actual)
         return False
 

@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 from .engine import DEFAULT_MAX_CONCURRENCY, Engine, EngineConfig
@@ -47,7 +46,9 @@ class ServeConfig:
     warm: bool = True
     argv: list[str] = field(default_factory=list)
     parent_pid: int | None = None  # noted at process start; None means "now"
-    startup_lm: Any = None  # an lm_config.LMConfig from --lm / DSPEX_LM, built on first use
+    # Per adapter, what it takes from the command line (DSPy: "startup_lm", the LMConfig of
+    # --lm / DSPEX_LM). Handed to each adapter's `configure_from_serve`.
+    adapter_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def protect_stdout() -> int:
@@ -94,8 +95,10 @@ class Server:
         self.engine = Engine(EngineConfig(mode=config.mode, worker_id=config.worker_id,
                                           max_concurrency=config.max_concurrency, argv=config.argv))
         self.engine.on_shutdown = lambda: self.begin_drain("shutdown command")
-        if config.startup_lm is not None:
-            self._install_startup_lm(config.startup_lm)
+        for adapter in self.engine.adapters:
+            options = config.adapter_options.get(adapter.name)
+            if options:
+                adapter.configure_from_serve(options)
         self._write_lock = threading.Lock()
         self._exit_lock = threading.Lock()
         self._draining = False
@@ -113,23 +116,6 @@ class Server:
         # write, so their cost does not grow with frames. The kind says what `data` is:
         # b"i"/b"o" one frame's payload, b"I"/b"O" framed bytes as they crossed the pipe.
         self.stream_taps: list[Callable[[bytes, bytes, float], None]] = []
-
-    def _install_startup_lm(self, lm_config: Any) -> None:
-        """The worker's own default LM: used until a configure_lm replaces it."""
-        from .lm_config import LazyLMHandle
-
-        engine = self.engine
-
-        def replayed() -> Any:
-            # Under `dspex replay --worker` even the default LM answers from the cassette.
-            if engine.lm_responder is None:
-                return None
-            from .lm_calls import make_replay_lm
-            return make_replay_lm(lm_config.public_dict(), SimpleNamespace(engine=engine))  # type: ignore[arg-type]
-
-        handle = LazyLMHandle(lm_config, replay=replayed)
-        engine.default_lm = engine.startup_lm = handle  # type: ignore[assignment]
-        log.info("default LM %s (built on first use)", handle.model)
 
     def send(self, payload: bytes) -> None:
         """Writes one reply frame whole; concurrent replies never interleave."""
@@ -209,11 +195,10 @@ class Server:
                     finally:
                         self._flush_batch()
             if not warmed:
-                # Warm DSPy only after the first request is answered, so the first ping
-                # never waits for it.
+                # Adapters warm up (DSPy imports in the background) only after the first
+                # request is answered, so the first ping never waits for it.
                 warmed = True
-                from .dspy_loader import warm_in_background
-                warm_in_background()
+                engine.warm()
         if reader.pending:
             engine._protocol_error(TruncatedFrame(
                 f"Input ended inside a frame ({reader.pending} bytes unread)"))

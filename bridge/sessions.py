@@ -1,7 +1,9 @@
-"""Per-session state: programs, the session's LM and its data.
+"""Per-session state: the session's data and one slot per framework adapter.
 
-Every program lives in the namespace of one session id ("anonymous" when a request
-names none), in both modes, so two Elixir sessions never see each other's programs.
+Everything a request creates lives in the namespace of one session id ("anonymous" when
+a request names none), in both modes, so two Elixir sessions never see each other's
+state. What an adapter keeps per session (DSPy: programs and the session's LM) lives in
+that adapter's slot, made by the adapter on first use.
 """
 
 from __future__ import annotations
@@ -9,65 +11,35 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import LimitExceeded
+
+if TYPE_CHECKING:
+    from .adapter import Adapter
 
 ANONYMOUS = "anonymous"
 
 
 @dataclass
-class ProgramRecord:
-    """A created program and the bookkeeping that list/info/inspect report."""
-
-    program_id: str
-    program: Any  # the DSPy module; Any because bridge must not import dspy eagerly
-    program_type: str
-    signature: dict[str, Any]  # SignatureSpec.to_dict()
-    description: dict[str, Any]  # what create_program returned, reused as program_data
-    created_at: float = field(default_factory=time.time)
-    execution_count: int = 0
-    error_count: int = 0
-    last_executed: float | None = None
-    total_latency_ms: float = 0.0
-    # The program's own LM (legacy create_gemini_program with a `model`), built on first use.
-    own_lm: LMHandle | None = None
-    # Executions run concurrently; their counters must not lose updates.
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def record_execution(self, latency_ms: float, ok: bool) -> None:
-        with self.lock:
-            self.execution_count += 1
-            if not ok:
-                self.error_count += 1
-            self.last_executed = time.time()
-            self.total_latency_ms += latency_ms
-
-    @property
-    def mean_latency_ms(self) -> float | None:
-        return self.total_latency_ms / self.execution_count if self.execution_count else None
-
-
-@dataclass
-class LMHandle:
-    """A configured LM: the DSPy object plus a secret-free description of it."""
-
-    lm: Any
-    public: dict[str, Any]  # model, provider, temperature, ... never the api_key
-
-    @property
-    def model(self) -> str:
-        return str(self.public.get("model"))
-
-
-@dataclass
 class Session:
     session_id: str
-    programs: dict[str, ProgramRecord] = field(default_factory=dict)
-    lm: LMHandle | None = None
     data: dict[str, Any] = field(default_factory=dict)
+    # adapter name -> that adapter's per-session state
+    state: dict[str, Any] = field(default_factory=dict)
     created_at: float = field(default_factory=time.time)
     last_activity: float = field(default_factory=time.time)
+    _slot_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def slot(self, adapter: Adapter) -> Any:
+        """The adapter's state in this session, made on first use."""
+        state = self.state.get(adapter.name)
+        if state is None:
+            with self._slot_lock:
+                state = self.state.get(adapter.name)
+                if state is None:
+                    state = self.state[adapter.name] = adapter.new_session_state()
+        return state
 
     def touch(self) -> None:
         self.last_activity = time.time()
@@ -81,8 +53,7 @@ class Session:
 # Sessions are created by any request that names one: a client must not be able to grow
 # the table without bound (cleanup_session and cleanup free places).
 DEFAULT_MAX_SESSIONS = 10_000
-# Likewise programs (each holds a DSPy module) and session data keys.
-MAX_PROGRAMS = 10_000
+# Likewise session data keys.
 MAX_DATA_KEYS = 10_000
 
 
@@ -123,10 +94,3 @@ class SessionStore:
     def all(self) -> list[Session]:
         return list(self._sessions.values())
 
-    def program_count(self) -> int:
-        return sum(len(s.programs) for s in self.all())
-
-    def check_program_room(self) -> None:
-        """Refuses a new program once the worker holds MAX_PROGRAMS."""
-        if self.program_count() >= MAX_PROGRAMS:
-            raise LimitExceeded(f"This worker already holds {MAX_PROGRAMS} programs; delete some first")

@@ -21,6 +21,7 @@ leaves a usable transcript. Readers stream: nothing ever loads a whole file.
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import re
 import time
@@ -467,3 +468,10 @@ def summarize(path: str | os.PathLike[str]) -> TranscriptSummary:
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "FRAME_LINE_PREFIXES", "EndEntry", "Entry", "FrameEntry", "LMCallEntry", "Transcript",
            "TranscriptError", "TranscriptSummary", "TranscriptWriter", "frame_line", "make_header",
            "read_transcript", "summarize"]
+
+
+def request_key(normalised: dict[str, Any]) -> str:
+    """The cassette key of an external call: a stable hash of its normalised request (the
+    same request gives the same key on any machine; adapters normalise before calling)."""
+    data = orjson.dumps(normalised, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    return hashlib.sha256(data).hexdigest()[:32]

@@ -10,10 +10,9 @@ from dspex_cli.exit_status import UserError
 
 
 def _specs() -> list[Any]:
-    from bridge import REGISTRY
-    import bridge.commands  # noqa: F401  (registers the built-ins)
+    from bridge import catalog
 
-    return REGISTRY.specs()
+    return catalog().specs()
 
 
 def load_plugins(names: list[str]) -> None:

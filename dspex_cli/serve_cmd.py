@@ -94,7 +94,7 @@ def run_serve(argv: list[str], protocol_fd: int, parent_pid: int | None = None) 
         return 2
     if options.drain_timeout < 0:
         parser.error("--drain-timeout must not be negative")
-    from bridge.lm_config import LMConfigError, startup_lm_config
+    from bridge.adapters.dspy.lm_config import LMConfigError, startup_lm_config
     from bridge.redact import remember_secret
 
     try:
@@ -110,7 +110,8 @@ def run_serve(argv: list[str], protocol_fd: int, parent_pid: int | None = None) 
     config = ServeConfig(mode=options.mode, worker_id=options.worker_id, plugins=options.plugin,
                          record=options.record, control=options.control,
                          drain_timeout=options.drain_timeout, warm=options.warm, argv=list(argv),
-                         parent_pid=parent_pid, startup_lm=lm_config)
+                         parent_pid=parent_pid,
+                         adapter_options={"dspy": {"startup_lm": lm_config}})
     if options.max_concurrency is not None:
         if options.max_concurrency < 1:
             parser.error("--max-concurrency must be at least 1")

@@ -76,8 +76,9 @@ def test_user_errors_are_one_line_and_exit_2(args: tuple[str, ...], fragment: st
 
 
 def test_commands_json_is_the_registry() -> None:
-    from bridge import REGISTRY
-    import bridge.commands  # noqa: F401
+    from bridge import catalog
+
+    REGISTRY = catalog()
 
     done = dspex("commands", "--json")
     assert done.returncode == 0
@@ -91,8 +92,9 @@ def test_commands_json_is_the_registry() -> None:
 
 
 def test_commands_table_is_not_cut_in_a_pipe() -> None:
-    from bridge import REGISTRY
-    import bridge.commands  # noqa: F401
+    from bridge import catalog
+
+    REGISTRY = catalog()
 
     done = dspex("commands")
     assert done.returncode == 0

@@ -17,7 +17,7 @@ def _run(code: str) -> subprocess.CompletedProcess[str]:
 
 def test_available_does_not_import() -> None:
     _run("import sys\n"
-         "from bridge import dspy_loader as d\n"
+         "from bridge.adapters.dspy import loader as d\n"
          "assert d.dspy_available() is True and d.dspy_available() is True\n"
          "assert 'dspy' not in sys.modules and not d.is_loaded()\n")
 
@@ -25,7 +25,7 @@ def test_available_does_not_import() -> None:
 def test_load_sets_cost_map_env_and_caches() -> None:
     result = _run("import os, sys\n"
                   "os.environ.pop('LITELLM_LOCAL_MODEL_COST_MAP', None)\n"
-                  "from bridge import dspy_loader as d\n"
+                  "from bridge.adapters.dspy import loader as d\n"
                   "m = d.load_dspy()\n"
                   "assert m is sys.modules['dspy'] and d.load_dspy() is m and d.is_loaded()\n"
                   "assert os.environ['LITELLM_LOCAL_MODEL_COST_MAP'] == 'True'\n"
@@ -36,14 +36,14 @@ def test_load_sets_cost_map_env_and_caches() -> None:
 def test_existing_env_value_is_respected() -> None:
     _run("import os\n"
          "os.environ['LITELLM_LOCAL_MODEL_COST_MAP'] = 'False'\n"
-         "from bridge import dspy_loader as d\n"
+         "from bridge.adapters.dspy import loader as d\n"
          "d.load_dspy()\n"
          "assert os.environ['LITELLM_LOCAL_MODEL_COST_MAP'] == 'False'\n")
 
 
 def test_warm_in_background_and_concurrent_loads() -> None:
     _run("import threading\n"
-         "from bridge import dspy_loader as d\n"
+         "from bridge.adapters.dspy import loader as d\n"
          "t = d.warm_in_background()\n"
          "assert t.daemon and t.name == 'dspex-dspy-warmup'\n"
          "results = []\n"
@@ -55,7 +55,7 @@ def test_warm_in_background_and_concurrent_loads() -> None:
 def test_missing_dspy_is_reported() -> None:
     _run("import sys\n"
          "sys.modules['dspy'] = None  # makes `import dspy` fail\n"
-         "from bridge import dspy_loader as d\n"
+         "from bridge.adapters.dspy import loader as d\n"
          "try:\n"
          "    d.load_dspy()\n"
          "except d.DSPyUnavailableError as e:\n"

@@ -12,7 +12,8 @@ from typing import Any
 import orjson
 import pytest
 
-from bridge import REGISTRY, Engine, EngineConfig, sessions
+from bridge import Engine, EngineConfig, sessions
+from bridge.adapters.dspy import commands as dspy_commands
 from bridge.registry import Registry, command
 from conftest import ok
 
@@ -47,7 +48,7 @@ def test_session_data_keys_are_bounded(engine: Engine, monkeypatch: pytest.Monke
 
 
 def test_programs_are_bounded(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sessions, "MAX_PROGRAMS", 2)
+    monkeypatch.setattr(dspy_commands, "MAX_PROGRAMS", 2)
     for name in ("p1", "p2"):
         ok(engine.call("create_program", {"id": name, "signature": "question -> answer"}))
     reply = engine.call("create_program", {"id": "p3", "signature": "question -> answer", "session_id": "other"})
@@ -65,7 +66,6 @@ def test_a_full_queue_answers_overloaded_and_pings_still_pass() -> None:
         release.wait(10)
         return {"done": True}
 
-    registry.add(REGISTRY.get("ping"))
     engine = Engine(EngineConfig(worker_id="q", max_queued=3, max_concurrency=2), registry=registry)
     try:
         replies: list[dict[str, Any]] = []

@@ -10,8 +10,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from bridge.lm_config import NO_KEY, DEFAULT_NUM_RETRIES, LMConfig, LMConfigError, build_lm, parse_lm_args
-from bridge.signatures import build_dspy_signature, parse_signature
+from bridge.adapters.dspy.lm_config import NO_KEY, DEFAULT_NUM_RETRIES, LMConfig, LMConfigError, build_lm, parse_lm_args
+from bridge.adapters.dspy.signatures import build_dspy_signature, parse_signature
 
 try:  # conftest puts tests/ on sys.path; reuse its module rather than load a second copy
     from openai_server import LocalOpenAIServer
@@ -266,8 +266,10 @@ def test_own_api_base_without_key_never_gets_the_environment_key(server: LocalOp
 
 
 def test_modules_do_not_import_dspy() -> None:
-    code = ("import sys, bridge.lm_config, bridge.signatures, bridge.mock_lm, bridge.dspy_loader\n"
-            "cfg = bridge.lm_config.parse_lm_args({'model': 'openai/x', 'temperature': 0.5})\n"
+    code = ("import sys, bridge.adapters.dspy.lm_config, bridge.adapters.dspy.signatures, "
+            "bridge.adapters.dspy.mock_lm, bridge.adapters.dspy.loader, bridge.adapters.dspy\n"
+            "bridge.Engine().close()\n"
+            "cfg = bridge.adapters.dspy.lm_config.parse_lm_args({'model': 'openai/x', 'temperature': 0.5})\n"
             "assert not [m for m in sys.modules if m == 'dspy' or m.startswith(('dspy.', 'litellm'))]\n"
             "assert not [m for m in sys.modules if m.startswith(('typer', 'rich', 'prompt_toolkit'))]\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from bridge.mock_lm import make_mock_lm, mock_completion
-from bridge.signatures import build_dspy_signature, parse_signature
+from bridge.adapters.dspy.mock_lm import make_mock_lm, mock_completion
+from bridge.adapters.dspy.signatures import build_dspy_signature, parse_signature
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +25,7 @@ TYPED = "question, context: list[str] -> s: str, n: int, x: float, flag: bool, t
 
 @pytest.fixture(scope="module")
 def dspy() -> Any:
-    from bridge.dspy_loader import load_dspy
+    from bridge.adapters.dspy.loader import load_dspy
 
     return load_dspy()
 
@@ -149,7 +149,7 @@ def test_is_a_baselm_and_state_round_trips(dspy: Any) -> None:
     lm = make_mock_lm("mock", temperature=0.3)
     assert isinstance(lm, dspy.BaseLM)
     state = lm.dump_state()
-    assert state["_dspy_lm_class"] == "bridge.mock_lm.MockLM"
+    assert state["_dspy_lm_class"] == "bridge.adapters.dspy.mock_lm.MockLM"
     again = dspy.BaseLM.load_state(state, allow_custom_lm_class=True)
     assert type(again) is type(lm) and again.kwargs["temperature"] == 0.3
 
@@ -161,9 +161,9 @@ def test_import_is_lazy_and_output_stays_clean(tmp_path: Path) -> None:
     unless it is __main__)."""
     (tmp_path / "worker_like.py").write_text("""
 import sys
-import bridge.mock_lm as mock_lm
+import bridge.adapters.dspy.mock_lm as mock_lm
 assert "dspy" not in sys.modules, "import pulled in dspy"
-from bridge.signatures import build_dspy_signature, parse_signature
+from bridge.adapters.dspy.signatures import build_dspy_signature, parse_signature
 
 def run():
     import dspy

@@ -11,7 +11,7 @@ from typing import Any, Literal, Optional, Union
 
 import pytest
 
-from bridge.signatures import (
+from bridge.adapters.dspy.signatures import (
     MAX_FIELDS,
     FieldSpec,
     InputValidationError,
@@ -115,7 +115,7 @@ def test_rejection_imports_nothing() -> None:
     """Bad type names are refused by the whitelist, not by trying to resolve them."""
     code = """
 import sys
-from bridge.signatures import parse_signature, SignatureError
+from bridge.adapters.dspy.signatures import parse_signature, SignatureError
 before = set(sys.modules)
 for text in ["a: os.system -> b", "a -> b: __import__('os')", "a: shutil.rmtree -> b",
              "a -> b: importlib.import_module('antigravity')", "a: ctypes.CDLL -> b"]:

@@ -11,7 +11,7 @@ Accepted forms:
 * `name = inputs -> outputs`: defines a program from a DSPy string signature.
 * `name(field="value", n=3)`: runs a program with keyword inputs.
 
-Command and argument names come from bridge.REGISTRY only.
+Command and argument names come from the one command registry (bridge.catalog()) only.
 """
 
 from __future__ import annotations
@@ -46,21 +46,25 @@ def use_plugins(names: list[str]) -> None:
     _plugin_names[:] = names
 
 
+_catalog: Any = None
+
+
 def registry() -> Any:
-    """bridge.REGISTRY with the built-in commands and the plugins' registered.
+    """Every command a default worker serves (bridge.catalog()), plugins' included.
 
     Imported on first use rather than with this module: the bridge is not needed to
     draw the first prompt, and loading it later keeps start-up short.
     """
-    import bridge.commands  # noqa: F401  (registers the built-in commands)
-    from bridge import REGISTRY
-
+    global _catalog
     if not _plugins_loaded.is_set():
         with _plugin_lock:
             if not _plugins_loaded.is_set():
+                from bridge import catalog
+
                 _load_plugins()
+                _catalog = catalog()
                 _plugins_loaded.set()
-    return REGISTRY
+    return _catalog
 
 
 def _load_plugins() -> None:

@@ -154,10 +154,7 @@ class InProcessTarget(Target):
         return "in-process"
 
     def start(self) -> None:
-        from bridge.dspy_loader import warm_in_background
-
-        _ = self.engine
-        warm_in_background()
+        self.engine.warm()
 
     def _submit(self, request: dict[str, Any]) -> Future[dict[str, Any]]:
         future: Future[dict[str, Any]] = Future()

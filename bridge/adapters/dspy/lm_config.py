@@ -275,10 +275,10 @@ def _scrub(text: str, config: LMConfig) -> str:
 def build_lm(config: LMConfig) -> Any:
     """Builds the DSPy LM (or the mock LM) for `config`. Makes no request."""
     if config.is_mock:
-        from bridge.mock_lm import make_mock_lm
+        from bridge.adapters.dspy.mock_lm import make_mock_lm
 
         return make_mock_lm(config.model, temperature=config.temperature, max_tokens=config.max_tokens)
-    from bridge.dspy_loader import load_dspy
+    from bridge.adapters.dspy.loader import load_dspy
 
     dspy = load_dspy()
     kwargs: dict[str, Any] = {"cache": config.cache, "num_retries": config.num_retries}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import hashlib
 import threading
 import time
 import uuid
@@ -22,11 +21,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
-from .dspy_loader import load_dspy
-from .redact import redact
+from ...redact import redact
+from ...transcript import request_key
+from .loader import load_dspy
 
 if TYPE_CHECKING:
-    from .engine import Context
+    from ...engine import Context
 
 T = TypeVar("T")
 
@@ -40,12 +40,6 @@ def normalise_request(model: str, messages: Any, params: dict[str, Any]) -> dict
     """The parts of an LM request that determine its answer, JSON-safe."""
     kept = {k: params[k] for k in KEY_PARAMS if params.get(k) is not None}
     return {"model": model, "messages": _jsonable(messages), "params": _jsonable(kept)}
-
-
-def request_key(normalised: dict[str, Any]) -> str:
-    """A stable key for a normalised request (same request, same key, on any machine)."""
-    data = orjson.dumps(normalised, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
-    return hashlib.sha256(data).hexdigest()[:32]
 
 
 def _jsonable(value: Any) -> Any:

@@ -570,7 +570,7 @@ def signature_class_name(spec: SignatureSpec) -> str:
 
 def build_dspy_signature(spec: SignatureSpec) -> type:
     """Builds the DSPy Signature class for a validated spec, without string parsing."""
-    from bridge.dspy_loader import load_dspy
+    from bridge.adapters.dspy.loader import load_dspy
 
     dspy = load_dspy()
     fields: dict[str, tuple[Any, Any]] = {}

@@ -1,28 +1,26 @@
-"""Worker-level commands of the contract: health, stats, sessions, lifecycle."""
+"""Worker-level commands of the contract: health, stats, sessions, lifecycle.
+
+They know no framework: what adapters hold (DSPy's programs and LMs) reaches these
+replies through the adapters' hooks (see bridge.adapter.Adapter).
+"""
 
 from __future__ import annotations
 
-import functools
-import os
 import time
 from typing import Any
 
-from ..dspy_loader import dspy_available, is_loaded
-from ..engine import Context
-from ..errors import InvalidArguments
-from ..registry import Arg, command
-from ..system import memory_usage
+from .adapter import session_states
+from .engine import Context
+from .errors import InvalidArguments
+from .registry import Arg, Registry, command
+from .system import memory_usage
 
-
-@functools.lru_cache(maxsize=1)
-def gemini_available() -> bool:
-    """Gemini is served through DSPy, so it needs DSPy and a key in the environment."""
-    return dspy_available() and bool(os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY"))
+COMMANDS = Registry()
 
 
 # The contract allows any args on a ping, so none is type-checked: a pool sending
 # `initialization: "true"` must still get its answer.
-@command("ping", read_only=True, scheduling="inline", args=(
+@command("ping", read_only=True, scheduling="inline", registry=COMMANDS, args=(
     Arg("initialization", "any", help="sent by pools on the init ping"),
     Arg("worker_id", "any", help="echoed back by pools"),
 ))
@@ -33,26 +31,20 @@ def ping(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
         "status": "shutting_down" if engine.shutting_down.is_set() else "ok",
         "timestamp": time.time(),
         "uptime": time.monotonic() - engine.started,
-        # Whether the background import has finished: benchmarks and health checks wait on it.
-        "dspy_loaded": is_loaded(),
         "mode": engine.config.mode,
-        "dspy_available": dspy_available(),
-        "gemini_available": gemini_available(),
         "worker_id": engine.worker_id,
     }
-    if engine.startup_lm is not None and engine.default_lm is not None:
-        # Only for a worker started with --lm / DSPEX_LM, so replies recorded without one replay exactly.
-        reply["lm_model"] = engine.default_lm.model
+    for adapter in engine.adapters:
+        reply.update(adapter.ping_fields())
     return reply
 
 
-@command("get_stats", read_only=True, scheduling="inline")
+@command("get_stats", read_only=True, scheduling="inline", registry=COMMANDS)
 def get_stats(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Counters, memory and uptime of this worker."""
     engine = ctx.engine
     stats = engine.stats
     reply = {
-        "programs_count": engine.sessions.program_count(),
         "sessions_count": len(engine.sessions.all()),
         "command_count": stats.command_count,
         "error_count": stats.error_count,
@@ -64,58 +56,68 @@ def get_stats(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
         "usage": dict(stats.usage),
         "uptime": engine.uptime(),
         "memory_usage": memory_usage(),
-        "dspy_available": dspy_available(),
-        "gemini_available": gemini_available(),
         "mode": engine.config.mode,
         "worker_id": engine.worker_id,
     }
-    if engine.startup_lm is not None and engine.default_lm is not None:
-        reply["lm_model"] = engine.default_lm.model
+    for adapter in engine.adapters:
+        reply.update(adapter.stats_fields(session_states(engine, adapter)))
     return reply
 
 
-@command("cleanup", destructive=True, scheduling="global")
+@command("cleanup", destructive=True, scheduling="global", registry=COMMANDS)
 def cleanup(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
-    """Drops every program of every session (the standalone bridge's farewell)."""
-    removed = sum(len(s.programs) for s in ctx.engine.sessions.all())
-    for session in ctx.engine.sessions.all():
-        session.programs.clear()
-    return {"status": "cleaned", "programs_removed": removed}
+    """Drops what every adapter holds in every session (the standalone bridge's farewell)."""
+    engine = ctx.engine
+    reply: dict[str, Any] = {"status": "cleaned"}
+    for adapter in engine.adapters:
+        reply.update(adapter.on_cleanup(session_states(engine, adapter)))
+    return reply
 
 
-@command("reset_state", destructive=True, scheduling="global")
+@command("reset_state", destructive=True, scheduling="global", registry=COMMANDS)
 def reset_state(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
-    """Drops all sessions, programs and LMs and zeroes the counters."""
+    """Drops all sessions and what adapters hold, and zeroes the counters."""
     engine = ctx.engine
     dropped = engine.sessions.clear()
-    engine.default_lm = engine.startup_lm  # back to the worker's own LM (--lm), if any
+    reply: dict[str, Any] = {"status": "reset"}
+    for adapter in engine.adapters:
+        reply.update(adapter.on_reset(session_states(engine, adapter, dropped)))
     commands, errors = engine.stats.reset()
-    return {"status": "reset", "programs_cleared": sum(len(s.programs) for s in dropped),
-            "sessions_cleared": len(dropped), "commands_reset": commands, "errors_reset": errors}
+    reply.update({"sessions_cleared": len(dropped), "commands_reset": commands, "errors_reset": errors})
+    return reply
 
 
-@command("cleanup_session", destructive=True, args=(Arg("session_id", "string", help="the session to drop"),))
+@command("cleanup_session", destructive=True, registry=COMMANDS,
+         args=(Arg("session_id", "string", help="the session to drop"),))
 def cleanup_session(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
-    """Drops one session's programs, LM and data; other sessions are untouched."""
+    """Drops one session's state and data; other sessions are untouched."""
     session_id = args.get("session_id")
     if not session_id:
         raise InvalidArguments("Session ID required for cleanup")
-    dropped = ctx.engine.sessions.drop(session_id)
-    return {"status": "cleaned", "session_id": session_id,
-            "programs_removed": len(dropped.programs) if dropped else 0}
+    engine = ctx.engine
+    dropped = engine.sessions.drop(session_id)
+    reply: dict[str, Any] = {"status": "cleaned", "session_id": session_id}
+    for adapter in engine.adapters:
+        state = dropped.state.get(adapter.name) if dropped is not None else None
+        reply.update(adapter.on_cleanup_session(state if state is not None else adapter.new_session_state()))
+    return reply
 
 
-@command("list_sessions", read_only=True, scheduling="inline")
+@command("list_sessions", read_only=True, scheduling="inline", registry=COMMANDS)
 def list_sessions(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
-    """The sessions this worker holds, with their program counts and LMs."""
-    sessions = [{"session_id": s.session_id, "programs": sorted(s.programs),
-                 "lm": s.lm.public if s.lm else None, "data_keys": sorted(s.data),
-                 "created_at": s.created_at, "last_activity": s.last_activity}
-                for s in ctx.engine.sessions.all()]
+    """The sessions this worker holds, with what each adapter keeps in them."""
+    sessions = []
+    for session in ctx.engine.sessions.all():
+        entry: dict[str, Any] = {"session_id": session.session_id}
+        for adapter in ctx.engine.adapters:
+            entry.update(adapter.session_fields(session.slot(adapter)))
+        entry.update({"data_keys": sorted(session.data), "created_at": session.created_at,
+                      "last_activity": session.last_activity})
+        sessions.append(entry)
     return {"sessions": sessions, "total_count": len(sessions)}
 
 
-@command("shutdown", destructive=True, scheduling="inline", args=(Arg("worker_id", "any"),))
+@command("shutdown", destructive=True, registry=COMMANDS, scheduling="inline", args=(Arg("worker_id", "any"),))
 def shutdown(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Replies, then the worker exits once in-flight work has finished."""
     engine = ctx.engine
@@ -128,7 +130,7 @@ def shutdown(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
 
 
 
-@command("get_session_data", read_only=True, args=(
+@command("get_session_data", read_only=True, registry=COMMANDS, args=(
     Arg("session_id", "string"), Arg("key", "string", help="one key; all data when absent"),
 ))
 def get_session_data(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
@@ -141,7 +143,7 @@ def get_session_data(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
             "found": key in session.data}
 
 
-@command("update_session_data", args=(
+@command("update_session_data", registry=COMMANDS, args=(
     Arg("session_id", "string"),
     Arg("operation", "string", help="set (default), delete, merge or clear"),
     Arg("key", "string"), Arg("value", "any"), Arg("data", "object", help="for merge"),

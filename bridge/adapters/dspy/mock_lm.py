@@ -18,7 +18,7 @@ import logging
 import re
 from typing import Any
 
-from bridge.signatures import SignatureError, TypeNode, parse_type
+from bridge.adapters.dspy.signatures import SignatureError, TypeNode, parse_type
 
 __all__ = ["make_mock_lm", "mock_lm_class", "mock_completion", "mock_value"]
 
@@ -173,7 +173,7 @@ def mock_completion(messages: list[dict[str, Any]], model: str = "mock", n: int 
 @functools.cache
 def mock_lm_class() -> type:
     """The `dspy.BaseLM` subclass behind `make_mock_lm`, made once, on first use."""
-    from bridge.dspy_loader import load_dspy
+    from bridge.adapters.dspy.loader import load_dspy
 
     dspy = load_dspy()
 

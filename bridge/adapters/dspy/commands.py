@@ -12,16 +12,34 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from ..dspy_loader import load_dspy
-from ..engine import Context
-from ..errors import (BridgeError, Cancelled, ExecutionFailed, InvalidArguments, InvalidInputs, InvalidSignature,
-                      LMCallFailed, LMNotConfigured, ProgramExists, ProgramNotFound)
-from ..lm_calls import DeadlineExceeded, call_with_deadline, make_observer, make_replay_lm
-from ..redact import remember_config_secrets, remember_secret, scrub_text
-from ..registry import Arg, command
-from ..sessions import LMHandle, ProgramRecord
-from ..signatures import (SignatureError, SignatureSpec, build_dspy_signature, coerce_inputs,
+from ...engine import Context
+from ...errors import BridgeError, Cancelled, InvalidArguments, LimitExceeded
+from ...redact import remember_config_secrets, remember_secret, scrub_text
+from ...registry import Arg, Registry, command
+from . import adapter_of
+from .errors import (ExecutionFailed, InvalidInputs, InvalidSignature, LMCallFailed, LMNotConfigured, ProgramExists,
+                     ProgramNotFound)
+from .lm_calls import DeadlineExceeded, call_with_deadline, make_observer, make_replay_lm
+from .loader import load_dspy
+from .state import MAX_PROGRAMS, LMHandle, ProgramRecord
+from .signatures import (SignatureError, SignatureSpec, build_dspy_signature, coerce_inputs,
                           field_mapping, parse_signature, signature_def, to_json_safe)
+
+COMMANDS = Registry()
+
+
+def _programs(ctx: Context) -> dict[str, ProgramRecord]:
+    """The programs of the request's session (the session is made on first use)."""
+    return adapter_of(ctx).state(ctx).programs
+
+
+def _check_program_room(ctx: Context) -> None:
+    """Refuses a new program once the worker holds MAX_PROGRAMS (each holds a DSPy module)."""
+    adapter = adapter_of(ctx)
+    total = sum(len(s.state[adapter.name].programs) for s in ctx.engine.sessions.all() if adapter.name in s.state)
+    if total >= MAX_PROGRAMS:
+        raise LimitExceeded(f"This worker already holds {MAX_PROGRAMS} programs; delete some first")
+
 
 # Accepted spellings of each program type, as Elixir and Python users write them.
 PROGRAM_TYPES = {
@@ -44,7 +62,7 @@ _LM_ARGS = (
 
 def configure_session_lm(args: dict[str, Any], ctx: Context) -> LMHandle:
     """Builds an LM from configure_lm-style args (no network call)."""
-    from ..lm_config import LMConfigError, build_lm, parse_lm_args
+    from .lm_config import LMConfigError, build_lm, parse_lm_args
 
     remember_config_secrets(args)
     try:
@@ -65,17 +83,17 @@ def configure_session_lm(args: dict[str, Any], ctx: Context) -> LMHandle:
     return LMHandle(lm, public)
 
 
-@command("configure_lm", args=_LM_ARGS)
+@command("configure_lm", registry=COMMANDS, args=_LM_ARGS)
 def configure_lm(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Sets the LM of a session (with session_id) or the worker's default LM."""
     handle = configure_session_lm(args, ctx)
     if args.get("test_call"):
         _test_call(handle, ctx)
     if args.get("session_id"):
-        ctx.session.lm = handle
+        adapter_of(ctx).state(ctx).lm = handle
         scope = "session"
     else:
-        ctx.engine.default_lm = handle
+        adapter_of(ctx).default_lm = handle
         scope = "default"
     public = handle.public
     return {"status": "configured", "model": public.get("model"), "provider": public.get("provider"),
@@ -162,23 +180,23 @@ _PROGRAM_ARGS = (
 )
 
 
-@command("create_program", args=_PROGRAM_ARGS)
+@command("create_program", registry=COMMANDS, args=_PROGRAM_ARGS)
 def create_program(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Creates a program from a signature in the request's session."""
     program_id = args.get("id") or args.get("program_id") or f"program_{uuid.uuid4().hex[:12]}"
     if not isinstance(program_id, str):
         program_id = str(program_id)
-    session = ctx.session
-    if program_id in session.programs:
+    programs = _programs(ctx)
+    if program_id in programs:
         raise ProgramExists(program_id)
     record = build_record(program_id, args)
-    ctx.engine.sessions.check_program_room()
-    session.programs[program_id] = record
+    _check_program_room(ctx)
+    programs[program_id] = record
     ctx.engine.publish("program_created", {"session_id": ctx.session_id, "program_id": program_id})
     return dict(record.description)
 
 
-@command("create_gemini_program", args=(*_PROGRAM_ARGS, Arg("model", "string")))
+@command("create_gemini_program", registry=COMMANDS, args=(*_PROGRAM_ARGS, Arg("model", "string")))
 def create_gemini_program(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Legacy alias of create_program; a `model` becomes the program's own Gemini LM."""
     return create_program(args, ctx)
@@ -261,15 +279,15 @@ def _find_program(args: dict[str, Any], ctx: Context) -> ProgramRecord:
     program_id = args.get("program_id")
     if not program_id:
         raise InvalidArguments("'program_id' is required")
-    session = ctx.session
-    record = session.programs.get(program_id)
+    programs = _programs(ctx)
+    record = programs.get(program_id)
     if record is not None:
         return record
     program_data = args.get("program_data")
     if isinstance(program_data, dict) and program_data:
         # Another worker created it: rebuild from its description, keep it for next time.
         record = build_record(program_id, program_data)
-        return session.programs.setdefault(program_id, record)
+        return programs.setdefault(program_id, record)
     raise ProgramNotFound(program_id)
 
 
@@ -279,7 +297,7 @@ def _program_lm(record: ProgramRecord, ctx: Context) -> LMHandle:
         if record.own_lm is None:
             record.own_lm = configure_session_lm({"provider": "google", "model": model}, ctx)
         return record.own_lm
-    handle = ctx.lm()
+    handle = adapter_of(ctx).lm_for(ctx)
     if handle is None:
         raise LMNotConfigured()
     return handle
@@ -294,7 +312,7 @@ _EXECUTE_ARGS = (
 )
 
 
-@command("execute_program", read_only=True, args=_EXECUTE_ARGS, scheduling="read")
+@command("execute_program", registry=COMMANDS, read_only=True, args=_EXECUTE_ARGS, scheduling="read")
 def execute_program(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Runs a program on inputs; outputs come back typed as the signature declares."""
     record = _find_program(args, ctx)
@@ -339,7 +357,7 @@ def execute_program(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
             "session_id": ctx.session_id}
 
 
-@command("execute_gemini_program", read_only=True, args=_EXECUTE_ARGS, scheduling="read")
+@command("execute_gemini_program", registry=COMMANDS, read_only=True, args=_EXECUTE_ARGS, scheduling="read")
 def execute_gemini_program(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Legacy alias of execute_program."""
     return execute_program(args, ctx)
@@ -380,17 +398,17 @@ def _summary(record: ProgramRecord) -> dict[str, Any]:
             "mean_latency_ms": record.mean_latency_ms, "error_count": record.error_count}
 
 
-@command("list_programs", read_only=True, args=(Arg("session_id", "string"),))
+@command("list_programs", registry=COMMANDS, read_only=True, args=(Arg("session_id", "string"),))
 def list_programs(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """The programs of the request's session."""
-    programs = [_summary(r) for r in ctx.session.programs.values()]
+    programs = [_summary(r) for r in _programs(ctx).values()]
     return {"programs": programs, "total_count": len(programs), "session_id": ctx.session_id}
 
 
-@command("get_program_info", read_only=True, args=(Arg("program_id", "string", required=True), Arg("session_id", "string")))
+@command("get_program_info", registry=COMMANDS, read_only=True, args=(Arg("program_id", "string", required=True), Arg("session_id", "string")))
 def get_program_info(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Details and counters of one program."""
-    record = ctx.session.programs.get(args["program_id"])
+    record = _programs(ctx).get(args["program_id"])
     if record is None:
         raise ProgramNotFound(args["program_id"])
     info = _summary(record)
@@ -398,9 +416,9 @@ def get_program_info(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     return info
 
 
-@command("delete_program", destructive=True, args=(Arg("program_id", "string", required=True), Arg("session_id", "string")))
+@command("delete_program", registry=COMMANDS, destructive=True, args=(Arg("program_id", "string", required=True), Arg("session_id", "string")))
 def delete_program(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Removes one program from the request's session."""
-    if ctx.session.programs.pop(args["program_id"], None) is None:
+    if _programs(ctx).pop(args["program_id"], None) is None:
         raise ProgramNotFound(args["program_id"])
     return {"program_id": args["program_id"], "status": "deleted"}

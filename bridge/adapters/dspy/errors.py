@@ -1,0 +1,54 @@
+"""The DSPy adapter's errors, each with a stable `error_type` (see docs/protocol.md)."""
+
+from __future__ import annotations
+
+from ...errors import BridgeError
+
+
+class ProgramNotFound(BridgeError):
+    error_type = "program_not_found"
+
+    def __init__(self, program_id: str) -> None:
+        super().__init__(f"Program not found: {program_id}")
+
+
+class ProgramExists(BridgeError):
+    error_type = "program_exists"
+
+    def __init__(self, program_id: str) -> None:
+        super().__init__(f"Program with ID '{program_id}' already exists")
+
+
+class InvalidInputs(BridgeError):
+    """Inputs that do not match the program's signature (missing or unknown fields)."""
+
+    error_type = "invalid_inputs"
+
+
+class InvalidSignature(BridgeError):
+    error_type = "invalid_signature"
+
+
+class LMNotConfigured(BridgeError):
+    error_type = "lm_not_configured"
+
+    def __init__(self) -> None:
+        # "No LM is loaded." is the text DSPy itself uses and clients match on.
+        super().__init__("No LM is loaded. Send configure_lm first (model \"mock\" works offline).")
+
+
+class LMCallFailed(BridgeError):
+    error_type = "lm_error"
+
+
+class ExecutionFailed(BridgeError):
+    error_type = "execution_error"
+
+
+class DSPyUnavailable(BridgeError):
+    error_type = "dspy_unavailable"
+
+
+ERROR_TYPES: tuple[type[BridgeError], ...] = (
+    ProgramNotFound, ProgramExists, InvalidInputs, InvalidSignature, LMNotConfigured, LMCallFailed,
+    ExecutionFailed, DSPyUnavailable)
