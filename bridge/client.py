@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from .codec import decode_exact
 from .framing import Oversized, pack, read_frames
 
 
@@ -49,6 +50,8 @@ class WorkerClient:
                 if isinstance(frame, Oversized):
                     continue
                 reply = orjson.loads(frame)
+                if type(reply.get("id")) is float:  # an id beyond 64 bits: read it exactly
+                    reply = decode_exact(frame, reply)
                 with self._lock:
                     future = self._pending.pop(reply.get("id"), None)
                     if future is None:

@@ -1,7 +1,14 @@
-"""JSON codec for frames: orjson both ways, strict about what a request may be."""
+"""JSON codec for frames: orjson both ways, strict about what a request may be.
+
+orjson holds integers of at most 64 bits: it reads larger ones as floats and refuses
+to write them. The contract echoes ids exactly, so frames whose id came back as a float
+are read again by the standard library (exact integers), and replies that orjson cannot
+write go through the standard library too. Both slow paths run only for such frames.
+"""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -10,8 +17,10 @@ import orjson
 from .errors import InvalidJSON, InvalidUTF8, SerializationFailed
 
 # Salvages the id of a frame whose JSON is broken, so the client gets an error reply
-# instead of waiting for its timeout. Only used when exactly one integer id is visible.
-_ID_PATTERN = re.compile(rb'"id"\s*:\s*(-?\d{1,19})\b')
+# instead of waiting for its timeout. Only used when exactly one integer id is visible;
+# the scan is bounded to the frame's first 4 KiB and each match to 40 digits.
+_ID_PATTERN = re.compile(rb'"id"\s{0,64}:\s{0,64}(-?\d{1,40})(?![\d.eE])')
+_SALVAGE_WINDOW = 4096
 
 
 def decode(payload: bytes) -> Any:
@@ -26,10 +35,27 @@ def decode(payload: bytes) -> Any:
         raise InvalidJSON(f"Frame is not valid JSON: {exc}") from None
 
 
+def decode_exact(payload: bytes, fast: Any) -> Any:
+    """The request again with integers beyond 64 bits kept exact, when its id needs it.
+
+    `fast` is orjson's reading of the same payload; it is returned when the standard
+    library cannot do better (deep nesting, or the id really is a float).
+    """
+    try:
+        exact = json.loads(payload)
+    except (ValueError, RecursionError):
+        return fast
+    return exact if isinstance(exact, dict) and isinstance(exact.get("id"), int) else fast
+
+
 def salvage_id(payload: bytes) -> int | None:
     """Finds the request id in an undecodable frame, if it is unambiguous."""
-    found = _ID_PATTERN.findall(payload[:4096])
+    found = _ID_PATTERN.findall(payload[:_SALVAGE_WINDOW])
     return int(found[0]) if len(found) == 1 else None
+
+
+def _reject(value: Any) -> Any:
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
 
 
 def encode(value: Any) -> bytes:
@@ -37,4 +63,10 @@ def encode(value: Any) -> bytes:
     try:
         return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
     except TypeError as exc:
+        if "64-bit" not in str(exc):
+            raise SerializationFailed(f"Result is not JSON-serializable: {exc}") from None
+    try:  # an integer beyond 64 bits: exact in the standard library's encoder
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False,
+                          default=_reject).encode("utf-8")
+    except (TypeError, ValueError, RecursionError, UnicodeEncodeError) as exc:
         raise SerializationFailed(f"Result is not JSON-serializable: {exc}") from None

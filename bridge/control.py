@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from . import codec
 from .errors import BridgeError, InvalidArguments, UnknownCommand
 from .framing import FrameReader, Oversized, pack
-from .redact import REDACTED, is_secret_key, scrub_text
+from .redact import redact, scrub_text
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -152,25 +152,8 @@ def peer_allowed(peer_uid: int, worker_uid: int) -> bool:
 
 
 def public(value: Any) -> Any:
-    """A copy with secret-named keys redacted and secret values scrubbed from strings.
-
-    Unlike bridge.redact.redact, a boolean or number under a secret-looking key (such as
-    `api_key_set: true`) is kept: it cannot carry a secret and it is useful to see.
-    """
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            if isinstance(key, str) and is_secret_key(key) and item is not None \
-                    and not isinstance(item, (bool, int, float)):
-                out[key] = REDACTED
-            else:
-                out[key] = public(item)
-        return out
-    if isinstance(value, (list, tuple)):
-        return [public(item) for item in value]
-    if isinstance(value, str):
-        return scrub_text(value)
-    return value
+    """A copy safe to show: secret-named keys (outside user data) and secret values masked."""
+    return redact(value)
 
 
 def cut(value: Any, max_string: int = DEFAULT_STRING_LIMIT, max_items: int = MAX_ITEMS,
@@ -260,7 +243,9 @@ def describe_frame(engine: Engine, direction: str, at: float, payload: bytes, ma
             if started is not None:
                 entry["latency_ms"] = round((at - started) * 1000, 3)
     entry["frame"] = cut(public(message), max_string)
-    return entry
+    # command and session id are copied from the frame as sent: a key sent as a command
+    # name must be masked here too.
+    return public(entry)
 
 
 def _message_text(message: Any) -> str:

@@ -22,8 +22,9 @@ import orjson
 from orjson import JSONDecodeError
 
 from . import codec
-from .errors import BridgeError, InvalidArguments, InvalidRequest, SerializationFailed, ShuttingDown
-from .redact import scrub_text
+from .errors import (BridgeError, InvalidArguments, InvalidRequest, Overloaded,
+                     SerializationFailed, ShuttingDown)
+from .redact import holds_known_secret, remember_environment_secrets, scrub_text, scrub_values
 from .registry import REGISTRY, CommandSpec, Registry
 from .sessions import ANONYMOUS, LMHandle, Session, SessionStore
 
@@ -34,6 +35,14 @@ FrameTap = Callable[[str, bytes, float], None]
 Listener = Callable[[str, dict[str, Any]], None]
 
 DEFAULT_MAX_CONCURRENCY = 64
+# Requests accepted but not finished: beyond this a client gets `overloaded` replies
+# instead of growing the queue without bound (pings are never queued, so health holds).
+DEFAULT_MAX_QUEUED = 10_000
+# Unknown command names are counted under one bucket: a client must not grow the
+# counters (and get_stats) with names of its choosing.
+UNKNOWN_BUCKET = "(unknown)"
+# Error texts are cut here: a message may quote client input (a 60 MB command name).
+MAX_ERROR_TEXT = 2000
 # Handed to inline commands, which run to completion at once and are never cancelled.
 _NOT_CANCELLABLE = threading.Event()
 # Bound once: the inline path runs for every health ping.
@@ -50,6 +59,7 @@ class EngineConfig:
     mode: str = "standalone"
     worker_id: str | None = None
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    max_queued: int = DEFAULT_MAX_QUEUED
     argv: list[str] = field(default_factory=list)
     recent_frames: int = 200
     recent_lm_calls: int = 100
@@ -241,12 +251,25 @@ class Context:
         return self.engine.default_lm
 
 
+MAX_SESSION_ID = 256
+
+
 def session_of(args: dict[str, Any]) -> str:
-    """The namespace a request belongs to; "anonymous" when it names none."""
+    """The namespace a request belongs to; "anonymous" when it names none.
+
+    Strings and integers only (Elixir sends one or the other), of bounded length: the id
+    becomes a key of tables the worker keeps.
+    """
     value = args.get("session_id")
     if value is None or value == "":
         return ANONYMOUS
-    return value if isinstance(value, str) else str(value)
+    if type(value) is str:
+        if len(value) > MAX_SESSION_ID:
+            raise InvalidArguments(f"'session_id' is longer than {MAX_SESSION_ID} characters")
+        return value
+    if type(value) is int:
+        return str(value)
+    raise InvalidArguments(f"'session_id' must be a string or an integer, got {type(value).__name__}")
 
 
 class Engine:
@@ -254,6 +277,10 @@ class Engine:
 
     def __init__(self, config: EngineConfig | None = None, registry: Registry | None = None) -> None:
         from . import commands  # noqa: F401  (registers the built-in commands)
+
+        # Provider keys reach LiteLLM through the environment; they are secrets to scrub
+        # even though no configure_lm ever carried them.
+        remember_environment_secrets()
 
         self.config = config or EngineConfig()
         self.registry = registry or REGISTRY
@@ -286,7 +313,20 @@ class Engine:
     # -- entry points ---------------------------------------------------------------
 
     def submit_frame(self, payload: bytes, send: Send) -> None:
-        """Takes one raw frame payload; every outcome ends in a reply or a counted log line."""
+        """Takes one raw frame payload; every outcome ends in a reply or a counted log line.
+
+        Never raises: it runs on the reader thread, and an exception there would end the
+        worker for every client because of one frame.
+        """
+        try:
+            self._submit_frame(payload, send)
+        except BaseException as exc:  # the last line of defence; each path below has its own
+            if not isinstance(exc, Exception):
+                raise
+            self.stats.count_error("internal_error", protocol=True)
+            log.error("frame of %d bytes could not be handled: %s", len(payload), describe_error(exc)[1])
+
+    def _submit_frame(self, payload: bytes, send: Send) -> None:
         now = time.monotonic()
         self.recent_frames.append(("in", now, payload))
         for tap in self.frame_taps:
@@ -297,9 +337,14 @@ class Engine:
             self._undecodable(payload, send)
             return
         if type(request) is dict:
-            spec = self.registry.fast_inline().get(request.get("command"))  # type: ignore[arg-type]
-            if spec is not None:
+            command = request.get("command")
+            request_id = request.get("id")
+            if type(request_id) is float:  # an integer beyond 64 bits, read as a float by orjson
+                request = codec.decode_exact(payload, request)
                 request_id = request.get("id")
+            # Only a string is looked up: a list or object as command must reach validation.
+            spec = self.registry.fast_inline().get(command) if type(command) is str else None
+            if spec is not None:
                 args = request.get("args")
                 if type(request_id) in _PLAIN_IDS and (args is None or type(args) is dict):
                     self._run_inline(spec, request_id, args or {}, send)
@@ -329,12 +374,15 @@ class Engine:
         except BaseException as exc:  # a handler must never take the worker down
             self._reply_error(request_id, exc, send)
             return
+        reply = {"id": request_id, "success": True, "result": result, "timestamp": _time()}
         try:
-            data = _dumps({"id": request_id, "success": True, "result": result, "timestamp": _time()},
-                          option=_DUMP_OPTIONS)
-        except TypeError as exc:
-            self._reply_error(request_id, SerializationFailed(f"Result is not JSON-serializable: {exc}"), send)
-            return
+            data = _dumps(reply, option=_DUMP_OPTIONS)
+        except TypeError:
+            try:  # the careful encoder keeps integers beyond 64 bits exact
+                data = codec.encode(reply)
+            except BridgeError as exc:
+                self._reply_error(request_id, exc, send)
+                return
         now = _monotonic()
         self.recent_frames.append(("out", now, data))
         for tap in self.frame_taps:
@@ -361,15 +409,17 @@ class Engine:
             self._reply_error(request_id, InvalidArguments(
                 f"'args' must be an object, got {type(args).__name__}"), send)
             return
-        self.stats.count_command(name)
+        spec = self.registry.find(name)
+        self.stats.count_command(UNKNOWN_BUCKET if spec is None else spec.name)
         try:
-            spec = self.registry.get(name)
+            if spec is None:
+                spec = self.registry.get(name)  # raises UnknownCommand, with a suggestion
             if spec.validated:
                 spec.validate(args)
+            session_id = session_of(args)
         except BridgeError as exc:
             self._reply_error(request_id, exc, send)
             return
-        session_id = session_of(args)
         if spec.scheduling == "inline":
             self._run(spec, request_id, args, session_id, send)
             return
@@ -378,7 +428,15 @@ class Engine:
             self._reply_error(request_id, ShuttingDown("Worker is shutting down; request not accepted"), send)
             return
         with self._idle:
-            self._accepted += 1
+            if self._accepted >= self.config.max_queued:
+                overloaded = True
+            else:
+                overloaded = False
+                self._accepted += 1
+        if overloaded:
+            self._reply_error(request_id, Overloaded(
+                f"{self.config.max_queued} requests are already queued; retry later"), send)
+            return
         self.scheduler.schedule(session_id, spec.scheduling,
                                 lambda: self._run_accepted(spec, request_id, args, session_id, send))
 
@@ -439,6 +497,14 @@ class Engine:
                         self._idle.notify_all()
 
     def _send(self, data: bytes, send: Send) -> None:
+        if holds_known_secret(data):
+            # A handler's reply quotes a configured key (an LM that echoes headers, a key
+            # used as input): masked here, the one door every handled reply goes through.
+            try:
+                data = codec.encode(scrub_values(codec.decode(data)))
+            except BridgeError:
+                log.error("a reply holding a secret could not be scrubbed; dropped")
+                return
         now = time.monotonic()
         self.recent_frames.append(("out", now, data))
         for tap in self.frame_taps:
@@ -446,19 +512,26 @@ class Engine:
         send(data)
 
     def _reply_error(self, request_id: Any, exc: BaseException, send: Send) -> None:
+        """Sends an error reply. Never raises: if even the id cannot be encoded, the frame is
+        logged and counted as unanswerable instead."""
         error_type, message, details = describe_error(exc)
         self.stats.count_error(error_type)
         if error_type == "internal_error":
-            log.error("request %s failed: %s", request_id, message)
+            log.error("request %s failed: %s", _short_repr(request_id), message)
         reply: dict[str, Any] = {"id": request_id, "success": False, "error": message,
                                  "error_type": error_type, "timestamp": time.time()}
         if details:
-            reply["details"] = details
+            reply["details"] = scrub_values(details)
         try:
             data = codec.encode(reply)
         except BridgeError:
             reply.pop("details", None)
-            data = codec.encode(reply)
+            try:
+                data = codec.encode(reply)
+            except BridgeError:
+                self._protocol_error(InvalidRequest(
+                    f"Request id {_short_repr(request_id)} cannot be written back; no reply sent ({message})"))
+                return
         self._send(data, send)
 
     def _protocol_error(self, exc: BridgeError) -> None:
@@ -506,12 +579,29 @@ class Engine:
         self.executor.shutdown(wait=wait, cancel_futures=True)
 
 
+def _cut_text(text: str) -> str:
+    if len(text) <= MAX_ERROR_TEXT:
+        return text
+    return f"{text[:MAX_ERROR_TEXT]}… ({len(text) - MAX_ERROR_TEXT} more characters)"
+
+
+def _safe_text(text: str) -> str:
+    """Scrubbed, then cut. Scrubbing first: a cut through a secret would show its start.
+    The text is trimmed before scrubbing only far past the cut, so scrubbing stays cheap."""
+    return _cut_text(scrub_text(text[:2 * MAX_ERROR_TEXT + 4096]))
+
+
+def _short_repr(value: Any) -> str:
+    return _safe_text(repr(value))
+
+
 def describe_error(exc: BaseException) -> tuple[str, str, dict[str, Any] | None]:
-    """(error_type, message, details) for any exception, with secrets scrubbed."""
+    """(error_type, message, details) for any exception, with secrets scrubbed and long
+    messages cut (they may quote client input)."""
     if isinstance(exc, BridgeError):
-        return exc.error_type, scrub_text(exc.message), exc.details
+        return exc.error_type, _safe_text(exc.message), exc.details
     error_type = getattr(exc, "error_type", None)
     if isinstance(error_type, str):
-        return error_type, scrub_text(str(exc)), None
+        return error_type, _safe_text(str(exc)), None
     text = str(exc) or type(exc).__name__
-    return "internal_error", scrub_text(f"{type(exc).__name__}: {text}"), None
+    return "internal_error", _safe_text(f"{type(exc).__name__}: {text}"), None

@@ -45,8 +45,10 @@ class UnknownCommand(BridgeError):
     error_type = "unknown_command"
 
     def __init__(self, name: str, suggestion: str | None = None) -> None:
-        # The exact text "Unknown command: X" is matched by existing Elixir clients.
-        super().__init__(f"Unknown command: {name}",
+        # The exact text "Unknown command: X" is matched by existing Elixir clients; a name
+        # of absurd length is cut, since the reply would otherwise carry it all back.
+        shown = name if len(name) <= 200 else f"{name[:200]}… ({len(name)} characters)"
+        super().__init__(f"Unknown command: {shown}",
                          details={"suggestion": suggestion} if suggestion else None)
 
 
@@ -108,3 +110,15 @@ class ShuttingDown(BridgeError):
 
 class DSPyUnavailable(BridgeError):
     error_type = "dspy_unavailable"
+
+
+class LimitExceeded(BridgeError):
+    """A table a client can grow (sessions, programs, session data, known secrets) is full."""
+
+    error_type = "limit_exceeded"
+
+
+class Overloaded(BridgeError):
+    """More requests are queued than the worker accepts; the client should retry later."""
+
+    error_type = "overloaded"

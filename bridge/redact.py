@@ -1,41 +1,105 @@
 """Keeps secrets out of replies, logs, errors, transcripts and inspect views.
 
-Two complementary guards: key-based redaction of structures (any key that names a
-secret), and value-based scrubbing of free text using every secret value the worker
-has been given (an API key quoted inside an exception message is still caught).
+Two complementary guards:
+- by name: the value under a key from `SECRET_NAMES` (an exact list, not a substring
+  rule) is replaced, except inside user data (program inputs, outputs, demos, session
+  data, prompts), where a field called `keywords` or even `token` is the user's own;
+- by value: every secret value the worker has been given (configure_lm keys, provider
+  keys from the environment), key-shaped tokens and the password part of URLs are
+  masked in all free text, user data included, since a key quoted in an input must not
+  reach a log.
+
+Every scan here is linear in the text: they run over bytes a client sent.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+import sys
 import threading
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, TextIO
+
+from .errors import LimitExceeded
 
 REDACTED = "[REDACTED]"
-_SECRET_KEY = re.compile(r"key|token|secret|password|authorization|credential", re.I)
-# Keys that contain "key" but name no secret; redacting them would destroy useful data.
-_NOT_SECRET = frozenset({"key", "keys", "cache_key", "sort_key", "primary_key", "key_name",
-                         "input_keys", "output_keys", "max_tokens", "prompt_tokens",
-                         "completion_tokens", "total_tokens", "tokens", "reasoning_tokens",
-                         "cached_tokens", "prompt_tokens_details", "completion_tokens_details",
-                         "max_completion_tokens", "token_count", "tokens_per_second"})
-# Shapes of common provider keys, caught even if nobody registered them.
+
+# The argument, header and field names whose values are secrets (compared lower-cased,
+# with "-" read as "_", so the header X-Api-Key matches too). Documented in docs/protocol.md.
+SECRET_NAMES = frozenset({
+    "api_key", "apikey", "api_secret", "api_token", "x_api_key", "openai_api_key",
+    "access_token", "refresh_token", "auth_token", "bearer_token", "id_token", "session_token",
+    "token", "secret", "secret_key", "client_secret", "aws_secret_access_key", "aws_session_token",
+    "password", "passwd", "private_key", "authorization", "proxy_authorization",
+    "credentials", "credential", "cookie", "set_cookie",
+})
+
+# Keys whose values are user data: program inputs and outputs, demos, data sets,
+# session data, prompts and LM responses. Inside them no key is redacted by name.
+USER_DATA_KEYS = frozenset({
+    "inputs", "outputs", "demos", "signature", "signature_def", "field_mapping", "program_data",
+    "value", "data", "examples", "devset", "trainset", "valset", "expected", "prediction",
+    "trajectory", "messages", "prompt", "response", "content", "outputs_preview",
+})
+
+# Shapes of common provider keys, caught even if nobody registered them. Each branch
+# starts with a literal, so a failed attempt costs one comparison: the scan is linear.
 _KEY_SHAPES = re.compile(r"\b(sk-[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{20,}|xox[abp]-[A-Za-z0-9\-]{10,}"
                          r"|gh[pous]_[A-Za-z0-9]{20,}|Bearer\s+[A-Za-z0-9._\-]{8,})")
+# The part of a URL between "://" and the host that may hold "user:password@".
+_AUTHORITY_END = re.compile(r"[/\s\"'<>\\?#]")
+_AUTHORITY_LIMIT = 512
 
+# Known secret values are compared against every reply and log line: a client may not
+# grow this table without bound (each configure_lm can bring a new key).
+MAX_KNOWN_SECRETS = 4096
+_MIN_SECRET_LENGTH = 4
 _known: set[str] = set()
+_known_bytes: tuple[bytes, ...] = ()
 _lock = threading.Lock()
+
+# Environment variables whose values are secrets (provider keys arrive this way).
+_SECRET_ENV = re.compile(r"(API_KEY|APIKEY|_TOKEN|_SECRET|SECRET_KEY|PASSWORD|_PASSWD)$", re.I)
 
 
 def is_secret_key(name: str) -> bool:
-    return name.lower() not in _NOT_SECRET and bool(_SECRET_KEY.search(name))
+    """Whether a key names a secret (exact names only, see SECRET_NAMES)."""
+    return name.lower().replace("-", "_") in SECRET_NAMES
 
 
 def remember_secret(value: Any) -> None:
-    """Registers a secret value so free text that quotes it is scrubbed later."""
-    if isinstance(value, str) and len(value) >= 4:
-        with _lock:
-            _known.add(value)
+    """Registers a secret value so free text that quotes it is scrubbed later.
+
+    Raises LimitExceeded once MAX_KNOWN_SECRETS distinct values are known: forgetting an
+    older key would let it leak, so the new one is refused instead.
+    """
+    global _known_bytes
+    if not isinstance(value, str) or len(value) < _MIN_SECRET_LENGTH:
+        return
+    with _lock:
+        if value in _known:
+            return
+        if len(_known) >= MAX_KNOWN_SECRETS:
+            raise LimitExceeded(f"This worker already holds {MAX_KNOWN_SECRETS} distinct secret values; "
+                                "restart it or reuse a configured key")
+        _known.add(value)
+        _known_bytes = tuple(s.encode("utf-8", "surrogatepass") for s in _known)
+
+
+def remember_environment_secrets(environ: Mapping[str, str] | None = None) -> int:
+    """Registers the values of secret-named environment variables (OPENAI_API_KEY, ...).
+
+    LiteLLM reads provider keys from the environment, so they can surface in its errors
+    and logs without ever crossing configure_lm. Returns how many were registered.
+    """
+    count = 0
+    for name, value in (os.environ if environ is None else environ).items():
+        if _SECRET_ENV.search(name) and len(value) >= 8:
+            remember_secret(value)
+            count += 1
+    return count
 
 
 def known_secrets() -> tuple[str, ...]:
@@ -44,21 +108,144 @@ def known_secrets() -> tuple[str, ...]:
         return tuple(_known)
 
 
-def scrub_text(text: str) -> str:
-    """Replaces known secret values and key-shaped tokens in free text."""
+def holds_known_secret(data: bytes) -> bool:
+    """Whether raw bytes contain a registered secret value: a memory-speed check that lets
+    clean replies skip decoding."""
+    for secret in _known_bytes:
+        if secret in data:
+            return True
+    return False
+
+
+def mask_url_passwords(text: str) -> str:
+    """Replaces the password in every `scheme://user:password@host` with [REDACTED]."""
+    start = text.find("://")
+    if start < 0:
+        return text
+    pieces: list[str] = []
+    done = 0
+    while start >= 0:
+        begin = start + 3
+        end_match = _AUTHORITY_END.search(text, begin, begin + _AUTHORITY_LIMIT)
+        end = end_match.start() if end_match else min(len(text), begin + _AUTHORITY_LIMIT)
+        at = text.rfind("@", begin, end)
+        colon = text.find(":", begin, at) if at > 0 else -1
+        if colon >= 0 and text[colon + 1:at] != REDACTED:
+            pieces.append(text[done:colon + 1])
+            pieces.append(REDACTED)
+            done = at
+        start = text.find("://", max(end, begin))
+    pieces.append(text[done:])
+    return "".join(pieces)
+
+
+def scrub_known(text: str) -> str:
+    """Replaces the registered secret values in text, and nothing else."""
     for secret in _known:
         if secret in text:
             text = text.replace(secret, REDACTED)
+    return text
+
+
+def scrub_text(text: str) -> str:
+    """Replaces known secret values, key-shaped tokens and URL passwords in free text."""
+    text = scrub_known(text)
+    if "://" in text:
+        text = mask_url_passwords(text)
     return _KEY_SHAPES.sub(REDACTED, text)
 
 
-def redact(value: Any) -> Any:
-    """A copy of value with every secret-named key's value replaced, at any depth."""
+def redact(value: Any, _in_user_data: bool = False) -> Any:
+    """A copy of value with secrets masked: by name outside user data, by value everywhere."""
     if isinstance(value, dict):
-        return {k: (REDACTED if isinstance(k, str) and is_secret_key(k) and v is not None
-                    else redact(v)) for k, v in value.items()}
+        cleaned = {}
+        for key, item in value.items():
+            name_is_str = isinstance(key, str)
+            if not _in_user_data and name_is_str and item is not None and is_secret_key(key):
+                cleaned[key] = REDACTED
+            else:
+                inner = _in_user_data or (name_is_str and key in USER_DATA_KEYS)
+                cleaned[scrub_text(key) if name_is_str else key] = redact(item, inner)
+        return cleaned
     if isinstance(value, list):
-        return [redact(v) for v in value]
+        return [redact(item, _in_user_data) for item in value]
     if isinstance(value, str):
         return scrub_text(value)
     return value
+
+
+def scrub_values(value: Any) -> Any:
+    """A copy with registered secret values masked in every string (keys too), nothing
+    else: for replies, whose data is the user's own (an LM answer may well contain "sk-")."""
+    if isinstance(value, dict):
+        return {(scrub_known(k) if isinstance(k, str) else k): scrub_values(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub_values(item) for item in value]
+    if isinstance(value, str):
+        return scrub_known(value)
+    return value
+
+
+# Pairs `"secret name": "value"` in text that is not JSON (a frame that failed to parse).
+# The name is one of a fixed set of literals and the value cannot contain an unescaped
+# quote, so each attempt stops at the next quote: linear in the text.
+_SECRET_PAIR = re.compile(
+    r'("(?:' + "|".join(sorted((re.escape(n) for n in SECRET_NAMES), key=len, reverse=True))
+    + r')"\s{0,64}:\s{0,64})"(?:[^"\\]|\\.)*"', re.I)
+
+
+def scrub_unparsed(text: str) -> str:
+    """Scrubs text that is not JSON: secret-named pairs, known values, key shapes, URL passwords."""
+    text = _SECRET_PAIR.sub(lambda m: f'{m.group(1)}"{REDACTED}"', text)
+    return scrub_text(text)
+
+
+# -- every log line and every stray write to the console --------------------------------
+
+
+class _ScrubbingStream:
+    """A text stream that scrubs what is written before passing it on.
+
+    Libraries print (LiteLLM in verbose mode) or hold their own handlers on sys.stderr;
+    wrapping the stream catches what no logging filter sees.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(scrub_text(text) if isinstance(text, str) else text)
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _scrubbing_factory(make_record: Any) -> Any:
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record still gets logged, as text
+            message = f"{record.msg!r} % {record.args!r}"
+        record.msg, record.args = scrub_text(message), ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = scrub_text(logging.Formatter().formatException(record.exc_info))
+        if record.stack_info:
+            record.stack_info = scrub_text(record.stack_info)
+        return record
+
+    factory.scrubs_secrets = True  # type: ignore[attr-defined]
+    return factory
+
+
+def install_output_scrubbing(streams: Iterable[str] = ("stdout", "stderr")) -> None:
+    """Scrubs every log record of every library at creation, and what reaches sys.stdout
+    and sys.stderr. Idempotent; call before logging is configured."""
+    current = logging.getLogRecordFactory()
+    if not getattr(current, "scrubs_secrets", False):
+        logging.setLogRecordFactory(_scrubbing_factory(current))
+    for name in streams:
+        stream = getattr(sys, name)
+        if not isinstance(stream, _ScrubbingStream):
+            setattr(sys, name, _ScrubbingStream(stream))

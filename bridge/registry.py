@@ -19,6 +19,9 @@ from .errors import InvalidArguments, UnknownCommand
 if TYPE_CHECKING:
     from .engine import Context
 
+# Names longer than this get no "did you mean" (none is registered that long anyway).
+MAX_SUGGESTED_NAME = 64
+
 Handler = Callable[[dict[str, Any], "Context"], dict[str, Any]]
 
 # JSON types an argument may declare, with the Python types that satisfy them.
@@ -142,6 +145,11 @@ class Registry:
         self._fast = None
         return spec
 
+    def find(self, name: str) -> CommandSpec | None:
+        """The spec of a name or alias, or None: no suggestion is computed."""
+        canonical = self._aliases.get(name)
+        return None if canonical is None else self._specs[canonical]
+
     def get(self, name: str) -> CommandSpec:
         canonical = self._aliases.get(name)
         if canonical is None:
@@ -158,8 +166,14 @@ class Registry:
         return [self._specs[name] for name in sorted(self._specs)]
 
     def suggest(self, name: str) -> str | None:
-        """The closest registered name, for 'did you mean' hints."""
-        close = difflib.get_close_matches(str(name), list(self._aliases), n=1, cutoff=0.6)
+        """The closest registered name, for 'did you mean' hints.
+
+        Only for names of plausible length: difflib's cost grows with the name, and a
+        60 MB "command" must not hold the reader thread for seconds.
+        """
+        if not isinstance(name, str) or len(name) > MAX_SUGGESTED_NAME:
+            return None
+        close = difflib.get_close_matches(name, list(self._aliases), n=1, cutoff=0.6)
         return close[0] if close else None
 
 

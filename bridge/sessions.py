@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import LimitExceeded
+
 ANONYMOUS = "anonymous"
 
 
@@ -71,19 +73,30 @@ class Session:
         self.last_activity = time.time()
 
 
+# Sessions are created by any request that names one: a client must not be able to grow
+# the table without bound (cleanup_session and cleanup free places).
+DEFAULT_MAX_SESSIONS = 10_000
+
+
 class SessionStore:
     """All sessions of one worker. Structural changes are guarded by one lock."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_sessions: int = DEFAULT_MAX_SESSIONS) -> None:
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
+        self.max_sessions = max_sessions
 
     def get(self, session_id: str) -> Session:
         """The session, created on first use (Elixir never announces sessions)."""
         session = self._sessions.get(session_id)
         if session is None:
             with self._lock:
-                session = self._sessions.setdefault(session_id, Session(session_id))
+                session = self._sessions.get(session_id)
+                if session is None:
+                    if len(self._sessions) >= self.max_sessions:
+                        raise LimitExceeded(f"This worker already holds {self.max_sessions} sessions; "
+                                            "send cleanup_session for finished ones")
+                    session = self._sessions[session_id] = Session(session_id)
         return session
 
     def peek(self, session_id: str) -> Session | None:

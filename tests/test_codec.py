@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime
+import json
 
 import orjson
 import pytest
 
 from bridge import codec
+from bridge.codec import decode, decode_exact, encode, salvage_id
 from bridge.errors import InvalidJSON, InvalidUTF8, SerializationFailed
 
 
@@ -61,9 +63,31 @@ def test_encode_native_types_orjson_knows() -> None:
     assert orjson.loads(codec.encode({"t": when})) == {"t": "2024-01-02T03:04:05"}
 
 
-@pytest.mark.parametrize("value", [{"x": object()}, {"x": {1, 2}}, {"x": 2 ** 70}, {"x": b"bytes"}])
+@pytest.mark.parametrize("value", [{"x": object()}, {"x": {1, 2}}, {"x": b"bytes"}, {"x": 2 ** 70, "y": object()}])
 def test_encode_non_serializable_raises_serialization_failed(value: dict) -> None:
     with pytest.raises(SerializationFailed) as info:
         codec.encode(value)
     assert info.value.error_type == "serialization_error"
     assert "not JSON-serializable" in info.value.message
+
+
+@pytest.mark.parametrize("number", [2 ** 64, -(2 ** 63) - 1, 1180591620717411303425, -(10 ** 39)])
+def test_integers_beyond_64_bits_are_encoded_exactly(number: int) -> None:
+    data = encode({"id": number, "success": True, "result": {"n": number}})
+    assert data.startswith(b'{"id":' + str(number).encode() + b",")
+    assert json.loads(data) == {"id": number, "success": True, "result": {"n": number}}
+
+
+def test_decode_exact_keeps_a_big_id_and_falls_back_when_it_cannot() -> None:
+    payload = b'{"id": 1180591620717411303425, "command": "ping", "args": {"n": 18446744073709551616}}'
+    exact = decode_exact(payload, decode(payload))
+    assert exact["id"] == 1180591620717411303425 and exact["args"]["n"] == 2 ** 64
+    deep = b'{"id": 1.5, "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    fast = {"id": 1.5}
+    assert decode_exact(deep, fast) is fast
+
+
+def test_salvage_id_reads_ids_beyond_64_bits_but_not_floats() -> None:
+    assert salvage_id(b'{"id": -9223372036854775809, "command": "ping"') == -9223372036854775809
+    assert salvage_id(b'{"id": 12.5, "command": "ping"') is None
+    assert salvage_id(b'{"id": 1, "id": 2, "command"') is None

