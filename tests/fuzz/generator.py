@@ -13,6 +13,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+import bridge.commands  # noqa: F401  (registers the built-in commands)
 from bridge.registry import REGISTRY
 
 from .oracle import Expectations, ReferenceFramer, frame_expectations
