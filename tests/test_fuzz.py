@@ -146,13 +146,22 @@ def test_fixed_corpus_one_input_at_a_time(fuzz_worker: Callable[..., FuzzWorker]
 # Found by this fuzzer and reported to the lead (outside this test's files); strict, so the
 # fix turns these into failures that say "move me into CORPUS".
 OPEN_FINDINGS = [
-    corpus_input("string id, 1e999 in args: no reply", _req('{"id":"inf-args","command":"ping","args":{"x":1e999}}')),
+    ("string id, 1e999 in args: no reply", _req('{"id":"inf-args","command":"ping","args":{"x":1e999}}')),
+    ("secret scrubber rewrites the echoed id", _req('{"id":"k1","command":"configure_lm","args":{"model":"mock","api_key":"%s%n"}}')
+     + _req('{"id":"x:%s%n","command":"configure_lm","args":{"model":"mock","session_id":"s1"}}')),
+    ("long int id, 1e999 in args: no reply", _req('{"id":10000000000000000000000,"command":"ping","args":1e999}')),
 ]
 
 
 @pytest.mark.xfail(strict=True, reason="open findings, reported to the lead; see docs/fuzzing.md")
-@pytest.mark.parametrize("item", OPEN_FINDINGS, ids=lambda item: item.kind)
-def test_open_findings(fuzz_worker: Callable[..., FuzzWorker], item: FuzzInput) -> None:
+@pytest.mark.parametrize(("kind", "data"), OPEN_FINDINGS, ids=[kind for kind, _ in OPEN_FINDINGS])
+def test_open_findings(fuzz_worker: Callable[..., FuzzWorker], monkeypatch: pytest.MonkeyPatch,
+                       kind: str, data: bytes) -> None:
+    from fuzz import oracle
+
+    monkeypatch.setattr(oracle, "OUT_OF_RANGE_NUMBERS_OWE_REPLY", True)  # the full promise
+    item = corpus_input(kind, data)
+    assert item.expects.required
     worker = fuzz_worker(*WORKER_ARGS)
     worker.run_batch([item], random.Random(1))
     assert worker.close() == 0
