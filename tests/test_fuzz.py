@@ -62,6 +62,7 @@ CORPUS = [
     corpus_input("oversized then a ping", struct.pack(">I", MAX_FRAME + 1) + b" " * (MAX_FRAME + 1)
                  + _req('{"id":10,"command":"ping"}')),
     corpus_input("zero-length frame", b"\x00\x00\x00\x00"),
+    corpus_input("23-digit id, 1e999 as args", _req('{"id":10000000000000000000000,"command":"ping","args":1e999}')),
 ]
 
 
@@ -149,7 +150,6 @@ OPEN_FINDINGS = [
     ("string id, 1e999 in args: no reply", _req('{"id":"inf-args","command":"ping","args":{"x":1e999}}')),
     ("secret scrubber rewrites the echoed id", _req('{"id":"k1","command":"configure_lm","args":{"model":"mock","api_key":"%s%n"}}')
      + _req('{"id":"x:%s%n","command":"configure_lm","args":{"model":"mock","session_id":"s1"}}')),
-    ("long int id, 1e999 in args: no reply", _req('{"id":10000000000000000000000,"command":"ping","args":1e999}')),
 ]
 
 
