@@ -63,6 +63,12 @@ CORPUS = [
                  + _req('{"id":10,"command":"ping"}')),
     corpus_input("zero-length frame", b"\x00\x00\x00\x00"),
     corpus_input("23-digit id, 1e999 as args", _req('{"id":10000000000000000000000,"command":"ping","args":1e999}')),
+    # Found by this fuzzer (then fixed): an id of any type answered when orjson refuses a
+    # number, and a secret-looking id echoed exactly.
+    corpus_input("string id, 1e999 in args", _req('{"id":"inf-args","command":"ping","args":{"x":1e999}}')),
+    corpus_input("secret scrubber and the echoed id",
+                 _req('{"id":"k1","command":"configure_lm","args":{"model":"mock","api_key":"%s%n-long-enough"}}')
+                 + _req('{"id":"x:%s%n-long-enough","command":"configure_lm","args":{"model":"mock","session_id":"s1"}}')),
 ]
 
 
@@ -141,29 +147,6 @@ def test_fixed_corpus_one_input_at_a_time(fuzz_worker: Callable[..., FuzzWorker]
             worker.close()
             worker = fuzz_worker(*WORKER_ARGS)
     assert not failures, "\n".join(failures)
-    assert worker.close() == 0
-
-
-# Found by this fuzzer and reported to the lead (outside this test's files); strict, so the
-# fix turns these into failures that say "move me into CORPUS".
-OPEN_FINDINGS = [
-    ("string id, 1e999 in args: no reply", _req('{"id":"inf-args","command":"ping","args":{"x":1e999}}')),
-    ("secret scrubber rewrites the echoed id", _req('{"id":"k1","command":"configure_lm","args":{"model":"mock","api_key":"%s%n"}}')
-     + _req('{"id":"x:%s%n","command":"configure_lm","args":{"model":"mock","session_id":"s1"}}')),
-]
-
-
-@pytest.mark.xfail(strict=True, reason="open findings, reported to the lead; see docs/fuzzing.md")
-@pytest.mark.parametrize(("kind", "data"), OPEN_FINDINGS, ids=[kind for kind, _ in OPEN_FINDINGS])
-def test_open_findings(fuzz_worker: Callable[..., FuzzWorker], monkeypatch: pytest.MonkeyPatch,
-                       kind: str, data: bytes) -> None:
-    from fuzz import oracle
-
-    monkeypatch.setattr(oracle, "OUT_OF_RANGE_NUMBERS_OWE_REPLY", True)  # the full promise
-    item = corpus_input(kind, data)
-    assert item.expects.required
-    worker = fuzz_worker(*WORKER_ARGS)
-    worker.run_batch([item], random.Random(1))
     assert worker.close() == 0
 
 

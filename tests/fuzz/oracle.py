@@ -25,11 +25,10 @@ _SALVAGE_STR = re.compile(rb'"id"\s*:\s*("(?:[^"\\]|\\.)*")')
 # The oracle reads 10,000-deep frames with the stdlib parser: deep enough to tell a
 # 500-level frame (which the worker must answer) from a 10,000-level one (which it may refuse).
 _RECURSION_LIMIT = 3000
-# Open finding (reported to the lead): a frame holding a number beyond a double's range
-# (`1e999`) is refused as invalid JSON, and only an integer id of at most 19 digits is
-# salvaged from it, so a string or longer id gets no reply. Until that is fixed such
-# frames only *may* be answered; set True to hold the worker to the full promise.
-OUT_OF_RANGE_NUMBERS_OWE_REPLY = False
+# A frame holding a number beyond a double's range (`1e999`) is refused by orjson; the
+# worker still reads its id, of any type, and answers it. (False would relax the oracle
+# to "may answer", which was needed until that was fixed.)
+OUT_OF_RANGE_NUMBERS_OWE_REPLY = True
 
 IdKey = tuple[str, Any]
 
