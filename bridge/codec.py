@@ -56,6 +56,24 @@ def decode_reply(data: bytes) -> Any:
     return reply
 
 
+def id_of_out_of_range_json(payload: bytes) -> Any:
+    """The id of an object that is valid JSON but holds a number orjson refuses (1e999,
+    -1e400), read by the standard library; None for anything else. Only for frames
+    orjson already refused, so the slow parser never runs on ordinary traffic."""
+    try:
+        request = json.loads(payload, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError, UnicodeDecodeError):
+        return None
+    if not isinstance(request, dict):
+        return None
+    request_id = request.get("id")
+    return request_id if type(request_id) in (int, str) else None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def salvage_id(payload: bytes) -> int | None:
     """Finds the request id in an undecodable frame, if it is unambiguous."""
     found = _ID_PATTERN.findall(payload[:_SALVAGE_WINDOW])

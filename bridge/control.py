@@ -42,7 +42,7 @@ from . import codec
 from .errors import BridgeError, InvalidArguments, UnknownCommand
 from .framing import FrameReader, Oversized, pack
 from .adapter import session_states
-from .redact import redact, scrub_text
+from .redact import TOO_DEEP, TooDeep, redact, scrub_text
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -152,8 +152,12 @@ def peer_allowed(peer_uid: int, worker_uid: int) -> bool:
 
 
 def public(value: Any) -> Any:
-    """A copy safe to show: secret-named keys (outside user data) and secret values masked."""
-    return redact(value)
+    """A copy safe to show: secret-named keys (outside user data) and secret values masked;
+    a structure nested too deeply to check is shown as a marker instead."""
+    try:
+        return redact(value)
+    except TooDeep:
+        return TOO_DEEP
 
 
 def cut(value: Any, max_string: int = DEFAULT_STRING_LIMIT, max_items: int = MAX_ITEMS,

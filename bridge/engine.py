@@ -24,7 +24,7 @@ from orjson import JSONDecodeError
 from . import codec
 from .errors import (BridgeError, InvalidArguments, InvalidRequest, Overloaded,
                      SerializationFailed, ShuttingDown)
-from .redact import holds_known_secret, remember_environment_secrets, scrub_text, scrub_values
+from .redact import TooDeep, holds_known_secret, remember_environment_secrets, scrub_text, scrub_values
 from .registry import REGISTRY, CommandSpec, Registry
 from .scheduler import SessionScheduler
 from .sessions import ANONYMOUS, Session, SessionStore
@@ -272,6 +272,10 @@ class Engine:
         except BridgeError as exc:
             salvaged = codec.salvage_id(payload)
             if salvaged is None:
+                # JSON whose numbers orjson cannot hold (1e999): its id, of any type, is
+                # still readable by the standard library, and the client gets its answer.
+                salvaged = codec.id_of_out_of_range_json(payload)
+            if salvaged is None:
                 self._protocol_error(exc)
             else:
                 self._reply_error(salvaged, exc, send)
@@ -414,11 +418,7 @@ class Engine:
         if holds_known_secret(data):
             # A handler's reply quotes a configured key (an LM that echoes headers, a key
             # used as input): masked here, the one door every handled reply goes through.
-            try:
-                data = codec.encode(scrub_values(codec.decode_reply(data)))
-            except BridgeError:
-                log.error("a reply holding a secret could not be scrubbed; dropped")
-                return
+            data = _scrubbed_reply(data)
         if type(send) is OnceReply:
             if not send.claim():  # already answered by a drain that gave up on it
                 log.info("late reply to request %r dropped: it was already answered", send.request_id)
@@ -440,7 +440,10 @@ class Engine:
         reply: dict[str, Any] = {"id": request_id, "success": False, "error": message,
                                  "error_type": error_type, "timestamp": time.time()}
         if details:
-            reply["details"] = scrub_values(details)
+            try:
+                reply["details"] = scrub_values(details)
+            except TooDeep:
+                pass  # details too deep to check are left out, the error itself still goes
         try:
             data = codec.encode(reply)
         except BridgeError:
@@ -505,6 +508,19 @@ class Engine:
     def close(self, wait: bool = False) -> None:
         self.cancel_all()
         self.executor.shutdown(wait=wait, cancel_futures=True)
+
+
+def _scrubbed_reply(data: bytes) -> bytes:
+    """A reply with every registered secret value masked, except in its id: the client
+    matches replies by id, which must come back exactly as sent."""
+    reply = codec.decode_reply(data)
+    rest = {key: value for key, value in reply.items() if key != "id"}
+    try:
+        cleaned = {"id": reply.get("id"), **scrub_values(rest)}
+    except TooDeep:
+        cleaned = {"id": reply.get("id"), "success": False, "error_type": "serialization_error",
+                   "error": "Reply nested too deeply to be checked for secrets", "timestamp": time.time()}
+    return codec.encode(cleaned)
 
 
 def _cut_text(text: str) -> str:

@@ -56,7 +56,9 @@ _AUTHORITY_LIMIT = 512
 # Known secret values are compared against every reply and log line: a client may not
 # grow this table without bound (each configure_lm can bring a new key).
 MAX_KNOWN_SECRETS = 4096
-_MIN_SECRET_LENGTH = 4
+# Shorter values are not taken as secrets: masking every "abc" in replies and logs would
+# destroy user data, and no provider issues keys that short.
+_MIN_SECRET_LENGTH = 8
 _known: set[str] = set()
 _known_bytes: tuple[bytes, ...] = ()
 _lock = threading.Lock()
@@ -192,11 +194,15 @@ MAX_DEPTH = 200
 TOO_DEEP = "[NESTED TOO DEEP]"
 
 
+class TooDeep(RecursionError):
+    """A structure nested past MAX_DEPTH: callers choose to keep it as text or cut it."""
+
+
 def redact(value: Any, _in_user_data: bool = False, _depth: int = 0) -> Any:
     """A copy of value with secrets masked: by name outside user data, by value everywhere."""
     if isinstance(value, dict):
         if _depth >= MAX_DEPTH:
-            return TOO_DEEP
+            raise TooDeep(f"nested deeper than {MAX_DEPTH} levels")
         cleaned = {}
         for key, item in value.items():
             name_is_str = isinstance(key, str)
@@ -208,7 +214,7 @@ def redact(value: Any, _in_user_data: bool = False, _depth: int = 0) -> Any:
         return cleaned
     if isinstance(value, list):
         if _depth >= MAX_DEPTH:
-            return TOO_DEEP
+            raise TooDeep(f"nested deeper than {MAX_DEPTH} levels")
         return [redact(item, _in_user_data, _depth + 1) for item in value]
     if isinstance(value, str):
         return scrub_text(value)
@@ -220,12 +226,12 @@ def scrub_values(value: Any, _depth: int = 0) -> Any:
     else: for replies, whose data is the user's own (an LM answer may well contain "sk-")."""
     if isinstance(value, dict):
         if _depth >= MAX_DEPTH:
-            return TOO_DEEP
+            raise TooDeep(f"nested deeper than {MAX_DEPTH} levels")
         return {(scrub_known(k) if isinstance(k, str) else k): scrub_values(v, _depth + 1)
                 for k, v in value.items()}
     if isinstance(value, list):
         if _depth >= MAX_DEPTH:
-            return TOO_DEEP
+            raise TooDeep(f"nested deeper than {MAX_DEPTH} levels")
         return [scrub_values(item, _depth + 1) for item in value]
     if isinstance(value, str):
         return scrub_known(value)

@@ -125,8 +125,22 @@ def test_outputs_named_like_secrets_survive_recording_and_replay_catches_a_chang
     assert any("keywords" in str(m.to_dict()) for m in result.mismatches)
 
 
-def test_structures_nested_past_the_recursion_limit_are_cut_not_crashed() -> None:
+def test_structures_nested_past_the_recursion_limit_raise_one_clear_error() -> None:
+    from bridge.control import public
+
     deep = orjson.loads(b"[" * 1000 + b"]" * 1000)
-    assert R.TOO_DEEP in str(R.redact({"args": deep}))
-    assert R.TOO_DEEP in str(R.scrub_values(deep))
+    for walk in (R.redact, R.scrub_values):
+        with pytest.raises(R.TooDeep):
+            walk({"args": deep})
+    assert public({"args": deep}) == R.TOO_DEEP  # inspect shows a marker
     R.remember_config_secrets(deep)  # returns quietly
+
+
+def test_a_secret_in_the_id_is_echoed_exactly_and_short_values_are_no_secrets(spawn_worker) -> None:
+    worker = spawn_worker("--no-warm", "--no-control")
+    key = "%s%n-long-enough-key"
+    assert worker.request("configure_lm", {"model": "mock", "api_key": key})["success"]
+    reply = worker.request("configure_lm", {"model": "mock", "session_id": "s1"}, request_id=f"x:{key}")
+    assert reply["id"] == f"x:{key}" and reply["success"]
+    R.remember_secret("abc")
+    assert R.scrub_text("abc") == "abc"

@@ -13,6 +13,8 @@ import pytest
 
 from bridge.adapters.dspy.signatures import (
     MAX_FIELDS,
+    RESERVED_FIELD_NAMES,
+    RESERVED_INPUT_NAMES,
     FieldSpec,
     InputValidationError,
     SignatureError,
@@ -196,7 +198,7 @@ def test_map_with_plain_string_fields_and_mapping_form() -> None:
         ("a -> b: Widget", "'b'"),
         ("a -> b: os.system", "os.system"),
         ("a -> instructions", "reserved"),
-        ("json -> b", "reserved"),
+        ("self -> b", "reserved"),
         ({"inputs": [{"type": "string"}], "outputs": ["a"]}, "name"),
         ({"inputs": ["q"], "outputs": [{"name": "a", "type": 3}]}, "'a'"),
         ({"inputs": "q", "outputs": ["a"]}, "list"),
@@ -295,3 +297,161 @@ def test_coerce_inputs() -> None:
     # values are not converted: DSPy's adapter formats them
     value = {"nested": [1, 2]}
     assert coerce_inputs(spec, {"question": value, "context": "x"})["question"] is value
+
+
+# ------------------------------------------------------------------ field names
+
+@pytest.mark.parametrize(
+    ("signature", "fragment"),
+    [
+        # Python keywords
+        ("class -> b", "'class' in inputs is a Python keyword"),
+        ("a -> None", "'None' in outputs is a Python keyword"),
+        ({"inputs": ["lambda"], "outputs": ["b"]}, "'lambda' in inputs is a Python keyword"),
+        # dunder and private names
+        ("__init__ -> b", "'__init__' in inputs is a dunder name"),
+        ("a -> __class__", "'__class__' in outputs is a dunder name"),
+        ("_x -> b", "'_x' in inputs must not start with '_'"),
+        # not identifiers
+        ({"inputs": ["my field"], "outputs": ["b"]}, "'my field' in inputs is not a valid identifier"),
+        ({"inputs": ["q"], "outputs": ["2nd"]}, "'2nd' in outputs is not a valid identifier"),
+        ({"inputs": ["café"], "outputs": ["b"]}, "'café' in inputs is not a valid identifier"),
+        ({"inputs": ["a.b"], "outputs": ["c"]}, "'a.b' in inputs is not a valid identifier"),
+        ({"inputs": [{"name": "x\u0000"}], "outputs": ["c"]}, "is not a valid identifier"),
+        # duplicates
+        ("a, a -> b", "'a' is used more than once in inputs"),
+        ("a -> b, b", "'b' is used more than once in outputs"),
+        ("a -> a", "'a' is used in both inputs and outputs"),
+        ({"inputs": {"q": "string"}, "outputs": [{"name": "q"}]}, "'q' is used in both inputs and outputs"),
+    ],
+)
+def test_field_names_that_cannot_work_are_refused(signature: Any, fragment: str) -> None:
+    with pytest.raises(SignatureError) as info:
+        parse_signature(signature)
+    assert fragment in str(info.value)
+    assert info.value.error_type == "invalid_signature"
+
+
+@pytest.mark.parametrize("name", sorted(RESERVED_FIELD_NAMES))
+def test_reserved_names_are_refused_on_either_side(name: str) -> None:
+    for signature, where in ((f"{name} -> b", "inputs"), (f"a -> {name}", "outputs")):
+        with pytest.raises(SignatureError) as info:
+            parse_signature(signature)
+        message = str(info.value)
+        assert f"{name!r} in {where} is reserved by DSPy" in message
+        assert RESERVED_FIELD_NAMES[name] in message
+
+
+@pytest.mark.parametrize("name", sorted(RESERVED_INPUT_NAMES))
+def test_reserved_input_names_are_refused_as_inputs_only(name: str) -> None:
+    with pytest.raises(SignatureError, match=f"'{name}' in inputs is reserved by DSPy"):
+        parse_signature(f"{name} -> b")
+    assert parse_signature(f"a -> {name}").output_names == (name,)
+
+
+_ORDINARY_NAMES = ["keywords", "tokens", "key_points", "input", "type", "id", "match", "case",
+                   "json", "copy", "schema", "dict", "model_fields", "callbacks", "history", "text"]
+
+
+# `prediction` is taken away only when its value has the shape of OpenAI predicted outputs.
+_HOSTILE_VALUES: dict[str, Any] = {"prediction": {"type": "content", "content": "VALUE_prediction"}}
+
+
+def _dspy_breaks(name: str, role: str) -> str | None:
+    """Builds and runs a program with field `name` straight through DSPy (no refusal of
+    ours), Predict and ChainOfThought, with and without a demo, on the mock LM. Returns how
+    it broke, or None when every input reached the prompt and every output came back."""
+    import dspy
+
+    from bridge.mock_lm import make_mock_lm
+
+    inputs = ["question", name] if role == "input" else ["question"]
+    outputs = ["answer", name] if role == "output" else ["answer"]
+    try:
+        fields = {**{n: (str, dspy.InputField()) for n in inputs}, **{n: (str, dspy.OutputField()) for n in outputs}}
+        sig = dspy.make_signature(fields, "Do it.")
+    except Exception as exc:
+        return f"build: {exc}"
+    lm = make_mock_lm()
+    for make in (dspy.Predict, dspy.ChainOfThought):
+        for with_demo in (False, True):
+            try:
+                program = make(sig)
+                if with_demo:
+                    demo = dspy.Example(**{n: f"DEMO_{n}" for n in (*inputs, *outputs)}).with_inputs(*inputs)
+                    for predictor in program.predictors():
+                        predictor.demos = [demo]
+                values = {n: _HOSTILE_VALUES.get(n, f"VALUE_{n}") for n in inputs}
+                with dspy.context(lm=lm, callbacks=[dspy.utils.callback.BaseCallback()]):
+                    prediction = program(**values)
+            except Exception as exc:
+                return f"{make.__name__}: {exc}"
+            prompt = str(lm.history[-1]["messages"])
+            if any(f"VALUE_{n}" not in prompt for n in inputs) or (with_demo and f"DEMO_{name}" not in prompt):
+                return f"{make.__name__}: a value never reached the LM"
+            if any(not prediction.get(n) for n in outputs):
+                return f"{make.__name__}: an output is missing"
+    return None
+
+
+@pytest.mark.parametrize(("name", "role"), [*((n, "input") for n in sorted(RESERVED_FIELD_NAMES)),
+                                             *((n, "output") for n in sorted(RESERVED_FIELD_NAMES)
+                                               if n not in ("self", "base")),
+                                             *((n, "input") for n in sorted(RESERVED_INPUT_NAMES))])
+def test_every_reserved_name_really_breaks_dspy(name: str, role: str) -> None:
+    """The refusals are not guesses: each reserved name, fed to DSPy without our check,
+    fails or loses data (when a DSPy upgrade makes one work, this says to drop it)."""
+    assert _dspy_breaks(name, role) is not None
+
+
+@pytest.mark.parametrize("name", ["self", "base"])
+def test_self_and_base_break_demos_even_as_outputs(name: str) -> None:
+    import dspy
+
+    try:
+        demo = dspy.Example(question="q", **{name: "DEMO"})
+        kept = demo.get(name) == "DEMO" and demo.get("question") == "q"
+    except TypeError:
+        kept = False
+    assert not kept
+
+
+@pytest.mark.parametrize("name", _ORDINARY_NAMES)
+def test_ordinary_names_work_in_dspy(name: str) -> None:
+    spec = parse_signature(f"question, {name} -> answer, {name}_out")
+    assert spec.input_names == ("question", name)
+    assert _dspy_breaks(name, "input") is None
+    assert _dspy_breaks(name, "output") is None
+
+
+def test_field_names_end_to_end_through_a_worker(spawn_worker: Any) -> None:
+    """`self` (issue 9.11) is refused at create_program; ordinary names, demos included,
+    create, execute on the mock LM and come back under their own names."""
+    from conftest import ok
+
+    worker = spawn_worker("--no-control")
+    ok(worker.request("configure_lm", {"model": "mock"}))
+    refused = worker.request("create_program", {"id": "bad", "signature": {
+        "inputs": [{"name": "self", "type": "string"}], "outputs": [{"name": "answer"}]}})
+    assert refused["success"] is False
+    assert refused["error_type"] == "invalid_signature"
+    assert "'self'" in refused["error"] and "reserved" in refused["error"]
+    refused = worker.request("create_program", {"id": "bad2", "signature": "question -> answer, question"})
+    assert refused["error_type"] == "invalid_signature" and "both inputs and outputs" in refused["error"]
+    assert worker.request("get_program_info", {"program_id": "bad"})["success"] is False
+
+    names = ["keywords", "tokens", "key_points", "input", "type", "id", "json", "copy"]
+    signature = {"inputs": [{"name": n, "type": "string"} for n in names[:4]],
+                 "outputs": [{"name": n, "type": "string"} for n in names[4:]]}
+    demo = {n: f"demo {n}" for n in names}
+    for program_type in ("predict", "chain_of_thought"):
+        pid = f"p_{program_type}"
+        created = ok(worker.request("create_program", {"id": pid, "signature": signature,
+                                                       "program_type": program_type, "demos": [demo]}))
+        assert list(created["field_mapping"]["inputs"]) == names[:4]
+        for value in ("one", "two"):
+            result = ok(worker.request("execute_program", {"program_id": pid,
+                                                           "inputs": {n: f"{value} {n}" for n in names[:4]}}))
+            outputs = result["outputs"]
+            assert set(names[4:]) <= set(outputs)
+            assert all(isinstance(outputs[n], str) and outputs[n] for n in names[4:]), outputs

@@ -24,6 +24,8 @@ __all__ = [
     "InputValidationError",
     "MAX_FIELDS",
     "MAX_SIGNATURE_CHARS",
+    "RESERVED_FIELD_NAMES",
+    "RESERVED_INPUT_NAMES",
     "SignatureError",
     "SignatureSpec",
     "TypeNode",
@@ -48,20 +50,40 @@ MAX_DESCRIPTION_CHARS = 10_000
 MAX_TYPE_DEPTH = 16
 DEFAULT_CLASS_NAME = "DynamicSignature"
 
-# Public attributes of dspy.Signature (pydantic.BaseModel plus DSPy's own) in DSPy 3.4.1.
-# A field with one of these names shadows the attribute: DSPy warns on stderr and, for
-# several (`instructions`, `signature`, `fields`, `model_config`), fails with an obscure
-# TypeError, so such names are refused up front with a clear message.
-RESERVED_FIELD_NAMES = frozenset({
-    "append", "append_instructions", "construct", "copy", "delete", "dict", "dump_state", "equals",
-    "fields", "from_orm", "input_fields", "insert", "instructions", "json", "load_state",
-    "model_computed_fields", "model_config", "model_construct", "model_copy", "model_dump",
-    "model_dump_json", "model_extra", "model_fields", "model_fields_set", "model_json_schema",
-    "model_parametrized_name", "model_post_init", "model_rebuild", "model_validate",
-    "model_validate_json", "model_validate_strings", "mro", "output_fields", "parse_file", "parse_obj",
-    "parse_raw", "prepend", "register", "schema", "schema_json", "signature", "update_forward_refs",
-    "validate", "with_instructions", "with_updated_fields",
-})
+# Field names that DSPy 3.4.1 cannot carry, each with the reason a client is told. Every
+# entry was checked end to end (Predict and ChainOfThought, with and without demos, chat
+# and JSON adapters, the mock LM); names that only shadow a pydantic attribute with a
+# warning (`json`, `copy`, `schema`, `dict`, `model_fields`, ...) work and are allowed.
+_SIGNATURE_ATTRIBUTE = "an attribute of dspy.Signature; building the signature fails"
+_PYDANTIC_MEMBER = "a pydantic BaseModel method that dspy.Signature cannot shadow; building the signature fails"
+_CALL_KEYWORD = "a keyword argument dspy.Predict takes for itself, so the input would never reach the LM"
+RESERVED_FIELD_NAMES: Mapping[str, str] = {
+    "self": "the first parameter of dspy.Predict and dspy.Example; every call and every demo fails",
+    "base": "the first parameter of dspy.Example; demos lose the field",
+    "signature": _SIGNATURE_ATTRIBUTE,
+    "instructions": _SIGNATURE_ATTRIBUTE,
+    "fields": _SIGNATURE_ATTRIBUTE,
+    "input_fields": _SIGNATURE_ATTRIBUTE,
+    "output_fields": _SIGNATURE_ATTRIBUTE,
+    "model_config": "pydantic's model settings; building the signature fails",
+    "model_dump": _PYDANTIC_MEMBER,
+    "model_dump_json": _PYDANTIC_MEMBER,
+    "model_validate": _PYDANTIC_MEMBER,
+    "model_validate_json": _PYDANTIC_MEMBER,
+    "model_validate_strings": _PYDANTIC_MEMBER,
+}
+# Names that break only as inputs: they collide with parameters of the calls that carry
+# the inputs as keyword arguments (Module.__call__, DSPy's callback wrapper, Predict).
+RESERVED_INPUT_NAMES: Mapping[str, str] = {
+    "instance": "the first parameter of DSPy's callback wrapper; every call fails",
+    "demos": _CALL_KEYWORD,
+    "config": _CALL_KEYWORD,
+    "lm": _CALL_KEYWORD,
+    "prediction": _CALL_KEYWORD + " when its value looks like OpenAI predicted outputs",
+    "new_signature": "refused by dspy.Predict; every call fails",
+    "completions": "a parameter of dspy.Predict's post-processing; every call fails",
+    "reasoning": "the output chain_of_thought adds; the input would never reach the LM",
+}
 
 
 class SignatureError(ValueError):
@@ -527,14 +549,19 @@ def _check_field_name(name: str, where: str) -> None:
     if len(name) > MAX_NAME_CHARS:
         raise SignatureError(f"Field name in {where} is too long ({len(name)} characters, at most {MAX_NAME_CHARS})")
     if not name.isidentifier() or not name.isascii():
-        raise SignatureError(f"Field name {name!r} in {where} is not a valid identifier")
-    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
-        raise SignatureError(f"Field name {name!r} in {where} is a Python keyword")
+        raise SignatureError(f"Field name {name!r} in {where} is not a valid identifier "
+                             "(ASCII letters, digits and '_', not starting with a digit)")
+    # Soft keywords (`match`, `case`, `type`) are ordinary names everywhere DSPy uses them.
+    if keyword.iskeyword(name):
+        raise SignatureError(f"Field name {name!r} in {where} is a Python keyword; rename the field")
+    if name.startswith("__") and name.endswith("__"):
+        raise SignatureError(f"Field name {name!r} in {where} is a dunder name (reserved by Python); rename the field")
     if name.startswith("_"):
-        # pydantic treats underscore names as private attributes, not fields.
-        raise SignatureError(f"Field name {name!r} in {where} must not start with '_'")
-    if name in RESERVED_FIELD_NAMES or name.startswith(("model_dump", "model_validate")):
-        raise SignatureError(f"Field name {name!r} in {where} is reserved by DSPy signatures; rename the field")
+        raise SignatureError(f"Field name {name!r} in {where} must not start with '_': "
+                             "pydantic treats such names as private attributes, not fields")
+    why = RESERVED_FIELD_NAMES.get(name) or (RESERVED_INPUT_NAMES.get(name) if where == "inputs" else None)
+    if why:
+        raise SignatureError(f"Field name {name!r} in {where} is reserved by DSPy ({why}); rename the field")
 
 
 def _validated(name: str, description: str, inputs: list[FieldSpec], outputs: list[FieldSpec]) -> SignatureSpec:
@@ -544,11 +571,14 @@ def _validated(name: str, description: str, inputs: list[FieldSpec], outputs: li
         raise SignatureError("Signature needs at least one input field")
     if not outputs:
         raise SignatureError("Signature needs at least one output field")
-    seen: set[str] = set()
-    for spec in (*inputs, *outputs):
-        if spec.name in seen:
-            raise SignatureError(f"Field name {spec.name!r} is used more than once")
-        seen.add(spec.name)
+    # DSPy keys fields by name alone, so a second field of one name would replace the first.
+    side_of: dict[str, str] = {}
+    for where, specs in (("inputs", inputs), ("outputs", outputs)):
+        for spec in specs:
+            if spec.name in side_of:
+                places = f"more than once in {where}" if side_of[spec.name] == where else "in both inputs and outputs"
+                raise SignatureError(f"Field name {spec.name!r} is used {places}")
+            side_of[spec.name] = where
     return SignatureSpec(name=name, description=description, inputs=tuple(inputs), outputs=tuple(outputs))
 
 
@@ -574,10 +604,6 @@ def build_dspy_signature(spec: SignatureSpec) -> type:
 
     dspy = load_dspy()
     fields: dict[str, tuple[Any, Any]] = {}
-    for f in (*spec.inputs, *spec.outputs):
-        # A DSPy newer than the reserved list may have grown attributes of its own.
-        if hasattr(dspy.Signature, f.name):
-            raise SignatureError(f"Field name {f.name!r} is reserved by DSPy signatures; rename the field")
     for f in spec.inputs:
         fields[f.name] = (type_to_python(f.type_node), dspy.InputField(desc=f.description))
     for f in spec.outputs:
@@ -585,7 +611,7 @@ def build_dspy_signature(spec: SignatureSpec) -> type:
     try:
         return dspy.make_signature(fields, spec.description or None, signature_name=_class_name(spec.name))
     except (TypeError, ValueError, AttributeError) as exc:
-        # e.g. a field name that clashes with an attribute of dspy.Signature
+        # A DSPy newer than the reserved tables may refuse a name of its own.
         raise SignatureError(f"DSPy rejected the signature: {exc}") from exc
 
 
