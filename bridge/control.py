@@ -510,6 +510,16 @@ class SubscriptionHub:
 # -- the server --------------------------------------------------------------------------------
 
 
+def known_views() -> list[str]:
+    """The views a default worker answers: the core's, then each adapter's."""
+    from .adapters import default_adapters
+
+    names = list(VIEWS)
+    for adapter in default_adapters():
+        names += [name for name in adapter.views() if name not in names]
+    return names
+
+
 def _engine_view(adapter_view: Callable[[Engine, dict[str, Any]], dict[str, Any]]) -> View:
     """An adapter's view (given the engine) as a control view (given the server)."""
     return lambda server, args: adapter_view(server.engine, args)

@@ -123,6 +123,30 @@ class Stats:
             return commands, errors
 
 
+class OnceReply:
+    """The reply channel of one accepted request: lets exactly one reply through.
+
+    A drain that gives up on a request answers it with an error; the real reply, should
+    the handler finish later, must then be dropped, never sent as a second answer.
+    """
+
+    __slots__ = ("request_id", "send", "_lock", "answered")
+
+    def __init__(self, request_id: Any, send: Send) -> None:
+        self.request_id = request_id
+        self.send = send
+        self._lock = threading.Lock()
+        self.answered = False
+
+    def claim(self) -> bool:
+        """True for the first reply only."""
+        with self._lock:
+            if self.answered:
+                return False
+            self.answered = True
+            return True
+
+
 class Context:
     """What a handler gets besides its args: the engine, its session, its request."""
 

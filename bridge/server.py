@@ -49,6 +49,27 @@ class ServeConfig:
     # Per adapter, what it takes from the command line (DSPy: "startup_lm", the LMConfig of
     # --lm / DSPEX_LM). Handed to each adapter's `configure_from_serve`.
     adapter_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Names of the adapters to serve; None serves every known one (DSPy, entry points, plugins').
+    adapters: list[str] | None = None
+
+
+class UnknownAdapter(ValueError):
+    """`--adapters` named an adapter nobody provides."""
+
+
+def choose_adapters(names: list[str] | None) -> list[Any]:
+    """Fresh instances of the named adapters (all known ones for None), in that order."""
+    from .adapters import default_adapters
+
+    known = default_adapters()
+    if names is None:
+        return known
+    by_name = {adapter.name: adapter for adapter in known}
+    missing = [name for name in names if name not in by_name]
+    if missing:
+        raise UnknownAdapter(f"unknown adapter {', '.join(map(repr, missing))} "
+                             f"(known: {', '.join(sorted(by_name)) or 'none'})")
+    return [by_name[name] for name in names]
 
 
 def protect_stdout() -> int:
@@ -93,7 +114,8 @@ class Server:
         self.protocol_fd = protocol_fd
         self.input_fd = input_fd
         self.engine = Engine(EngineConfig(mode=config.mode, worker_id=config.worker_id,
-                                          max_concurrency=config.max_concurrency, argv=config.argv))
+                                          max_concurrency=config.max_concurrency, argv=config.argv),
+                             adapters=choose_adapters(config.adapters))
         self.engine.on_shutdown = lambda: self.begin_drain("shutdown command")
         for adapter in self.engine.adapters:
             options = config.adapter_options.get(adapter.name)

@@ -45,9 +45,9 @@ class InspectFailure(UserError):
 
 def worker_views() -> tuple[str, ...]:
     """The views a worker answers, from the control server's own table."""
-    from bridge.control import VIEWS
+    from bridge.control import known_views
 
-    return tuple(name for name in VIEWS if name != "commands")
+    return tuple(name for name in known_views() if name != "commands")
 
 
 # -- talking to workers ------------------------------------------------------------------------

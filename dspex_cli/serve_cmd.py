@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="largest accepted frame in bytes (default 64 MiB)")
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                         help="import MODULE to register its commands (repeatable; also DSPEX_PLUGINS)")
+    parser.add_argument("--adapters", metavar="NAMES",
+                        help="serve only these framework adapters, comma-separated (default: all; "
+                             "also DSPEX_ADAPTERS); e.g. a plugin's own adapter without DSPy")
     parser.add_argument("--record", metavar="PATH",
                         help="write a transcript to PATH (file or directory; also DSPEX_RECORD)")
     parser.add_argument("--control", choices=["on", "read-only", "off"], default="on",
@@ -104,7 +107,7 @@ def run_serve(argv: list[str], protocol_fd: int, parent_pid: int | None = None) 
         return 2
     if lm_config is not None:
         remember_secret(lm_config.api_key)
-    from bridge.server import Server, ServeConfig, configure_logging, load_plugins
+    from bridge.server import Server, ServeConfig, UnknownAdapter, configure_logging, load_plugins
 
     configure_logging(options.log_level)
     config = ServeConfig(mode=options.mode, worker_id=options.worker_id, plugins=options.plugin,
@@ -112,6 +115,9 @@ def run_serve(argv: list[str], protocol_fd: int, parent_pid: int | None = None) 
                          drain_timeout=options.drain_timeout, warm=options.warm, argv=list(argv),
                          parent_pid=parent_pid,
                          adapter_options={"dspy": {"startup_lm": lm_config}})
+    wanted = options.adapters if options.adapters is not None else os.environ.get("DSPEX_ADAPTERS")
+    if wanted:
+        config.adapters = [name.strip() for name in wanted.split(",") if name.strip()]
     if options.max_concurrency is not None:
         if options.max_concurrency < 1:
             parser.error("--max-concurrency must be at least 1")
@@ -126,4 +132,9 @@ def run_serve(argv: list[str], protocol_fd: int, parent_pid: int | None = None) 
         print(f"dspex serve: cannot load plugin: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    return Server(config, protocol_fd).run()
+    try:
+        server = Server(config, protocol_fd)
+    except UnknownAdapter as exc:
+        print(f"dspex serve: {exc}", file=sys.stderr)
+        return 2
+    return server.run()

@@ -49,6 +49,10 @@ def test_protocol_md_lists_every_error_type() -> None:
     documented = set(re.findall(r"^\| `(\w+)` \|", table, re.M))
     codes = {cls.error_type for cls in vars(errors).values()
              if isinstance(cls, type) and issubclass(cls, errors.BridgeError)}
+    from bridge.adapters import default_adapters
+
+    for adapter in default_adapters():  # each adapter's own codes (DSPy: program_not_found, ...)
+        codes |= {cls.error_type for cls in adapter.error_types()}
     assert codes == documented
 
 

@@ -23,17 +23,15 @@ def _handler(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
 
 
 def test_builtins_register_through_the_same_registry() -> None:
-    import bridge.commands  # noqa: F401
-
-    assert CONTRACT_COMMANDS <= set(REGISTRY.names())
+    catalog = bridge.catalog()
+    assert CONTRACT_COMMANDS <= set(catalog.names())
     for name in CONTRACT_COMMANDS:
-        spec = REGISTRY.get(name)
+        spec = catalog.get(name)
         assert spec.name == name and spec.plugin is None and spec.summary
 
 
 def test_scheduling_of_builtins() -> None:
-    import bridge.commands  # noqa: F401
-
+    REGISTRY = bridge.catalog()
     assert REGISTRY.get("ping").scheduling == "inline"
     assert REGISTRY.get("get_stats").scheduling == "inline"
     assert REGISTRY.get("execute_program").scheduling == "read"

@@ -13,8 +13,10 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-import bridge.commands  # noqa: F401  (registers the built-in commands)
-from bridge.registry import REGISTRY
+
+from bridge import catalog
+
+REGISTRY = catalog()  # every command a default worker serves
 
 from .oracle import Expectations, ReferenceFramer, frame_expectations
 
