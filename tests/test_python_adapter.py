@@ -202,3 +202,25 @@ def test_results_that_lead_outside_are_not_held() -> None:
     assert to_reply({1: "non-string key"}, table, allow, "a call")["type"] == "dict"
     big = to_reply(list(range(20_000)), table, allow, "a call")  # past the bound of a value
     assert big["type"] == "list" and len(big["repr"]) <= MAX_REPR and len(table) == 2
+
+
+def test_the_documented_adapter_runs(spawn_worker: Callable[..., WorkerClient], tmp_path: Path) -> None:
+    """docs/adapters.md's complete example, as a plugin of a real worker serving it alone."""
+    from doc_examples import doc_test
+
+    (tmp_path / "notebook_adapter.py").write_text(doc_test("adapters.md", "python notebook-adapter").body)
+    worker = spawn_worker("--plugin", "notebook_adapter", "--adapters", "notebook", "--no-control",
+                          env=worker_env(tmp_path))
+    assert "dspy_loaded" not in ok(worker.request("ping"))
+    assert ok(worker.request("note_add", {"text": "hi", "session_id": "a"})) == {"count": 1}
+    ok(worker.request("note_add", {"text": "there", "session_id": "a"}))
+    assert ok(worker.request("note_list", {"session_id": "a"})) == {"notes": ["hi", "there"]}
+    assert {s["session_id"]: s["notes"] for s in ok(worker.request("list_sessions"))["sessions"]} == {"a": 2}
+    for _ in range(101):  # the 101st is one too many
+        last = worker.request("note_add", {"text": "x", "session_id": "b"})
+    assert last["error_type"] == "notebook_full"
+    assert ok(worker.request("cleanup_session", {"session_id": "a"})) == {
+        "status": "cleaned", "session_id": "a", "notes_dropped": 2}
+    assert ok(worker.request("cleanup"))["notes_dropped"] == 100
+    assert worker.request("python.call", {"target": "math.sqrt"})["error_type"] == "unknown_command"
+    assert worker.close() == 0
