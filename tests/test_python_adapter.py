@@ -119,6 +119,8 @@ REFUSED = [
     ("statistics.sys.modules", "the module sys"),
     ("math.sqrt.__self__", "names starting with '_'"),
     ("math.sqrt; import os", "is not a Python identifier"),
+    ("builtins.str.format", "str.format"),       # "{0.__init__.__globals__}".format(x) would show globals
+    ("builtins.vars", "builtins.vars"),
 ]
 
 

@@ -39,6 +39,11 @@ DANGEROUS_BUILTIN_NAMES = ("eval", "exec", "compile", "__import__", "open", "get
 _DANGEROUS = {id(getattr(builtins, name)): f"builtins.{name}"
               for name in DANGEROUS_BUILTIN_NAMES if hasattr(builtins, name)}
 
+# str.format reads attributes named inside the format string, dunders included
+# ("{0.__init__.__globals__}"): it would print what rule 2 hides.
+_FORMAT_NAMES = ("format", "format_map")
+_FORMATTERS = {id(str.format), id(str.format_map)}
+
 MAX_TARGET_LENGTH = 300
 _PART = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _ENTRY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*(\.\*)?")
@@ -125,6 +130,9 @@ def check_reached(value: Any, allow: AllowList, shown: str, exact_name: str | No
     dangerous = _DANGEROUS.get(id(value))
     if dangerous is not None and getattr(builtins, dangerous.split(".")[1], None) is value:
         raise NotAllowed(f"{shown} is {dangerous}, refused unless the allow-list names it exactly")
+    if id(value) in _FORMATTERS or (isinstance(value, types.BuiltinFunctionType)
+                                    and isinstance(value.__self__, str) and value.__name__ in _FORMAT_NAMES):
+        raise NotAllowed(f"{shown} is str.{value.__name__}, refused: a format string reaches any attribute")
     if isinstance(value, types.ModuleType):
         if not allow.covers(value.__name__):
             raise NotAllowed(f"{shown} is the module {value.__name__}, which is not in the allow-list")
