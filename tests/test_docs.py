@@ -70,6 +70,7 @@ def test_generated_table_rows_have_four_cells() -> None:
 # The doc-test labels each page must carry, and so the runners below that consume them;
 # docs/elixir.md's elixir blocks are run by tests/test_docs_elixir.py through the BEAM.
 RUN_BY_TESTS = {
+    "adapters.md": {"python notebook-adapter"},  # run by tests/test_python_adapter.py
     "protocol.md": {"json request", "json reply-success", "json reply-failure"},
     "plugins.md": {"python plugin-shape", "python raises", "sh loading-plugins", "python text-tools",
                    "sh serve-text-tools", "exchange text-tools"},

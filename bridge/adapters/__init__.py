@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dspex.adapters")
 
-BUILTIN = ("bridge.adapters.dspy:DSPyAdapter",)
+BUILTIN = ("bridge.adapters.dspy:DSPyAdapter", "bridge.adapters.python:PythonAdapter")
 ENTRY_POINT_GROUP = "dspex.adapters"
 
 AdapterFactory = Callable[[], "Adapter"]

@@ -1,0 +1,140 @@
+"""The Python adapter: calls of allowed Python functions, classes and methods, with
+references to the objects they return (the access erlport or SnakeBridge give Elixir).
+
+Off unless enabled: the allow-list comes from `dspex serve --allow MODULE` (through
+ServeConfig.adapter_options["python"]["allow"]) and from DSPEX_ALLOW. With an empty list
+every python.* command answers `not_allowed`, and the adapter adds nothing to any other
+reply, so a worker that does not use it answers byte for byte as before.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from ...adapter import Adapter, AdapterView
+from ...errors import BridgeError
+from ...registry import CommandSpec
+from .allow import HOW_TO_ENABLE, AllowList
+from .errors import ERROR_TYPES, NotAllowed
+from .refs import Counter, RefTable
+
+if TYPE_CHECKING:
+    from ...engine import Engine
+
+ENV_ALLOW = "DSPEX_ALLOW"
+GENERATED_REF_ID = re.compile(r"^r-[0-9a-f]{16}$")
+
+
+class PythonSession:
+    """What one session holds: its references."""
+
+    def __init__(self, worker: Counter) -> None:
+        self.refs = RefTable(worker)
+
+
+def allow_entries_from_env(environ: dict[str, str] | None = None) -> list[str]:
+    """DSPEX_ALLOW=numpy,sklearn.* as a list of entries."""
+    raw = (os.environ if environ is None else environ).get(ENV_ALLOW, "")
+    return [entry.strip() for entry in raw.split(",") if entry.strip()]
+
+
+class PythonAdapter(Adapter):
+    """Universal Python calls within an allow-list; references per session."""
+
+    name = "python"
+
+    def __init__(self) -> None:
+        self.engine: Engine | None = None
+        self.worker_refs = Counter()
+        try:
+            self.allow = AllowList(allow_entries_from_env())
+        except ValueError as exc:
+            # A bad variable must not stop the worker (DSPy users never asked for this adapter).
+            import logging
+
+            logging.getLogger("dspex.python").warning("%s ignored: %s", ENV_ALLOW, exc)
+            self.allow = AllowList()
+
+    def bind(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def configure_from_serve(self, options: dict[str, Any]) -> None:
+        """`dspex serve --allow M` entries, added to those of DSPEX_ALLOW."""
+        entries = options.get("allow") or []
+        self.allow = AllowList([*self.allow.entries(), *entries])
+
+    def require_enabled(self) -> None:
+        if not self.allow:
+            raise NotAllowed(HOW_TO_ENABLE)
+
+    def commands(self) -> Iterable[CommandSpec]:
+        from .commands import COMMANDS
+
+        return COMMANDS.specs()
+
+    # -- sessions: references die with their session ------------------------------------
+
+    def new_session_state(self) -> PythonSession:
+        return PythonSession(self.worker_refs)
+
+    def session_fields(self, state: PythonSession, view: bool = False) -> dict[str, Any]:
+        return {"python_refs": len(state.refs)} if self.allow else {}
+
+    def _release(self, states: list[PythonSession]) -> int:
+        return sum(state.refs.release(None)[0] for state in states)
+
+    def on_cleanup_session(self, state: PythonSession) -> dict[str, Any]:
+        released = self._release([state])
+        return {"python_refs_released": released} if self.allow else {}
+
+    def on_cleanup(self, states: list[PythonSession]) -> dict[str, Any]:
+        released = self._release(states)
+        return {"python_refs_released": released} if self.allow else {}
+
+    def on_reset(self, states: list[PythonSession]) -> dict[str, Any]:
+        released = self._release(states)
+        return {"python_refs_released": released} if self.allow else {}
+
+    # -- health, stats, inspect ----------------------------------------------------------
+
+    def stats_fields(self, states: list[PythonSession]) -> dict[str, Any]:
+        return {"python_refs": self.worker_refs.count} if self.allow else {}
+
+    def status_fields(self, states: list[PythonSession]) -> dict[str, Any]:
+        if not self.allow:
+            return {}
+        return {"python_allow": self.allow.entries(), "counters": {"python_refs": self.worker_refs.count}}
+
+    def error_types(self) -> tuple[type[BridgeError], ...]:
+        return ERROR_TYPES
+
+    def views(self) -> dict[str, tuple[str, AdapterView]]:
+        return {"refs": ("Python references per session, with type and repr (python adapter)", refs_view)}
+
+    def replay_varying_keys(self) -> frozenset[str]:
+        return frozenset({"repr"})  # reprs may hold memory addresses
+
+    def generated_id_patterns(self) -> tuple[re.Pattern[str], ...]:
+        return (GENERATED_REF_ID,)
+
+
+def refs_view(engine: Engine, args: dict[str, Any]) -> dict[str, Any]:
+    """What `dspex inspect WORKER refs` shows: every session's references."""
+    from ...control import cut, public
+
+    wanted = args.get("session_id")
+    adapter: PythonAdapter = engine.adapter(PythonAdapter.name)  # type: ignore[assignment]
+    refs = []
+    for session in engine.sessions.all():
+        state = session.state.get(PythonAdapter.name)
+        if state is None or (wanted is not None and session.session_id != wanted):
+            continue
+        refs += [{"session_id": session.session_id, **entry} for entry in state.refs.listing()]
+    refs.sort(key=lambda ref: (ref["session_id"], ref["created_at"]))
+    return public(cut({"allow": adapter.allow.entries(), "refs": refs, "total": len(refs)}))
+
+
+__all__ = ["PythonAdapter", "allow_entries_from_env"]
