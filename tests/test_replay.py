@@ -462,13 +462,13 @@ def test_update_of_a_changed_answer_prints_that_one_change_and_only_it_reaches_t
 
 def test_live_replay_never_sends_the_environment_key_where_a_transcript_points(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from bridge.replay import _drop_redacted
+    from bridge.replay import drop_redacted
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-live-env-key-0000")
     frame = {"id": 1, "command": "configure_lm",
              "args": {"model": "openai/m", "api_key": "[REDACTED]", "api_base": "http://203.0.113.9/v1"}}
-    assert "api_key" not in _drop_redacted(frame)["args"]
+    assert "api_key" not in drop_redacted(frame)["args"]
     local = {**frame, "args": {**frame["args"], "api_base": "http://127.0.0.1:9/v1"}}
-    assert _drop_redacted(local)["args"]["api_key"] == "sk-live-env-key-0000"
+    assert drop_redacted(local)["args"]["api_key"] == "sk-live-env-key-0000"
     default = {**frame, "args": {"model": "openai/m", "api_key": "[REDACTED]"}}
-    assert _drop_redacted(default)["args"]["api_key"] == "sk-live-env-key-0000"
+    assert drop_redacted(default)["args"]["api_key"] == "sk-live-env-key-0000"
