@@ -19,6 +19,8 @@ from typing import Any
 
 import orjson
 
+from .control_views import control_lm_calls, socket_of
+
 FrameTap = Callable[[str, dict[str, Any], float], None]
 Prelude = Sequence[tuple[dict[str, Any], dict[str, Any]]]
 
@@ -279,7 +281,7 @@ class SpawnTarget(Target):
         worker = self._worker
         if worker is None or worker.exit_code() is not None:
             return None
-        return _control_lm_calls(str(worker.pid), limit)
+        return control_lm_calls(str(worker.pid), limit)
 
     def describe(self) -> dict[str, Any]:
         return {"mode": "standalone", "worker_id": None, "argv": list(self.argv)}
@@ -320,7 +322,7 @@ class AttachTarget(Target):
                 from bridge.control_client import ControlClient, resolve_worker
 
                 self._info = resolve_worker(self.spec)
-                self._client = ControlClient(_socket_of(self._info))
+                self._client = ControlClient(socket_of(self._info))
             return self._client
 
     def _drop(self) -> None:
@@ -371,7 +373,7 @@ class AttachTarget(Target):
 
     def lm_calls(self, limit: int) -> list[dict[str, Any]] | None:
         info = self._info
-        return _control_lm_calls(_socket_of(info), limit) if info else None
+        return control_lm_calls(socket_of(info), limit) if info else None
 
     def describe(self) -> dict[str, Any]:
         info = self._info
@@ -380,38 +382,3 @@ class AttachTarget(Target):
 
     def close(self) -> None:
         self._drop()
-
-
-def _socket_of(info: Any) -> str:
-    return str(getattr(info, "socket_path", None) or info.socket)
-
-
-def _control_lm_calls(spec: str, limit: int) -> list[dict[str, Any]] | None:
-    """The `lm` view of a worker's control socket, as a list of call records."""
-    try:
-        from bridge.control_client import ControlClient, resolve_worker
-
-        info = resolve_worker(spec)
-        client = ControlClient(_socket_of(info))
-        try:
-            view = client.call("lm", {"limit": limit})
-        finally:
-            client.close()
-    except Exception:
-        return None
-    return lm_records_from_view(view, limit)
-
-
-def lm_records_from_view(view: Any, limit: int) -> list[dict[str, Any]] | None:
-    """Finds the list of LM call records in a control-socket reply, whatever wraps it."""
-    if isinstance(view, dict) and "result" in view and "success" in view:
-        view = view.get("result")
-    if isinstance(view, dict):
-        for key in ("calls", "lm_calls", "lm", "items", "records"):
-            if isinstance(view.get(key), list):
-                view = view[key]
-                break
-    if not isinstance(view, list):
-        return None
-    records = [r for r in view if isinstance(r, dict)]
-    return records[-limit:] if limit > 0 else records
