@@ -14,7 +14,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -195,10 +195,13 @@ class Engine:
     """Dispatches requests to registered handlers; owns sessions, stats and scheduling."""
 
     def __init__(self, config: EngineConfig | None = None, registry: Registry | None = None,
-                 adapters: Iterable[Adapter] | None = None) -> None:
+                 adapters: Iterable[Adapter] | None = None, executor: Executor | None = None) -> None:
         """`registry` holds extra commands (default: those plugins registered with @command);
         `adapters` the frameworks to serve (default: every known one, DSPy first). The
-        engine's own registry is built from the core commands, the adapters' and these."""
+        engine's own registry is built from the core commands, the adapters' and these.
+        `executor` runs the scheduled requests (default: a pool of `max_concurrency`
+        threads); replay passes one that runs each request in the submitting thread. The
+        engine shuts it down on close."""
         from .adapters import default_adapters
 
         self.adapters: list[Adapter] = list(adapters) if adapters is not None else default_adapters()
@@ -214,9 +217,9 @@ class Engine:
         self.started = time.monotonic()
         self.stats = Stats()
         self.sessions = SessionStore()
-        self.executor = ThreadPoolExecutor(max(1, self.config.max_concurrency),
-                                           thread_name_prefix="dspex-request")
-        self.scheduler = SessionScheduler(self.executor)
+        self.executor: Executor = executor if executor is not None else ThreadPoolExecutor(
+            max(1, self.config.max_concurrency), thread_name_prefix="dspex-request")
+        self.scheduler = SessionScheduler(self.executor)  # type: ignore[arg-type]
         self._ids = itertools.count()
         self.inflight: dict[int, Inflight] = {}
         self._idle = threading.Condition()

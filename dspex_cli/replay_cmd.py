@@ -65,9 +65,7 @@ def replay_one(path: str, options: ReplayOptions) -> dict[str, Any]:
         result = replay_transcript(path, worker_argv=options.worker_argv, lm_mode=options.lm_mode,
                                    ignore=options.ignore, update=options.update,
                                    reply_timeout=options.reply_timeout)
-    except TranscriptError as exc:
-        result = ReplayResult(path=path, error=str(exc), duration_s=time.perf_counter() - started)
-    except WorkerStartFailed as exc:
+    except (TranscriptError, WorkerStartFailed) as exc:
         result = ReplayResult(path=path, error=str(exc), duration_s=time.perf_counter() - started)
     except (OSError, ValueError) as exc:
         result = ReplayResult(path=path, error=f"{path}: {type(exc).__name__}: {exc}",
@@ -230,20 +228,18 @@ def run_replays(paths: list[str], options: ReplayOptions, jobs: int, progress: b
                     try:
                         results[path] = future.result()
                     except Exception as exc:  # a crashed child process
-                        results[path] = {"path": path, "status": "error", "ok": False, "frames": 0,
-                                         "requests": 0, "replies_compared": 0, "lm_calls_served": 0,
-                                         "duration_s": 0.0, "error": f"{path}: replay process failed: {exc}",
-                                         "torn": False, "updated": False, "target": "", "mismatches": [],
-                                         "updates": [], "ignore_matched": []}
+                        results[path] = _problem_result(path, f"replay process failed: {exc}")
                     if task is not None:
                         bar.advance(task)
     return [results[path] for path in paths]
 
 
 def _problem_result(path: str, message: str) -> dict[str, Any]:
-    return {"path": path, "status": "error", "ok": False, "frames": 0, "requests": 0, "replies_compared": 0,
-            "lm_calls_served": 0, "duration_s": 0.0, "error": f"{path}: {message}", "torn": False,
-            "updated": False, "target": "", "mismatches": [], "updates": [], "ignore_matched": []}
+    """The result of a path that could not be replayed at all, shaped like ReplayResult.to_dict."""
+    from bridge.replay import ReplayResult
+
+    result = ReplayResult(path=path, error=f"{path}: {message}", target="")
+    return _jsonable(result.to_dict())
 
 
 def register(app: typer.Typer) -> None:

@@ -218,6 +218,86 @@ def test_one_sessions_requests_wait_for_each_other_others_overlap(tmp_path: Path
     assert log.index("sent 4") > max(log.index(f"replied {rid}") for rid in (1, 2, 3))
 
 
+def test_a_worker_wide_command_waits_for_every_held_back_request(tmp_path: Path) -> None:
+    """`cleanup` (scheduled "global") recorded after 1 and 2 of session s: 2 is held back
+    behind 1, and cleanup is sent only once both were answered, as the engine would run it."""
+    path = tmp_path / "barrier.jsonl"
+    with TranscriptWriter(path, make_header(mode="standalone", worker_id="w", argv=[])) as writer:
+        writer.frame("in", 1, {"id": 1, "command": "slow", "args": {"session_id": "s"}})
+        writer.frame("in", 2, {"id": 2, "command": "fast", "args": {"session_id": "s"}})
+        writer.frame("in", 3, {"id": 3, "command": "cleanup", "args": {}})
+        for rid in (1, 2, 3):
+            writer.frame("out", 10 + rid, {"id": rid, "success": True, "result": {}})
+    log: list[str] = []
+
+    def submit(payload: bytes, send) -> None:
+        request = orjson.loads(payload)
+        rid = request["id"]
+        log.append(f"sent {rid}")
+
+        def answer() -> None:
+            if request["command"] == "slow":
+                time.sleep(0.2)
+            log.append(f"replied {rid}")
+            send(orjson.dumps({"id": rid, "success": True, "result": {}}))
+
+        threading.Thread(target=answer).start()
+
+    result = replay_transcript(str(path), submit=submit)
+    assert result.ok and result.requests == 3, result.mismatches
+    assert log.index("sent 2") > log.index("replied 1")
+    assert log.index("sent 3") > log.index("replied 2")
+
+
+def test_engine_runs_scheduled_requests_on_the_executor_it_is_given() -> None:
+    """Replay builds its engine with CallerRunsExecutor instead of patching one in: a
+    scheduled (not inline) command is answered before submit_frame returns, on this thread."""
+    from bridge.replay import CallerRunsExecutor
+
+    executor = CallerRunsExecutor()
+    engine = Engine(EngineConfig(worker_id="inline"), executor=executor)
+    assert engine.executor is executor
+    replies: list[tuple[bytes, threading.Thread]] = []
+    request = {"id": 7, "command": "update_session_data", "args": {"session_id": "s", "key": "k", "value": 1}}
+    engine.submit_frame(orjson.dumps(request), lambda data: replies.append((data, threading.current_thread())))
+    [(reply, thread)] = replies
+    assert orjson.loads(reply)["success"] and thread is threading.current_thread()
+    assert engine.call("get_session_data", {"session_id": "s", "key": "k"})["result"]["value"] == 1
+    engine.close()
+    pooled = Engine(EngineConfig(worker_id="pooled"))
+    assert type(pooled.executor).__name__ == "ThreadPoolExecutor"
+    pooled.close()
+
+
+def test_on_reply_counts_every_reply_for_each_target(base_transcript: Path) -> None:
+    counted: list[int] = []
+    result = replay_transcript(str(base_transcript), on_reply=lambda: counted.append(1))
+    assert result.ok and len(counted) == result.replies_compared == 6
+    counted.clear()
+    worker = replay_transcript(str(base_transcript), worker_argv=dspex_serve_argv("--no-control", "{args}"),
+                               on_reply=lambda: counted.append(1))
+    assert worker.ok and len(counted) == worker.replies_compared == 6
+
+
+def test_a_worker_command_that_cannot_start_is_one_clear_error(base_transcript: Path, tmp_path: Path) -> None:
+    from bridge.replay import SpawnedWorker, WorkerStartFailed
+
+    missing = str(tmp_path / "no-such-worker")
+    with pytest.raises(WorkerStartFailed, match=r"^cannot start worker .*no-such-worker: No such file"):
+        replay_transcript(str(base_transcript), worker_argv=[missing])
+    worker = SpawnedWorker([sys.executable, "-c", "import sys; sys.exit(4)"])
+    try:
+        worker.client.process.wait(10)
+        assert worker.exit_code() == 4 and worker.gone_reason() == "exited with code 4"
+    finally:
+        worker.close()
+
+
+def test_replay_modules_stay_small() -> None:
+    for module in sorted((ROOT / "bridge" / "replay").glob("*.py")):
+        assert len(module.read_text().splitlines()) <= 400, module.name
+
+
 # -- comparison rules ------------------------------------------------------------------
 
 
@@ -462,13 +542,13 @@ def test_update_of_a_changed_answer_prints_that_one_change_and_only_it_reaches_t
 
 def test_live_replay_never_sends_the_environment_key_where_a_transcript_points(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from bridge.replay import _drop_redacted
+    from bridge.replay import drop_redacted
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-live-env-key-0000")
     frame = {"id": 1, "command": "configure_lm",
              "args": {"model": "openai/m", "api_key": "[REDACTED]", "api_base": "http://203.0.113.9/v1"}}
-    assert "api_key" not in _drop_redacted(frame)["args"]
+    assert "api_key" not in drop_redacted(frame)["args"]
     local = {**frame, "args": {**frame["args"], "api_base": "http://127.0.0.1:9/v1"}}
-    assert _drop_redacted(local)["args"]["api_key"] == "sk-live-env-key-0000"
+    assert drop_redacted(local)["args"]["api_key"] == "sk-live-env-key-0000"
     default = {**frame, "args": {"model": "openai/m", "api_key": "[REDACTED]"}}
-    assert _drop_redacted(default)["args"]["api_key"] == "sk-live-env-key-0000"
+    assert drop_redacted(default)["args"]["api_key"] == "sk-live-env-key-0000"

@@ -8,13 +8,12 @@ included, so it never runs in the console's own state:
                sends it into the live worker, and even then no destructive command
                reaches anything the replay did not create itself (see IntoAttached).
 LM calls are answered from the transcript's cassette. Progress (replies / requests)
-shows while it runs.
+shows while it runs. The scratch engine and worker are replay's own targets
+(bridge/replay/targets.py); this module adds only what a console needs around them.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import threading
 import time
@@ -56,57 +55,6 @@ class Progress:
             self.done += 1
         self.show()
 
-    def tap(self, direction: str, payload: bytes, at: float) -> None:
-        """An engine frame tap: every frame going out is one reply."""
-        if direction == "out":
-            self.reply()
-
-
-def _request_id(payload: bytes) -> Any:
-    try:
-        frame = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return None
-    value = frame.get("id") if isinstance(frame, dict) else None
-    return None if isinstance(value, (dict, list)) else value
-
-
-class ScratchWorker:
-    """A worker of its own for one replay, spoken to over the port framing."""
-
-    def __init__(self, argv: list[str], transcript: str, progress: Progress) -> None:
-        from bridge.client import WorkerClient
-        from bridge.replay import CASSETTE_ENV
-
-        env = dict(os.environ)
-        env.pop("DSPEX_RECORD", None)
-        env[CASSETTE_ENV] = os.path.abspath(transcript)  # LM answers from the transcript
-        self.progress = progress
-        try:
-            self.client = WorkerClient(argv, env=env, stderr=subprocess.DEVNULL)
-        except OSError as exc:
-            raise ParseError(f"Cannot start a scratch worker ({argv[0]}): {exc.strerror or exc}") from None
-
-    def submit(self, payload: bytes, send: Send) -> None:
-        from bridge.framing import pack
-
-        rid = _request_id(payload)
-        future = self.client.expect(rid) if rid is not None else None
-        try:
-            self.client.send_raw(pack(payload))
-        except OSError:
-            return  # the worker left (a replayed `shutdown`); replay reports what is missing
-        if future is not None:
-            def deliver(done: Any) -> None:
-                if done.exception() is None:
-                    self.progress.reply()
-                    send(orjson.dumps(done.result(), default=str))
-
-            future.add_done_callback(deliver)
-
-    def close(self) -> None:
-        self.client.close(timeout=5.0)
-
 
 class IntoAttached:
     """Replays into a live worker without harming what was there before.
@@ -117,9 +65,8 @@ class IntoAttached:
     gets a `skipped_by_console` reply, so the replay shows it as a difference.
     """
 
-    def __init__(self, shell: Shell, progress: Progress) -> None:
+    def __init__(self, shell: Shell) -> None:
         self.shell = shell
-        self.progress = progress
         self.skipped: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         reply = shell.target.submit({"id": "replay-sessions", "command": "list_sessions", "args": {}}).result(30)
@@ -154,13 +101,11 @@ class IntoAttached:
         if reason is not None:
             with self._lock:
                 self.skipped.append({"id": frame.get("id"), "command": frame.get("command"), "reason": reason})
-            self.progress.reply()
             send(orjson.dumps({"id": frame.get("id"), "success": False, "error_type": SKIPPED,
                                "error": f"not sent: {reason}", "timestamp": time.time()}))
             return
 
         def deliver(done: Any) -> None:
-            self.progress.reply()
             send(orjson.dumps(done.result(), default=str))
 
         self.shell.target.submit({"id": frame.get("id"), "command": frame.get("command"),
@@ -168,19 +113,6 @@ class IntoAttached:
 
     def close(self) -> None:
         pass
-
-
-def _scratch_engine(transcript: Any) -> Any:
-    from bridge import Engine, EngineConfig
-    from bridge.replay import run_requests_in_caller
-
-    header = transcript.header
-    worker_id = header.get("worker_id")
-    engine = Engine(EngineConfig(mode=str(header.get("mode") or "standalone"),
-                                 worker_id=str(worker_id) if worker_id else None,
-                                 argv=[str(a) for a in header.get("argv") or []]))
-    run_requests_in_caller(engine)  # a cassette answers at once: deterministic, like `dspex replay`
-    return engine
 
 
 def scratch_worker_argv(shell: Shell, header: dict[str, Any]) -> list[str]:
@@ -209,7 +141,7 @@ def parse_replay_argument(argument: str) -> tuple[Path, bool]:
 def run_replay(shell: Shell, argument: str) -> None:
     path, into_attached = parse_replay_argument(argument)
     try:
-        from bridge.replay import replay_transcript
+        from bridge.replay import WorkerStartFailed, replay_transcript
         from bridge.transcript import TranscriptError, read_transcript, summarize
     except ImportError:
         raise ParseError("Replay is not available in this installation",
@@ -233,36 +165,33 @@ def run_replay(shell: Shell, argument: str) -> None:
         raise ParseError(f"Cannot replay {path}: {exc}",
                          "check it is a transcript written by `dspex serve --record` or :record") from None
     progress = Progress(shell, path.name, total)
-    runner: Any = None
-    where: str
     skipped: list[dict[str, Any]] = []
     started = time.perf_counter()
     try:
+        # The targets are replay's own (bridge/replay/targets.py): a scratch engine built
+        # from the transcript's header, or a scratch worker answering LM calls from the
+        # cassette; only the replay into the attached worker goes through the console.
         if into_attached:
-            runner = IntoAttached(shell, progress)
-            submit: Any = runner.submit
+            into = IntoAttached(shell)
             where = f"attached worker {shell.target.label()}"
+            result = replay_transcript(str(path), submit=into.submit, on_reply=progress.reply)
+            skipped = into.skipped
         elif shell.attached() or shell.target.kind == "spawn":
-            runner = ScratchWorker(scratch_worker_argv(shell, transcript.header), str(path), progress)
-            submit = runner.submit
             where = "a scratch worker"
+            result = replay_transcript(str(path), worker_argv=scratch_worker_argv(shell, transcript.header),
+                                       on_reply=progress.reply)
         else:
-            runner = _scratch_engine(transcript)
-            runner.frame_taps.append(progress.tap)
-            submit = runner  # an Engine: replay answers its LM calls from the cassette
             where = "a scratch engine"
-        result = replay_transcript(str(path), submit=submit)
-        if isinstance(runner, IntoAttached):
-            skipped = runner.skipped
+            result = replay_transcript(str(path), on_reply=progress.reply)
     except (ParseError, KeyboardInterrupt):
         raise
+    except WorkerStartFailed as exc:
+        raise ParseError(f"Cannot start a scratch worker: {exc}", "check the --spawn command") from None
     except Exception as exc:
         raise ParseError(f"Cannot replay {path}: {exc}",
                          "check it is a transcript written by `dspex serve --record` or :record") from None
     finally:
         progress.show(final=True)
-        if runner is not None:
-            runner.close()
     shell.out.data("replay", {"file": str(path), "ok": bool(result.ok), "error": result.error,
                               "requests": result.requests, "replies": progress.done, "total": total,
                               "where": where, "skipped": skipped,

@@ -19,6 +19,8 @@ from typing import Any
 
 import orjson
 
+from .control_views import control_lm_calls, socket_of
+
 FrameTap = Callable[[str, dict[str, Any], float], None]
 Prelude = Sequence[tuple[dict[str, Any], dict[str, Any]]]
 
@@ -207,7 +209,12 @@ class InProcessTarget(Target):
 
 
 class SpawnTarget(Target):
-    """Any worker command, spawned and spoken to over the port framing."""
+    """Any worker command, spawned and spoken to over the port framing.
+
+    The process is replay's `SpawnedWorker` (bridge/replay/targets.py), the same one
+    `dspex replay --worker` and `:replay` start: one way to start a worker, one way to
+    say that it left.
+    """
 
     kind = "spawn"
 
@@ -218,71 +225,70 @@ class SpawnTarget(Target):
             raise ValueError("--spawn needs a command, e.g. --spawn \"dspex serve\"")
         self.log_path = log_path
         self._env = env
-        self._client: Any = None
+        self._worker: Any = None
         self._error: str | None = None
         self._lock = threading.Lock()
 
     def label(self) -> str:
-        client = self._client
-        if client is None:
+        worker = self._worker
+        if worker is None:
             return f"spawn {self.argv[0]}"
-        state = "" if client.process.poll() is None else f", exited {client.process.returncode}"
-        return f"spawn pid {client.pid}{state}"
+        code = worker.exit_code()
+        state = "" if code is None else f", exited {code}"
+        return f"spawn pid {worker.pid}{state}"
 
     def start(self) -> None:
         self._ensure()
 
     def _ensure(self) -> Any:
         with self._lock:
-            if self._client is None and self._error is None:
-                from bridge.client import WorkerClient
+            if self._worker is None and self._error is None:
+                from bridge.replay.targets import SpawnedWorker, WorkerStartFailed
 
                 self.log_path.parent.mkdir(parents=True, exist_ok=True)
                 # The worker's logs must not garble the console; 0600: they may quote prompts.
                 stderr = os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
                 try:
-                    self._client = WorkerClient(self.argv, env=self._env, stderr=stderr)
-                except OSError as exc:
-                    self._error = f"cannot start {self.argv[0]}: {exc.strerror or exc}"
+                    self._worker = SpawnedWorker(self.argv, env=self._env, stderr=stderr)
+                except WorkerStartFailed as exc:
+                    self._error = str(exc)
                 finally:
                     stderr.close()
-            return self._client
+            return self._worker
 
     def _submit(self, request: dict[str, Any]) -> Future[dict[str, Any]]:
-        client = self._ensure()
-        if client is None:
+        worker = self._ensure()
+        if worker is None:
             return _resolved(error_reply(request.get("id"), self._error or "worker not started",
                                          "worker_gone", "check the --spawn command"))
-        if client.process.poll() is not None:
-            return _resolved(self._gone(request, client))
-        inner = client.submit_request(request)
+        if worker.exit_code() is not None:
+            return _resolved(self._gone(request, worker))
+        inner = worker.request(request)
         outer: Future[dict[str, Any]] = Future()
 
         def relay(done: Future[dict[str, Any]]) -> None:
             exc = done.exception()
-            outer.set_result(done.result() if exc is None else self._gone(request, client))
+            outer.set_result(done.result() if exc is None else self._gone(request, worker))
 
         inner.add_done_callback(relay)
         return outer
 
-    def _gone(self, request: dict[str, Any], client: Any) -> dict[str, Any]:
-        code = client.process.poll()
-        state = f"exited with code {code}" if code is not None else "closed its output"
-        return error_reply(request.get("id"), f"The spawned worker {state}", "worker_gone",
+    def _gone(self, request: dict[str, Any], worker: Any) -> dict[str, Any]:
+        return error_reply(request.get("id"), f"The spawned worker {worker.gone_reason()}", "worker_gone",
                            f"its stderr is in {self.log_path}; restart the console to spawn a new one")
 
     def lm_calls(self, limit: int) -> list[dict[str, Any]] | None:
-        client = self._client
-        if client is None or client.process.poll() is not None:
+        worker = self._worker
+        if worker is None or worker.exit_code() is not None:
             return None
-        return _control_lm_calls(str(client.pid), limit)
+        return control_lm_calls(str(worker.pid), limit)
 
     def describe(self) -> dict[str, Any]:
         return {"mode": "standalone", "worker_id": None, "argv": list(self.argv)}
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close(timeout=3)
+        if self._worker is not None:
+            self._worker.close(timeout=3)
 
 
 class AttachTarget(Target):
@@ -316,7 +322,7 @@ class AttachTarget(Target):
                 from bridge.control_client import ControlClient, resolve_worker
 
                 self._info = resolve_worker(self.spec)
-                self._client = ControlClient(_socket_of(self._info))
+                self._client = ControlClient(socket_of(self._info))
             return self._client
 
     def _drop(self) -> None:
@@ -367,7 +373,7 @@ class AttachTarget(Target):
 
     def lm_calls(self, limit: int) -> list[dict[str, Any]] | None:
         info = self._info
-        return _control_lm_calls(_socket_of(info), limit) if info else None
+        return control_lm_calls(socket_of(info), limit) if info else None
 
     def describe(self) -> dict[str, Any]:
         info = self._info
@@ -376,38 +382,3 @@ class AttachTarget(Target):
 
     def close(self) -> None:
         self._drop()
-
-
-def _socket_of(info: Any) -> str:
-    return str(getattr(info, "socket_path", None) or info.socket)
-
-
-def _control_lm_calls(spec: str, limit: int) -> list[dict[str, Any]] | None:
-    """The `lm` view of a worker's control socket, as a list of call records."""
-    try:
-        from bridge.control_client import ControlClient, resolve_worker
-
-        info = resolve_worker(spec)
-        client = ControlClient(_socket_of(info))
-        try:
-            view = client.call("lm", {"limit": limit})
-        finally:
-            client.close()
-    except Exception:
-        return None
-    return lm_records_from_view(view, limit)
-
-
-def lm_records_from_view(view: Any, limit: int) -> list[dict[str, Any]] | None:
-    """Finds the list of LM call records in a control-socket reply, whatever wraps it."""
-    if isinstance(view, dict) and "result" in view and "success" in view:
-        view = view.get("result")
-    if isinstance(view, dict):
-        for key in ("calls", "lm_calls", "lm", "items", "records"):
-            if isinstance(view.get(key), list):
-                view = view[key]
-                break
-    if not isinstance(view, list):
-        return None
-    records = [r for r in view if isinstance(r, dict)]
-    return records[-limit:] if limit > 0 else records

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from .redact import REDACTED
+from ..redact import REDACTED
 
 # Keys whose values legitimately differ between runs: only their presence and kind
 # (number, string, object...) are compared. Adapters add their own (DSPy: dspy_loaded).
@@ -30,7 +30,7 @@ _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
 def _from_adapters() -> tuple[frozenset[str], re.Pattern[str]]:
-    from .adapters import default_adapters
+    from ..adapters import default_adapters
 
     adapters = default_adapters()
     keys = _CORE_VARYING_KEYS.union(*(adapter.replay_varying_keys() for adapter in adapters))
