@@ -38,9 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import codec
+from .wire import codec
 from .errors import BridgeError, InvalidArguments, UnknownCommand
-from .framing import FrameReader, Oversized, pack
+from .wire.framing import FrameReader, Oversized, pack
 from .adapter import session_states
 from .redact import TOO_DEEP, TooDeep, redact, scrub_text
 

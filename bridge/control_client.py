@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from .control import (DISCOVERY_SUFFIX, SOCKET_SUFFIX, ControlFailure, check_private_dir, runtime_dir)
-from .framing import FrameReader, Oversized, pack
+from .wire.framing import FrameReader, Oversized, pack
 
 DEFAULT_TIMEOUT = 10.0
 # How long a liveness probe waits for a socket to accept before calling it stale.

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .framing import DEFAULT_MAX_FRAME, FrameReader, write_all
+from .wire.framing import DEFAULT_MAX_FRAME, FrameReader, write_all
 from .redact import SECRET_NAMES, known_secrets, redact, remember_secret, scrub_unparsed
 from .transcript import FRAME_LINE_PREFIXES, TranscriptWriter, frame_line, make_header
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .codec import salvage_id
+from .wire.codec import salvage_id
 from .redact import REDACTED, redact, scrub_text
 from .replay_compare import (VARYING_KEYS, Comparer, IgnoreRules, format_path, parse_ignore_path,
                              reply_id)
@@ -363,7 +363,7 @@ class _WorkerTarget:
     def __init__(self, argv: list[str], inbox: _Inbox, env: dict[str, str]) -> None:
         import subprocess
 
-        from .client import WorkerClient
+        from .wire.client import WorkerClient
 
         self.inbox = inbox
         try:
@@ -372,7 +372,7 @@ class _WorkerTarget:
             raise WorkerStartFailed(f"cannot start worker {' '.join(argv)}: {exc.strerror or exc}") from None
 
     def send(self, payload: bytes, rid: Any) -> None:
-        from .framing import pack
+        from .wire.framing import pack
 
         future = self.client.expect(rid) if rid is not None else None
         try:

@@ -23,7 +23,7 @@ from typing import Any
 
 from .engine import DEFAULT_MAX_CONCURRENCY, Engine, EngineConfig
 from .errors import FrameTooLarge, ShuttingDown, TruncatedFrame
-from .framing import DEFAULT_MAX_FRAME, FrameReader, Oversized, write_all
+from .wire.framing import DEFAULT_MAX_FRAME, FrameReader, Oversized, write_all
 
 log = logging.getLogger("dspex.serve")
 

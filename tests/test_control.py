@@ -21,7 +21,7 @@ from bridge import Engine, EngineConfig
 from bridge.control import ControlServer, UnsafeRuntimeDir, check_private_dir, cut, peer_allowed, public
 from bridge.control_client import (ControlClient, ControlError, WorkerGone, WorkerNotFound, list_workers,
                                    resolve_worker)
-from bridge.framing import pack
+from bridge.wire.framing import pack
 
 SECRET = "sk-test-secret-123456"  # the api_key of the lm_args fixture
 

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from bridge import Engine, EngineConfig
-from bridge.framing import pack
+from bridge.wire.framing import pack
 from bridge.recording import scrub_payload, start_recording
 from bridge.transcript import EndEntry, FrameEntry, LMCallEntry, read_transcript
 from conftest import worker_env

@@ -18,8 +18,8 @@ import orjson
 import psutil
 import pytest
 
-from bridge.client import dspex_serve_argv
-from bridge.framing import pack, read_frames
+from bridge.wire.client import dspex_serve_argv
+from bridge.wire.framing import pack, read_frames
 from bridge.recording import _RECORD, BatchFormatter, scrub_payload
 from bridge.transcript import EndEntry, FrameEntry, TranscriptWriter, read_transcript
 from conftest import ROOT, wait_for, worker_env

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from bridge import recording
-from bridge.framing import FrameReader, pack
+from bridge.wire.framing import FrameReader, pack
 from bridge.recording import _RECORD, BatchFormatter, write_transcript
 from bridge.transcript import EndEntry, FrameEntry, TranscriptWriter, read_transcript
 

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from bridge import Engine, EngineConfig
-from bridge.client import dspex_serve_argv
+from bridge.wire.client import dspex_serve_argv
 from bridge.recording import start_recording
 from bridge.replay import Comparer, IgnoreRules, parse_ignore_path, replay_transcript
 from bridge.transcript import TranscriptWriter, make_header

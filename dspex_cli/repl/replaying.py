@@ -75,7 +75,7 @@ class ScratchWorker:
     """A worker of its own for one replay, spoken to over the port framing."""
 
     def __init__(self, argv: list[str], transcript: str, progress: Progress) -> None:
-        from bridge.client import WorkerClient
+        from bridge.wire.client import WorkerClient
         from bridge.replay import CASSETTE_ENV
 
         env = dict(os.environ)
@@ -88,7 +88,7 @@ class ScratchWorker:
             raise ParseError(f"Cannot start a scratch worker ({argv[0]}): {exc.strerror or exc}") from None
 
     def submit(self, payload: bytes, send: Send) -> None:
-        from bridge.framing import pack
+        from bridge.wire.framing import pack
 
         rid = _request_id(payload)
         future = self.client.expect(rid) if rid is not None else None

@@ -235,7 +235,7 @@ class SpawnTarget(Target):
     def _ensure(self) -> Any:
         with self._lock:
             if self._client is None and self._error is None:
-                from bridge.client import WorkerClient
+                from bridge.wire.client import WorkerClient
 
                 self.log_path.parent.mkdir(parents=True, exist_ok=True)
                 # The worker's logs must not garble the console; 0600: they may quote prompts.
