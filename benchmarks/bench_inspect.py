@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bridge.wire.client import WorkerClient, dspex_serve_argv  # noqa: E402
-from bridge.control_client import ControlClient  # noqa: E402
+from bridge.control.client import ControlClient  # noqa: E402
 
 DOC = ROOT / "docs" / "benchmarks.md"
 START_MARK = "<!-- inspect-bench:start (written by benchmarks/bench_inspect.py) -->"

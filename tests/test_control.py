@@ -19,7 +19,7 @@ from conftest import worker_env
 
 from bridge import Engine, EngineConfig
 from bridge.control import ControlServer, UnsafeRuntimeDir, check_private_dir, cut, peer_allowed, public
-from bridge.control_client import (ControlClient, ControlError, WorkerGone, WorkerNotFound, list_workers,
+from bridge.control.client import (ControlClient, ControlError, WorkerGone, WorkerNotFound, list_workers,
                                    resolve_worker)
 from bridge.wire.framing import pack
 

@@ -313,7 +313,7 @@ class AttachTarget(Target):
     def _connect(self) -> Any:
         with self._lock:
             if self._client is None:
-                from bridge.control_client import ControlClient, resolve_worker
+                from bridge.control.client import ControlClient, resolve_worker
 
                 self._info = resolve_worker(self.spec)
                 self._client = ControlClient(_socket_of(self._info))
@@ -385,7 +385,7 @@ def _socket_of(info: Any) -> str:
 def _control_lm_calls(spec: str, limit: int) -> list[dict[str, Any]] | None:
     """The `lm` view of a worker's control socket, as a list of call records."""
     try:
-        from bridge.control_client import ControlClient, resolve_worker
+        from bridge.control.client import ControlClient, resolve_worker
 
         info = resolve_worker(spec)
         client = ControlClient(_socket_of(info))

@@ -22,8 +22,9 @@ from typing import Any
 
 import orjson
 
-from .control import (DISCOVERY_SUFFIX, SOCKET_SUFFIX, ControlFailure, check_private_dir, runtime_dir)
-from .wire.framing import FrameReader, Oversized, pack
+from .security import DISCOVERY_SUFFIX, SOCKET_SUFFIX, ControlFailure, check_private_dir, runtime_dir
+from ..wire import messages
+from ..wire.framing import FrameReader, Oversized, pack
 
 DEFAULT_TIMEOUT = 10.0
 # How long a liveness probe waits for a socket to accept before calling it stale.
@@ -273,7 +274,7 @@ class ControlClient:
         """Sends one control request and returns its result; raises ControlError on an error reply."""
         with self._lock:
             rid = next(self._ids)
-            self._send({"id": rid, "command": command, "args": args or {}})
+            self._send(messages.request(rid, command, args))
             while True:
                 reply = self._read_message(timeout)
                 if reply.get("id") in (rid, None):
