@@ -33,7 +33,8 @@ from .wire.codec import salvage_id
 from .redact import REDACTED, redact, scrub_text
 from .replay_compare import (VARYING_KEYS, Comparer, IgnoreRules, format_path, parse_ignore_path,
                              reply_id)
-from .transcript import TranscriptError, read_transcript, request_key
+from .record.transcript import TranscriptError, request_key
+from .record.reader import read_transcript
 
 log = logging.getLogger("dspex.replay")
 
@@ -676,7 +677,7 @@ class _Replayer:
         """
         if not self.rewrites and not self.new_lm_calls:
             return False
-        from .recording import scrub_lm_call
+        from .record.scrubbing import scrub_lm_call
 
         temp = f"{self.path}.tmp-{os.getpid()}"
         seen: dict[Any, int] = defaultdict(int)

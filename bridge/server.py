@@ -298,7 +298,7 @@ class Server:
             install_cassette(self.engine, cassette)
         record = self.config.record or os.environ.get("DSPEX_RECORD")
         if record:
-            from .recording import start_recording
+            from .record.recorder import start_recording
             self.exit_hooks.append(start_recording(self.engine, record, stream_taps=self.stream_taps))
         if self.config.control != "off":
             try:

@@ -97,7 +97,8 @@ def _summary_of(message: Any, direction: str) -> str:
 def transcript_report(path: str, limit: int = DEFAULT_TRANSCRIPT_LIMIT) -> dict[str, Any]:
     """Reads a transcript once (streaming) into the data behind its views."""
     from bridge.control import cut, describe_lm_call, public
-    from bridge.transcript import EndEntry, FrameEntry, LMCallEntry, read_transcript
+    from bridge.record.transcript import EndEntry, FrameEntry, LMCallEntry
+    from bridge.record.reader import read_transcript
 
     transcript = read_transcript(path)
     pending: dict[str, dict[str, Any]] = {}
@@ -269,7 +270,7 @@ def inspect_workers(as_json: bool) -> int:
 
 
 def inspect_transcript(path: str, view: str | None, as_json: bool, limit: int) -> int:
-    from bridge.transcript import TranscriptError
+    from bridge.record.transcript import TranscriptError
 
     from dspex_cli.inspect_views import TRANSCRIPT_RENDERERS, transcript_overview
 

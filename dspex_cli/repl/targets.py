@@ -100,7 +100,7 @@ class Target:
         state the recorded requests rely on, so the transcript replays on its own.
         """
         from bridge.redact import redact
-        from bridge.transcript import TranscriptWriter, make_header
+        from bridge.record.transcript import TranscriptWriter, make_header
 
         described = self.describe()
         header = make_header(mode=described["mode"], worker_id=described["worker_id"], argv=described["argv"],
@@ -184,7 +184,7 @@ class InProcessTarget(Target):
 
     def start_recording(self, path: Path, prelude: Prelude = ()) -> Callable[[], None]:
         try:
-            from bridge.recording import start_recording
+            from bridge.record.recorder import start_recording
         except ImportError:
             return super().start_recording(path, prelude)
         # The engine's own recorder also writes the LM cassette, so `dspex replay` runs offline.
