@@ -28,7 +28,7 @@ from .registry import REGISTRY, CommandSpec, Registry
 from .scheduler import SessionScheduler
 from .sessions import ANONYMOUS, Session, SessionStore
 from .wire import codec, messages
-from .wire.messages import MAX_ERROR_TEXT, RejectedRequest, describe_error, short_repr  # noqa: F401
+from .wire.messages import RejectedRequest, describe_error, short_repr
 
 if TYPE_CHECKING:
     from .adapter import Adapter

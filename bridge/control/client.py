@@ -20,10 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from .security import DISCOVERY_SUFFIX, SOCKET_SUFFIX, ControlFailure, check_private_dir, runtime_dir
-from ..wire import messages
+from ..wire import codec, messages
 from ..wire.framing import FrameReader, Oversized, pack
 
 DEFAULT_TIMEOUT = 10.0
@@ -258,14 +256,14 @@ class ControlClient:
             for frame in self._reader.feed(chunk):
                 if not isinstance(frame, Oversized):
                     self._frames.append(frame)
-        message = orjson.loads(self._frames.pop(0))
+        message = codec.decode_reply(self._frames.pop(0))  # ids beyond 64 bits stay exact
         if not isinstance(message, dict):
             raise ControlError("the worker sent something that is not a control reply", "invalid_reply")
         return message
 
     def _send(self, request: dict[str, Any]) -> None:
         try:
-            self._sock.sendall(pack(orjson.dumps(request)))
+            self._sock.sendall(pack(codec.encode(request)))
         except OSError as exc:
             raise WorkerGone(f"control connection lost: {exc.strerror or exc}") from None
 

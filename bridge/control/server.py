@@ -238,6 +238,8 @@ class ControlServer:
             decoded = codec.decode(frame)
         except BridgeError as exc:
             raise RejectedRequest(exc, codec.salvage_id(frame)) from None
+        if type(decoded) is dict and type(decoded.get("id")) is float:  # beyond 64 bits: read exactly
+            decoded = codec.decode_exact(frame, decoded)
         return messages.parse_request(decoded, require_id=False)
 
     def _answer(self, request: messages.Request, spec: Any) -> dict[str, Any]:
