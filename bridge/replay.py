@@ -414,8 +414,6 @@ def _is_barrier(command: str | None) -> bool:
         return False
     known = _BARRIERS.get(command)
     if known is None:
-        from . import commands  # noqa: F401  (the built-in commands, as a worker has them)
-
         try:
             known = _catalog().get(command).scheduling == "global"
         except Exception:

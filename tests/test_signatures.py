@@ -363,7 +363,7 @@ def _dspy_breaks(name: str, role: str) -> str | None:
     it broke, or None when every input reached the prompt and every output came back."""
     import dspy
 
-    from bridge.mock_lm import make_mock_lm
+    from bridge.adapters.dspy.mock_lm import make_mock_lm
 
     inputs = ["question", name] if role == "input" else ["question"]
     outputs = ["answer", name] if role == "output" else ["answer"]
