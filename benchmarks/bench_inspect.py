@@ -1,6 +1,6 @@
 """Does inspection slow a worker down? `python benchmarks/bench_inspect.py`
 
-Spawns `dspex serve` (Python client over the port, as bridge.client does it), measures the
+Spawns `dspex serve` (Python client over the port, as bridge.wire.client does it), measures the
 ping round trip p50 with no inspector, then with an inspector process polling the control
 socket at 10 Hz (`status`, `inflight` and `frames` each tick, as `dspex inspect` would),
 in alternating rounds so drift on the machine hits both sides alike. The target: with the
@@ -25,8 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bridge.client import WorkerClient, dspex_serve_argv  # noqa: E402
-from bridge.control_client import ControlClient  # noqa: E402
+from bridge.wire.client import WorkerClient, dspex_serve_argv  # noqa: E402
+from bridge.control.client import ControlClient  # noqa: E402
 
 DOC = ROOT / "docs" / "benchmarks.md"
 START_MARK = "<!-- inspect-bench:start (written by benchmarks/bench_inspect.py) -->"
@@ -127,7 +127,7 @@ def main() -> int:
         f"Command: `python benchmarks/bench_inspect.py`. Run on {dt.date.today().isoformat()}, "
         f"{os.cpu_count()}-core {platform.machine()} (Linux {platform.release()}), Python {platform.python_version()}.",
         "",
-        "A Python client (`bridge.client.WorkerClient`, frames over the worker's stdin/stdout) sends "
+        "A Python client (`bridge.wire.client.WorkerClient`, frames over the worker's stdin/stdout) sends "
         f"pings one at a time, {options.pings} per round, in {options.rounds} rounds without and "
         f"{options.rounds} rounds with an inspector process polling the control socket at {options.hz:g} Hz "
         "(`status`, `inflight`, `frames` with 20 frames, each tick), alternating. The figure is the median "

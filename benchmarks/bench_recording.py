@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.run_port_bench import bench_env  # noqa: E402
-from bridge.transcript import summarize  # noqa: E402
+from bridge.record.reader import summarize  # noqa: E402
 
 TARGET_DROP = 0.15
 

@@ -26,9 +26,9 @@ sys.path.insert(0, str(ROOT))
 import orjson  # noqa: E402
 
 from bridge import Engine, EngineConfig  # noqa: E402
-from bridge.recording import start_recording  # noqa: E402
+from bridge.record.recorder import start_recording  # noqa: E402
 from bridge.replay import replay_transcript  # noqa: E402
-from bridge.transcript import summarize  # noqa: E402
+from bridge.record.reader import summarize  # noqa: E402
 
 SESSIONS = [f"session_{n}" for n in range(10)]
 OBSERVERS = ("get_stats", "list_sessions")

@@ -214,7 +214,7 @@ defmodule Bench.Main do
   end
 
   # Settled: the writer used under 1 ms of CPU in 300 ms, longer than it waits for a
-  # pause before formatting (QUIET_SECONDS in bridge/recording.py).
+  # pause before formatting (QUIET_SECONDS in bridge/record/writer.py).
   defp settled_cpu(pid, last) do
     Process.sleep(300)
     now = P.cpu_ns(pid)

@@ -21,13 +21,14 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from orjson import JSONDecodeError
 
-from . import codec
 from .errors import (BridgeError, InvalidArguments, InvalidRequest, Overloaded,
                      SerializationFailed, ShuttingDown)
-from .redact import TooDeep, holds_known_secret, remember_environment_secrets, scrub_text, scrub_values
+from .redact import TooDeep, holds_known_secret, remember_environment_secrets, scrub_values
 from .registry import REGISTRY, CommandSpec, Registry
 from .scheduler import SessionScheduler
 from .sessions import ANONYMOUS, Session, SessionStore
+from .wire import codec, messages
+from .wire.messages import RejectedRequest, describe_error, short_repr
 
 if TYPE_CHECKING:
     from .adapter import Adapter
@@ -45,8 +46,6 @@ DEFAULT_MAX_QUEUED = 10_000
 # Unknown command names are counted under one bucket: a client must not grow the
 # counters (and get_stats) with names of its choosing.
 UNKNOWN_BUCKET = "(unknown)"
-# Error texts are cut here: a message may quote client input (a 60 MB command name).
-MAX_ERROR_TEXT = 2000
 # Handed to inline commands, which run to completion at once and are never cancelled.
 _NOT_CANCELLABLE = threading.Event()
 # Bound once: the inline path runs for every health ping.
@@ -337,24 +336,15 @@ class Engine:
 
     def submit(self, request: Any, send: Send) -> None:
         """Validates a decoded request and runs it, at once or through the scheduler."""
-        if not isinstance(request, dict):
-            self._protocol_error(InvalidRequest(f"Request must be a JSON object, got {type(request).__name__}"))
+        try:
+            parsed = messages.parse_request(request)
+        except RejectedRequest as rejected:
+            if rejected.answerable:
+                self._reply_error(rejected.request_id, rejected.error, send)
+            else:
+                self._protocol_error(rejected.error)
             return
-        request_id = request.get("id")
-        if request_id is None or isinstance(request_id, (dict, list)):
-            self._protocol_error(InvalidRequest("Request has no usable 'id'; it cannot be answered"))
-            return
-        name = request.get("command")
-        if not isinstance(name, str) or not name:
-            self._reply_error(request_id, InvalidRequest("Request 'command' must be a non-empty string"), send)
-            return
-        args = request.get("args")
-        if args is None:
-            args = {}
-        elif not isinstance(args, dict):
-            self._reply_error(request_id, InvalidArguments(
-                f"'args' must be an object, got {type(args).__name__}"), send)
-            return
+        request_id, name, args = parsed.id, parsed.command, parsed.args
         spec = self.registry.find(name)
         self.stats.count_command(UNKNOWN_BUCKET if spec is None else spec.name)
         try:
@@ -399,7 +389,7 @@ class Engine:
         """Runs one command and waits for its reply (REPL, replay and tests use this)."""
         done: Future[bytes] = Future()
         rid = request_id if request_id is not None else next(self._ids) + 1
-        request = {"id": rid, "command": command, "args": args or {}}
+        request = messages.request(rid, command, args)
         if self.frame_taps:  # a recorder must see in-process calls as the frames they stand for
             self.submit_frame(codec.encode(request), done.set_result)
         else:
@@ -423,9 +413,8 @@ class Engine:
             result = spec.handler(args, ctx)
             if not isinstance(result, dict):
                 raise BridgeError(f"Handler for {spec.name} returned {type(result).__name__}, not an object")
-            reply = {"id": request_id, "success": True, "result": result, "timestamp": time.time()}
             try:
-                data = codec.encode(reply)
+                data = codec.encode(messages.reply(request_id, result))
             except BridgeError as exc:
                 self._reply_error(request_id, exc, send)
                 return
@@ -460,17 +449,11 @@ class Engine:
     def _reply_error(self, request_id: Any, exc: BaseException, send: Send) -> None:
         """Sends an error reply. Never raises: if even the id cannot be encoded, the frame is
         logged and counted as unanswerable instead."""
-        error_type, message, details = describe_error(exc)
+        reply = messages.error_reply_for(request_id, exc)
+        error_type, message = reply["error_type"], reply["error"]
         self.stats.count_error(error_type)
         if error_type == "internal_error":
-            log.error("request %s failed: %s", _short_repr(request_id), message)
-        reply: dict[str, Any] = {"id": request_id, "success": False, "error": message,
-                                 "error_type": error_type, "timestamp": time.time()}
-        if details:
-            try:
-                reply["details"] = scrub_values(details)
-            except TooDeep:
-                pass  # details too deep to check are left out, the error itself still goes
+            log.error("request %s failed: %s", short_repr(request_id), message)
         try:
             data = codec.encode(reply)
         except BridgeError:
@@ -479,7 +462,7 @@ class Engine:
                 data = codec.encode(reply)
             except BridgeError:
                 self._protocol_error(InvalidRequest(
-                    f"Request id {_short_repr(request_id)} cannot be written back; no reply sent ({message})"))
+                    f"Request id {short_repr(request_id)} cannot be written back; no reply sent ({message})"))
                 return
         self._send(data, send)
 
@@ -545,37 +528,9 @@ def _scrubbed_reply(data: bytes) -> bytes:
     try:
         cleaned = {"id": reply.get("id"), **scrub_values(rest)}
     except TooDeep:
-        cleaned = {"id": reply.get("id"), "success": False, "error_type": "serialization_error",
-                   "error": "Reply nested too deeply to be checked for secrets", "timestamp": time.time()}
+        cleaned = messages.error_reply(reply.get("id"), "serialization_error",
+                                       "Reply nested too deeply to be checked for secrets")
     return codec.encode(cleaned)
-
-
-def _cut_text(text: str) -> str:
-    if len(text) <= MAX_ERROR_TEXT:
-        return text
-    return f"{text[:MAX_ERROR_TEXT]}… ({len(text) - MAX_ERROR_TEXT} more characters)"
-
-
-def _safe_text(text: str) -> str:
-    """Scrubbed, then cut. Scrubbing first: a cut through a secret would show its start.
-    The text is trimmed before scrubbing only far past the cut, so scrubbing stays cheap."""
-    return _cut_text(scrub_text(text[:2 * MAX_ERROR_TEXT + 4096]))
-
-
-def _short_repr(value: Any) -> str:
-    return _safe_text(repr(value))
-
-
-def describe_error(exc: BaseException) -> tuple[str, str, dict[str, Any] | None]:
-    """(error_type, message, details) for any exception, with secrets scrubbed and long
-    messages cut (they may quote client input)."""
-    if isinstance(exc, BridgeError):
-        return exc.error_type, _safe_text(exc.message), exc.details
-    error_type = getattr(exc, "error_type", None)
-    if isinstance(error_type, str):
-        return error_type, _safe_text(str(exc)), None
-    text = str(exc) or type(exc).__name__
-    return "internal_error", _safe_text(f"{type(exc).__name__}: {text}"), None
 
 
 def build_registry(adapters: Iterable[Adapter], extra: Registry | None = None) -> Registry:

@@ -23,7 +23,7 @@ from typing import Any
 
 from .engine import DEFAULT_MAX_CONCURRENCY, Engine, EngineConfig
 from .errors import FrameTooLarge, ShuttingDown, TruncatedFrame
-from .framing import DEFAULT_MAX_FRAME, FrameReader, Oversized, write_all
+from .wire.framing import DEFAULT_MAX_FRAME, FrameReader, Oversized, write_all
 
 log = logging.getLogger("dspex.serve")
 
@@ -298,7 +298,7 @@ class Server:
             install_cassette(self.engine, cassette)
         record = self.config.record or os.environ.get("DSPEX_RECORD")
         if record:
-            from .recording import start_recording
+            from .record.recorder import start_recording
             self.exit_hooks.append(start_recording(self.engine, record, stream_taps=self.stream_taps))
         if self.config.control != "off":
             try:

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from bridge.client import WorkerClient, dspex_serve_argv
+from bridge.wire.client import WorkerClient, dspex_serve_argv
 from dspex_cli.exit_status import ExitStatus
 
 

@@ -97,7 +97,8 @@ def _summary_of(message: Any, direction: str) -> str:
 def transcript_report(path: str, limit: int = DEFAULT_TRANSCRIPT_LIMIT) -> dict[str, Any]:
     """Reads a transcript once (streaming) into the data behind its views."""
     from bridge.control import cut, describe_lm_call, public
-    from bridge.transcript import EndEntry, FrameEntry, LMCallEntry, read_transcript
+    from bridge.record.transcript import EndEntry, FrameEntry, LMCallEntry
+    from bridge.record.reader import read_transcript
 
     transcript = read_transcript(path)
     pending: dict[str, dict[str, Any]] = {}
@@ -256,7 +257,7 @@ def _is_file_target(target: str) -> bool:
 
 
 def inspect_workers(as_json: bool) -> int:
-    from bridge.control_client import list_workers
+    from bridge.control.client import list_workers
 
     from dspex_cli.inspect_views import workers_table
 
@@ -269,7 +270,7 @@ def inspect_workers(as_json: bool) -> int:
 
 
 def inspect_transcript(path: str, view: str | None, as_json: bool, limit: int) -> int:
-    from bridge.transcript import TranscriptError
+    from bridge.record.transcript import TranscriptError
 
     from dspex_cli.inspect_views import TRANSCRIPT_RENDERERS, transcript_overview
 
@@ -296,7 +297,7 @@ def inspect_transcript(path: str, view: str | None, as_json: bool, limit: int) -
 
 
 def inspect_worker(spec: str, view: str | None, as_json: bool, limit: int) -> int:
-    from bridge.control_client import ControlClient, resolve_worker
+    from bridge.control.client import ControlClient, resolve_worker
 
     from dspex_cli.inspect_views import overview, render_view
 
@@ -323,7 +324,7 @@ def inspect_worker(spec: str, view: str | None, as_json: bool, limit: int) -> in
 
 
 def follow_worker(spec: str, view: str | None, as_json: bool) -> int:
-    from bridge.control_client import ControlClient, WorkerGone, resolve_worker
+    from bridge.control.client import ControlClient, WorkerGone, resolve_worker
 
     from dspex_cli.inspect_views import follow_line
 
@@ -349,7 +350,7 @@ def follow_worker(spec: str, view: str | None, as_json: bool) -> int:
 
 
 def watch_worker(spec: str, interval: float = WATCH_INTERVAL) -> int:
-    from bridge.control_client import ControlClient, ControlError, resolve_worker
+    from bridge.control.client import ControlClient, ControlError, resolve_worker
     from rich.live import Live
 
     from dspex_cli.inspect_views import dashboard
@@ -379,7 +380,7 @@ def watch_worker(spec: str, interval: float = WATCH_INTERVAL) -> int:
 def run_inspect(target: str | None, view: str | None, follow: bool, watch: bool, as_json: bool,
                 limit_text: str | None, extra: list[str]) -> int:
     """The error boundary: every failure becomes one line and an exit code."""
-    from bridge.control_client import ControlError
+    from bridge.control.client import ControlError
 
     try:
         for given in (target, view):

@@ -58,7 +58,7 @@ def expand_paths(arguments: list[str]) -> tuple[list[str], list[tuple[str, str]]
 def replay_one(path: str, options: ReplayOptions) -> dict[str, Any]:
     """Replays one file; returns its result as a dict (picklable for -j)."""
     from bridge.replay import ReplayResult, WorkerStartFailed, replay_transcript
-    from bridge.transcript import TranscriptError
+    from bridge.record.transcript import TranscriptError
 
     started = time.perf_counter()
     try:

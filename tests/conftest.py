@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from openai_server import LocalOpenAIServer  # noqa: E402
 
-from bridge.client import WorkerClient, dspex_serve_argv  # noqa: E402
+from bridge.wire.client import WorkerClient, dspex_serve_argv  # noqa: E402
 
 # Nothing in the suite may reach the internet: DSPy's price-list download is off,
 # and no provider key from the developer's shell leaks into tests.

@@ -8,8 +8,8 @@ import json
 import orjson
 import pytest
 
-from bridge import codec
-from bridge.codec import decode, decode_exact, encode, salvage_id
+from bridge.wire import codec
+from bridge.wire.codec import decode, decode_exact, encode, salvage_id
 from bridge.errors import InvalidJSON, InvalidUTF8, SerializationFailed
 
 

@@ -19,9 +19,9 @@ from conftest import worker_env
 
 from bridge import Engine, EngineConfig
 from bridge.control import ControlServer, UnsafeRuntimeDir, check_private_dir, cut, peer_allowed, public
-from bridge.control_client import (ControlClient, ControlError, WorkerGone, WorkerNotFound, list_workers,
+from bridge.control.client import (ControlClient, ControlError, WorkerGone, WorkerNotFound, list_workers,
                                    resolve_worker)
-from bridge.framing import pack
+from bridge.wire.framing import pack
 
 SECRET = "sk-test-secret-123456"  # the api_key of the lm_args fixture
 
@@ -317,6 +317,48 @@ def test_bad_control_requests_get_clear_errors(start, runtime: Path) -> None:
     assert reply["id"] == 7 and reply["error_type"] == "invalid_json"
     raw.close()
     assert worker.request("ping")["success"]
+
+
+def test_control_requests_follow_the_wire_rules_and_echo_ids(start, runtime: Path) -> None:
+    worker = start()
+    raw = control(runtime, worker)
+    try:
+        raw._sock.sendall(pack(b'{"id": 8, "command": ""}'))
+        reply = raw._read_message(5)
+        assert (reply["id"], reply["success"], reply["error_type"]) == (8, False, "invalid_request")
+        raw._sock.sendall(pack(b'{"id": "x-9", "command": "status", "args": [1]}'))
+        reply = raw._read_message(5)
+        assert reply["id"] == "x-9" and reply["error_type"] == "invalid_arguments"
+        assert reply["error"] == "'args' must be an object, got list"
+        raw._sock.sendall(pack(b'[1, 2]'))
+        reply = raw._read_message(5)
+        assert reply["id"] is None and reply["error_type"] == "invalid_request"
+        raw._sock.sendall(pack(b'{"id": 123456789012345678901234567890, "command": "commands"}'))
+        reply = raw._read_message(5)
+        assert reply["id"] == 123456789012345678901234567890 and reply["success"] is True
+        assert list(reply) == ["id", "success", "result", "timestamp"]
+        names = list(reply["result"]["commands"])
+        assert names[:6] == ["status", "sessions", "inflight", "frames", "lm", "commands"]
+        assert "programs" in names and names[-2:] == ["subscribe", "exec"]
+    finally:
+        raw.close()
+
+
+def test_each_server_builds_its_own_view_registry() -> None:
+    from bridge.control import CORE_VIEWS, build_views
+    from bridge.engine import Engine
+
+    first, second = Engine(), Engine()
+    try:
+        views, other = build_views(first), build_views(second)
+        assert views is not other and views is not CORE_VIEWS
+        assert "subscribe" not in CORE_VIEWS and "exec" not in CORE_VIEWS
+        assert views.find("exec").read_only is False and views.find("status").read_only is True
+        assert views.find("subscribe").extra == {"stream": True}
+        assert views.suggest("statsu") == "status"
+    finally:
+        first.close()
+        second.close()
 
 
 def test_public_and_cut_keep_secrets_out_and_say_what_was_cut() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bridge.client import dspex_serve_argv
+from bridge.wire.client import dspex_serve_argv
 from conftest import ROOT, ok, worker_env
 
 KEY = "sk-default-lm-env-key-4242"

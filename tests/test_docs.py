@@ -21,7 +21,7 @@ import pytest
 
 import doc_examples
 from bridge import errors
-from bridge.client import WorkerClient
+from bridge.wire.client import WorkerClient
 from bridge.errors import BridgeError
 from conftest import ROOT, ok, wait_for, worker_env
 from doc_examples import doc_test, fences

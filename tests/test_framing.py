@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from bridge.framing import DEFAULT_MAX_FRAME, FrameReader, Oversized, pack, read_frames, write_all
+from bridge.wire.framing import DEFAULT_MAX_FRAME, FrameReader, Oversized, pack, read_frames, write_all
 
 
 def test_pack_is_big_endian_length_then_payload() -> None:

@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import pytest
 
-from bridge.client import WorkerClient
-from bridge.framing import pack
+from bridge.wire.client import WorkerClient
+from bridge.wire.framing import pack
 from conftest import ok
 
 

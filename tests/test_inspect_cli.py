@@ -15,7 +15,7 @@ from conftest import wait_for
 from conftest import ROOT, worker_env
 from rich.console import Console
 
-from bridge.control_client import ControlClient
+from bridge.control.client import ControlClient
 from dspex_cli.inspect_cmd import collect_dashboard
 from dspex_cli.inspect_views import dashboard
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bridge import Engine, EngineConfig
-from bridge.client import dspex_serve_argv
+from bridge.wire.client import dspex_serve_argv
 from bridge.registry import Registry, command
 from conftest import ROOT, ok, worker_env
 

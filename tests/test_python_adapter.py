@@ -12,8 +12,8 @@ import pytest
 
 from bridge.adapters.python.allow import AllowList, NotAllowed, resolve
 from bridge.adapters.python.refs import MAX_REPR, Counter, RefTable, to_reply
-from bridge.client import WorkerClient
-from bridge.control_client import ControlClient
+from bridge.wire.client import WorkerClient
+from bridge.control.client import ControlClient
 from conftest import ok, wait_for, worker_env
 
 ALLOW = "math,collections,statistics,json,time,builtins"

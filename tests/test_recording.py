@@ -8,9 +8,11 @@ import time
 from pathlib import Path
 
 from bridge import Engine, EngineConfig
-from bridge.framing import pack
-from bridge.recording import scrub_payload, start_recording
-from bridge.transcript import EndEntry, FrameEntry, LMCallEntry, read_transcript
+from bridge.wire.framing import pack
+from bridge.record.scrubbing import scrub_payload
+from bridge.record.recorder import start_recording
+from bridge.record.transcript import EndEntry, FrameEntry, LMCallEntry
+from bridge.record.reader import read_transcript
 from conftest import worker_env
 
 SECRETS = ("sk-test-secret-123456", "hunter2-password-value", "tok-nested-9876", "Bearer abcdefghijklmnop",

@@ -18,10 +18,12 @@ import orjson
 import psutil
 import pytest
 
-from bridge.client import dspex_serve_argv
-from bridge.framing import pack, read_frames
-from bridge.recording import _RECORD, BatchFormatter, scrub_payload
-from bridge.transcript import EndEntry, FrameEntry, TranscriptWriter, read_transcript
+from bridge.wire.client import dspex_serve_argv
+from bridge.wire.framing import pack, read_frames
+from bridge.record.records import RECORD as _RECORD
+from bridge.record.scrubbing import BatchFormatter, scrub_payload
+from bridge.record.transcript import EndEntry, FrameEntry, TranscriptWriter
+from bridge.record.reader import read_transcript
 from conftest import ROOT, wait_for, worker_env
 
 # A frame that is not JSON and made the old key-pair regex quadratic: 900 KB of "keykey...
@@ -81,7 +83,7 @@ def test_url_userinfo_and_escaped_names_take_the_careful_path() -> None:
 def _writer_of(worker: psutil.Process) -> psutil.Process:
     def find() -> psutil.Process | None:
         for child in worker.children():
-            if "bridge.recording" in " ".join(child.cmdline()):
+            if "bridge.record.writer" in " ".join(child.cmdline()):
                 return child
         return None
 
@@ -157,7 +159,7 @@ def test_a_writer_whose_worker_is_gone_stops_within_its_grace_even_with_the_pipe
     TranscriptWriter(path, {"mode": "test"}).detach()
     gone = subprocess.Popen(["true"])
     gone.wait()  # a worker pid that is no longer this writer's parent
-    writer = subprocess.Popen([sys.executable, "-m", "bridge.recording", str(path), str(gone.pid)],
+    writer = subprocess.Popen([sys.executable, "-m", "bridge.record.writer", str(path), str(gone.pid)],
                               stdin=subprocess.PIPE, env=worker_env(), cwd=str(ROOT))
     try:
         writer.stdin.write(_RECORD.pack(b"i", 1.0, 4) + b'{"a"')

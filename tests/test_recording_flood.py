@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from conftest import ROOT, worker_env
-from bridge.transcript import FrameEntry, read_transcript
+from bridge.record.transcript import FrameEntry
+from bridge.record.reader import read_transcript
 from test_elixir_client import _elixir
 
 

@@ -10,10 +10,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bridge import recording
-from bridge.framing import FrameReader, pack
-from bridge.recording import _RECORD, BatchFormatter, write_transcript
-from bridge.transcript import EndEntry, FrameEntry, TranscriptWriter, read_transcript
+from bridge.record import writer as recording
+from bridge.wire.framing import FrameReader, pack
+from bridge.record.records import RECORD as _RECORD
+from bridge.record.scrubbing import BatchFormatter
+from bridge.record.writer import write_transcript
+from bridge.record.transcript import EndEntry, FrameEntry, TranscriptWriter
+from bridge.record.reader import read_transcript
 
 
 def record(code: bytes, offset_ms: float, body: bytes) -> bytes:
@@ -165,7 +168,7 @@ def test_frame_reader_keeps_frames_when_the_callers_buffer_is_reused() -> None:
 
 def test_without_a_writer_process_the_recorder_writes_the_same_lines(tmp_path: Path) -> None:
     from bridge import Engine, EngineConfig
-    from bridge.recording import Recorder
+    from bridge.record.recorder import Recorder
 
     engine = Engine(EngineConfig(worker_id="fallback"))
     recorder = Recorder(engine, str(tmp_path / "t.jsonl"), subprocess_writer=False)
@@ -188,7 +191,7 @@ def test_a_stopped_writer_never_stops_serving_recording_ends_marked_incomplete(
     import signal
 
     from bridge import Engine, EngineConfig
-    from bridge.recording import Recorder
+    from bridge.record.recorder import Recorder
 
     monkeypatch.setattr(Recorder, "MAX_PENDING", 64)
     monkeypatch.setattr(Recorder, "MAX_UNSENT_BYTES", 256 << 10)
@@ -227,8 +230,8 @@ def test_closing_never_kills_a_writer_that_is_still_finishing(tmp_path: Path,
     import signal
 
     from bridge import Engine, EngineConfig
-    from bridge.recording import Recorder
-    from bridge.transcript import EndEntry
+    from bridge.record.recorder import Recorder
+    from bridge.record.transcript import EndEntry
 
     monkeypatch.setattr(Recorder, "CLOSE_WAIT_SECONDS", 0.3)
     engine = Engine(EngineConfig(worker_id="slow-writer"))
@@ -267,7 +270,7 @@ def test_the_writer_process_reports_a_failing_disk_in_one_line(tmp_path: Path) -
     full = Path("/dev/full")
     if not full.exists():
         pytest.skip("no /dev/full to stand for a full disk")
-    completed = subprocess.run([sys.executable, "-m", "bridge.recording", str(full)],
+    completed = subprocess.run([sys.executable, "-m", "bridge.record.writer", str(full)],
                                input=record(b"i", 1.0, ping(1)) * 20_000, capture_output=True,
                                env=worker_env(), timeout=60)
     assert completed.returncode == 1

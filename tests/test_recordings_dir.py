@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from bridge.replay import replay_transcript
-from bridge.transcript import FrameEntry, LMCallEntry, read_transcript
+from bridge.record.transcript import FrameEntry, LMCallEntry
+from bridge.record.reader import read_transcript
 from conftest import ROOT
 
 RECORDINGS = sorted((ROOT / "recordings").glob("*.jsonl"))

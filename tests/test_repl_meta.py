@@ -16,7 +16,7 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 from rich.console import Console
 
-from bridge.transcript import read_transcript
+from bridge.record.reader import read_transcript
 from dspex_cli.repl import meta as meta_module
 from dspex_cli.repl.app import prompt_message, run_console, toolbar_text
 from dspex_cli.repl.completion import candidates

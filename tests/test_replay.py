@@ -14,10 +14,10 @@ import orjson
 import pytest
 
 from bridge import Engine, EngineConfig
-from bridge.client import dspex_serve_argv
-from bridge.recording import start_recording
+from bridge.wire.client import dspex_serve_argv
+from bridge.record.recorder import start_recording
 from bridge.replay import Comparer, IgnoreRules, parse_ignore_path, replay_transcript
-from bridge.transcript import TranscriptWriter, make_header
+from bridge.record.transcript import TranscriptWriter, make_header
 from conftest import ROOT, worker_env
 
 SECRET = "sk-test-secret-123456"

@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 import pytest
 
-from bridge.client import WorkerClient, WorkerGone, dspex_serve_argv
-from bridge.framing import pack
+from bridge.wire.client import WorkerClient, WorkerGone, dspex_serve_argv
+from bridge.wire.framing import pack
 from conftest import ROOT, ok, worker_env
 
 PLUGINS = Path(__file__).resolve().parent / "plugins"

@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
-from bridge.client import WorkerClient, dspex_serve_argv
-from bridge.framing import pack
+from bridge.wire.client import WorkerClient, dspex_serve_argv
+from bridge.wire.framing import pack
 from conftest import ROOT, ok, worker_env
 
 SECRET = "sk-fault-secret-778899"

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bridge.client import WorkerClient
+from bridge.wire.client import WorkerClient
 from conftest import ROOT, worker_env
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bridge.transcript import (FORMAT_NAME, FORMAT_VERSION, EndEntry, LMCallEntry, TranscriptError,
-                               TranscriptWriter, make_header, read_transcript, summarize)
+from bridge.record.transcript import (FORMAT_NAME, FORMAT_VERSION, EndEntry, LMCallEntry, TranscriptError,
+                                      TranscriptWriter, make_header)
+from bridge.record.reader import read_transcript, summarize
 
 
 def write_sample(path: Path) -> None:

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..redact import redact
-from ..transcript import read_transcript, request_key
+from ..record.reader import read_transcript
+from ..record.transcript import request_key
 from .compare import format_path
 from .results import Mismatch
 

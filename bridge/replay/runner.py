@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..codec import salvage_id
+from ..wire.codec import salvage_id
 from ..redact import REDACTED
-from ..transcript import TranscriptError, read_transcript
+from ..record.reader import read_transcript
+from ..record.transcript import TranscriptError
 from .cassette import Cassette, load_cassette
 from .compare import Comparer, IgnoreRules
 from .inbox import Inbox

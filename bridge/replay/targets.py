@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING, Any
 from .inbox import Inbox
 
 if TYPE_CHECKING:
-    from ..client import WorkerClient
+    from ..wire.client import WorkerClient
     from ..engine import Engine
 
 Submit = Callable[[bytes, Callable[[bytes], None]], None]
@@ -86,7 +86,7 @@ class SpawnedWorker:
 
     def __init__(self, argv: list[str], *, env: dict[str, str] | None = None,
                  stderr: int | IO[bytes] = subprocess.DEVNULL) -> None:
-        from ..client import WorkerClient
+        from ..wire.client import WorkerClient
 
         self.argv = list(argv)
         try:
@@ -115,7 +115,7 @@ class SpawnedWorker:
                    on_gone: Callable[[str], None]) -> None:
         """Sends an already encoded request as is (a recorded frame, byte for byte);
         `on_reply` gets its decoded reply, `on_gone` why none will come."""
-        from ..framing import pack
+        from ..wire.framing import pack
 
         future = self.client.expect(rid) if rid is not None else None
         try:

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from ..redact import redact
-from ..transcript import TranscriptError
+from ..record.transcript import TranscriptError
 
 
 def usable_id(value: Any) -> bool:
@@ -28,7 +28,7 @@ def rewrite_transcript(path: str, rewrites: dict[tuple[Any, int], Any], new_lm_c
     file changed. Raises TranscriptError when the file changed while it was replayed."""
     if not rewrites and not new_lm_calls:
         return False
-    from ..recording import scrub_lm_call
+    from ..record.scrubbing import scrub_lm_call
 
     temp = f"{path}.tmp-{os.getpid()}"
     seen: dict[Any, int] = defaultdict(int)

@@ -13,7 +13,7 @@ def socket_of(info: Any) -> str:
 def control_lm_calls(spec: str, limit: int) -> list[dict[str, Any]] | None:
     """The `lm` view of a worker's control socket, as a list of call records."""
     try:
-        from bridge.control_client import ControlClient, resolve_worker
+        from bridge.control.client import ControlClient, resolve_worker
 
         info = resolve_worker(spec)
         client = ControlClient(socket_of(info))

@@ -297,7 +297,7 @@ def record(shell: Shell, argument: str) -> None:
         shell.stop_recording = shell.target.start_recording(path, list(shell.setup_log))
     except ImportError:
         raise ParseError("Recording is not available in this installation",
-                         "it needs bridge.recording (the record/replay feature)") from None
+                         "it needs bridge.record (the record/replay feature)") from None
     except OSError as exc:
         raise ParseError(f"Cannot record to {path}: {exc.strerror or exc}") from None
     shell.recording_path = str(path)

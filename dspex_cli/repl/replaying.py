@@ -142,7 +142,8 @@ def run_replay(shell: Shell, argument: str) -> None:
     path, into_attached = parse_replay_argument(argument)
     try:
         from bridge.replay import WorkerStartFailed, replay_transcript
-        from bridge.transcript import TranscriptError, read_transcript, summarize
+        from bridge.record.reader import read_transcript, summarize
+        from bridge.record.transcript import TranscriptError
     except ImportError:
         raise ParseError("Replay is not available in this installation",
                          "it needs bridge.replay (the record/replay feature)") from None

@@ -102,7 +102,7 @@ class Target:
         state the recorded requests rely on, so the transcript replays on its own.
         """
         from bridge.redact import redact
-        from bridge.transcript import TranscriptWriter, make_header
+        from bridge.record.transcript import TranscriptWriter, make_header
 
         described = self.describe()
         header = make_header(mode=described["mode"], worker_id=described["worker_id"], argv=described["argv"],
@@ -186,7 +186,7 @@ class InProcessTarget(Target):
 
     def start_recording(self, path: Path, prelude: Prelude = ()) -> Callable[[], None]:
         try:
-            from bridge.recording import start_recording
+            from bridge.record.recorder import start_recording
         except ImportError:
             return super().start_recording(path, prelude)
         # The engine's own recorder also writes the LM cassette, so `dspex replay` runs offline.
@@ -319,7 +319,7 @@ class AttachTarget(Target):
     def _connect(self) -> Any:
         with self._lock:
             if self._client is None:
-                from bridge.control_client import ControlClient, resolve_worker
+                from bridge.control.client import ControlClient, resolve_worker
 
                 self._info = resolve_worker(self.spec)
                 self._client = ControlClient(socket_of(self._info))

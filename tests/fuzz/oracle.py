@@ -51,7 +51,7 @@ class Expectations:
 
 
 class ReferenceFramer:
-    """The contract's framing, written from the contract rather than from bridge/framing.py."""
+    """The contract's framing, written from the contract rather than from bridge/wire/framing.py."""
 
     def __init__(self, max_frame_size: int) -> None:
         self.max_frame_size = max_frame_size

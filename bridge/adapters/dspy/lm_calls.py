@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 
 from ...redact import redact
-from ...transcript import request_key
+from ...record.transcript import request_key
 from .loader import load_dspy
 
 if TYPE_CHECKING:

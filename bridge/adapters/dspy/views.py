@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ...control import public, snapshot
+from ...control.present import public, snapshot
 
 if TYPE_CHECKING:
     from ...engine import Engine

@@ -13,12 +13,23 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 DEFAULT_MAX_FRAME = 64 * 1024 * 1024
+HEADER_SIZE = 4
 _HEADER = struct.Struct(">I")
+# Reads a frame's length at an offset of a buffer (for callers that peek before cutting).
+unpack_length = _HEADER.unpack_from
+# A frame's header for a payload of n bytes: the one place the header layout is written.
+header = _HEADER.pack
 
 
 def pack(payload: bytes) -> bytes:
     """One frame: header and payload as a single buffer, so one write sends it whole."""
     return _HEADER.pack(len(payload)) + payload
+
+
+def pack_many(payloads: list[bytes]) -> bytes:
+    """Several frames as one buffer, for one write of a batch of replies."""
+    pack_header = _HEADER.pack
+    return b"".join([pack_header(len(p)) + p for p in payloads])
 
 
 @dataclass(frozen=True)

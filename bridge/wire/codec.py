@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from .errors import InvalidJSON, InvalidUTF8, SerializationFailed
+from ..errors import InvalidJSON, InvalidUTF8, SerializationFailed
 
 # Salvages the id of a frame whose JSON is broken, so the client gets an error reply
 # instead of waiting for its timeout. Only used when exactly one integer id is visible;

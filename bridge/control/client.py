@@ -20,10 +20,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from .control import (DISCOVERY_SUFFIX, SOCKET_SUFFIX, ControlFailure, check_private_dir, runtime_dir)
-from .framing import FrameReader, Oversized, pack
+from .security import DISCOVERY_SUFFIX, SOCKET_SUFFIX, ControlFailure, check_private_dir, runtime_dir
+from ..wire import codec, messages
+from ..wire.framing import FrameReader, Oversized, pack
 
 DEFAULT_TIMEOUT = 10.0
 # How long a liveness probe waits for a socket to accept before calling it stale.
@@ -257,14 +256,14 @@ class ControlClient:
             for frame in self._reader.feed(chunk):
                 if not isinstance(frame, Oversized):
                     self._frames.append(frame)
-        message = orjson.loads(self._frames.pop(0))
+        message = codec.decode_reply(self._frames.pop(0))  # ids beyond 64 bits stay exact
         if not isinstance(message, dict):
             raise ControlError("the worker sent something that is not a control reply", "invalid_reply")
         return message
 
     def _send(self, request: dict[str, Any]) -> None:
         try:
-            self._sock.sendall(pack(orjson.dumps(request)))
+            self._sock.sendall(pack(codec.encode(request)))
         except OSError as exc:
             raise WorkerGone(f"control connection lost: {exc.strerror or exc}") from None
 
@@ -273,7 +272,7 @@ class ControlClient:
         """Sends one control request and returns its result; raises ControlError on an error reply."""
         with self._lock:
             rid = next(self._ids)
-            self._send({"id": rid, "command": command, "args": args or {}})
+            self._send(messages.request(rid, command, args))
             while True:
                 reply = self._read_message(timeout)
                 if reply.get("id") in (rid, None):
