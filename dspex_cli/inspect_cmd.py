@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import stat
-import sys
 import time
 from collections import deque
 from typing import Any
@@ -23,7 +22,8 @@ from typing import Any
 import orjson
 import typer
 
-from dspex_cli.exit_status import ExitStatus, UserError
+from dspex_cli.env import Environment, environment_of
+from dspex_cli.exit_status import ExitStatus, UserError, run_guarded
 
 DEFAULT_LIMIT = 20
 DEFAULT_TRANSCRIPT_LIMIT = 100
@@ -31,8 +31,6 @@ WATCH_INTERVAL = 1.0
 # Views of a transcript, and worker-view names accepted as their aliases.
 TRANSCRIPT_VIEWS = ("summary", "sessions", "programs", "timeline", "lm")
 TRANSCRIPT_ALIASES = {"status": "summary", "frames": "timeline"}
-PROGRAM_CREATORS = ("create_program", "create_gemini_program")
-PROGRAM_RUNNERS = ("execute_program", "execute_gemini_program")
 
 
 class InspectFailure(UserError):
@@ -99,6 +97,11 @@ def transcript_report(path: str, limit: int = DEFAULT_TRANSCRIPT_LIMIT) -> dict[
     from bridge.control import cut, describe_lm_call, public
     from bridge.transcript import EndEntry, FrameEntry, LMCallEntry, read_transcript
 
+    from bridge import catalog
+    from bridge.registry import CONFIGURES_LM
+
+    # What each recorded command did is read from its tags in the registry, not its name.
+    commands = catalog()
     transcript = read_transcript(path)
     pending: dict[str, dict[str, Any]] = {}
     sessions: dict[str, dict[str, Any]] = {}
@@ -144,7 +147,7 @@ def transcript_report(path: str, limit: int = DEFAULT_TRANSCRIPT_LIMIT) -> dict[
                 item["command"] = command
                 item["session_id"] = sid
                 session(sid, entry.offset_ms)["requests"] += 1
-                if command == "configure_lm" and args.get("model"):
+                if commands.has_tag(command, CONFIGURES_LM) and args.get("model"):
                     if args.get("session_id"):
                         session(sid, entry.offset_ms)["lm"] = str(args.get("model"))
                 pending[key] = {"at": entry.offset_ms, "command": command, "session_id": sid, "args": args}
@@ -158,7 +161,7 @@ def transcript_report(path: str, limit: int = DEFAULT_TRANSCRIPT_LIMIT) -> dict[
                     latency = round(entry.offset_ms - request["at"], 3)
                     item["latency_ms"] = latency
                     item["command"] = request["command"]
-                    _account(request, message, latency, sessions, programs, session)
+                    _account(commands, request, message, latency, sessions, programs, session)
         item["summary"] = item.get("summary") or _summary_of(cut(public(message), 200), entry.direction)
         if entry.direction == "in":
             counts["frames_in"] += 1
@@ -176,9 +179,11 @@ def transcript_report(path: str, limit: int = DEFAULT_TRANSCRIPT_LIMIT) -> dict[
                    "programs": program_list, "timeline": list(timeline), "lm_calls": list(lm_calls)})
 
 
-def _account(request: dict[str, Any], reply: dict[str, Any], latency: float, sessions: dict[str, Any],
-             programs: dict[tuple[str, str], dict[str, Any]], session: Any) -> None:
+def _account(commands: Any, request: dict[str, Any], reply: dict[str, Any], latency: float,
+             sessions: dict[str, Any], programs: dict[tuple[str, str], dict[str, Any]], session: Any) -> None:
     """Credits a reply to its session and program."""
+    from bridge.registry import CREATES_PROGRAM, RUNS_PROGRAM
+
     sid = request["session_id"]
     args = request["args"]
     ok = reply.get("success") is True
@@ -186,7 +191,7 @@ def _account(request: dict[str, Any], reply: dict[str, Any], latency: float, ses
     if not ok:
         session(sid, request["at"])["errors"] += 1
     command = request["command"]
-    if command in PROGRAM_CREATORS and ok:
+    if commands.has_tag(command, CREATES_PROGRAM) and ok:
         program_id = str(result.get("program_id") or args.get("id") or args.get("program_id"))
         signature = result.get("signature_def") or args.get("signature")
         programs[(sid, program_id)] = {"session_id": sid, "program_id": program_id,
@@ -196,7 +201,7 @@ def _account(request: dict[str, Any], reply: dict[str, Any], latency: float, ses
         listed = sessions[sid]["programs"]
         if program_id not in listed:
             listed.append(program_id)
-    elif command in PROGRAM_RUNNERS:
+    elif commands.has_tag(command, RUNS_PROGRAM):
         program_id = str(args.get("program_id"))
         record = programs.get((sid, program_id))
         if record is None and not ok:
@@ -214,22 +219,8 @@ def _account(request: dict[str, Any], reply: dict[str, Any], latency: float, ses
 # -- output --------------------------------------------------------------------------------------
 
 
-def _console() -> Any:
-    from dspex_cli.console import make_console
-
-    return make_console()
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode() + "\n")
-    sys.stdout.flush()
-
-
-def _fail(message: str, status: ExitStatus) -> int:
-    from dspex_cli.exit_status import report_user_error
-
-    report_user_error("dspex inspect", message)  # one line, secrets scrubbed
-    return int(status)
+def _print_json(env: Environment, value: Any) -> None:
+    env.write(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode() + "\n")
 
 
 def _parse_limit(text: str | None, default: int) -> int:
@@ -255,20 +246,20 @@ def _is_file_target(target: str) -> bool:
 # -- the modes -----------------------------------------------------------------------------------
 
 
-def inspect_workers(as_json: bool) -> int:
+def inspect_workers(as_json: bool, env: Environment) -> int:
     from bridge.control_client import list_workers
 
     from dspex_cli.inspect_views import workers_table
 
     workers = _worker_dicts(list_workers())
     if as_json:
-        _print_json(workers)
+        _print_json(env, workers)
     else:
-        _console().print(workers_table(workers))
+        env.console().print(workers_table(workers))
     return ExitStatus.OK
 
 
-def inspect_transcript(path: str, view: str | None, as_json: bool, limit: int) -> int:
+def inspect_transcript(path: str, view: str | None, as_json: bool, limit: int, env: Environment) -> int:
     from bridge.transcript import TranscriptError
 
     from dspex_cli.inspect_views import TRANSCRIPT_RENDERERS, transcript_overview
@@ -284,18 +275,17 @@ def inspect_transcript(path: str, view: str | None, as_json: bool, limit: int) -
         raise InspectFailure(str(exc), ExitStatus.USAGE) from None
     if as_json:
         if view is None:
-            _print_json(report)
+            _print_json(env, report)
         else:
             key = {"summary": None, "timeline": "timeline", "lm": "lm_calls"}.get(view, view)
-            _print_json({k: v for k, v in report.items() if k in ("path", "header", "counts", "complete")}
+            _print_json(env, {k: v for k, v in report.items() if k in ("path", "header", "counts", "complete")}
                         if key is None else {view: report[key]})
         return ExitStatus.OK
-    console = _console()
-    console.print(transcript_overview(report) if view is None else TRANSCRIPT_RENDERERS[view](report))
+    env.console().print(transcript_overview(report) if view is None else TRANSCRIPT_RENDERERS[view](report))
     return ExitStatus.OK
 
 
-def inspect_worker(spec: str, view: str | None, as_json: bool, limit: int) -> int:
+def inspect_worker(spec: str, view: str | None, as_json: bool, limit: int, env: Environment) -> int:
     from bridge.control_client import ControlClient, resolve_worker
 
     from dspex_cli.inspect_views import overview, render_view
@@ -309,20 +299,20 @@ def inspect_worker(spec: str, view: str | None, as_json: bool, limit: int) -> in
             data = collect_overview(client)
             if as_json:
                 data["socket"] = worker.socket
-                _print_json(data)
+                _print_json(env, data)
             else:
-                _console().print(overview(data))
+                env.console().print(overview(data))
             return ExitStatus.OK
         args = {"limit": limit} if view in ("frames", "lm") else {}
         data = client.call(view, args)
     if as_json:
-        _print_json(data)
+        _print_json(env, data)
     else:
-        _console().print(render_view(view, data))
+        env.console().print(render_view(view, data))
     return ExitStatus.OK
 
 
-def follow_worker(spec: str, view: str | None, as_json: bool) -> int:
+def follow_worker(spec: str, view: str | None, as_json: bool, env: Environment) -> int:
     from bridge.control_client import ControlClient, WorkerGone, resolve_worker
 
     from dspex_cli.inspect_views import follow_line
@@ -330,25 +320,24 @@ def follow_worker(spec: str, view: str | None, as_json: bool) -> int:
     if view not in (None, "frames", "lm"):
         raise InspectFailure("--follow streams frames and LM calls: give no view, 'frames' or 'lm'", ExitStatus.USAGE)
     worker = resolve_worker(spec)
-    console = _console()
+    console = env.console()
     client = ControlClient(worker.socket)
     try:
         for event in client.subscribe(frames=view in (None, "frames"), lm=view in (None, "lm")):
             if as_json:
-                sys.stdout.write(orjson.dumps(event, option=orjson.OPT_NON_STR_KEYS).decode() + "\n")
-                sys.stdout.flush()
+                env.write(orjson.dumps(event, option=orjson.OPT_NON_STR_KEYS).decode() + "\n")
             else:
                 console.print(follow_line(event))
     except WorkerGone:
         raise InspectFailure(f"worker {worker.worker_id} (pid {worker.pid}) stopped") from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # the way to stop following: not an interruption of anything
         return ExitStatus.OK
     finally:
         client.close()
     return ExitStatus.OK
 
 
-def watch_worker(spec: str, interval: float = WATCH_INTERVAL) -> int:
+def watch_worker(spec: str, env: Environment, interval: float = WATCH_INTERVAL) -> int:
     from bridge.control_client import ControlClient, ControlError, resolve_worker
     from rich.live import Live
 
@@ -356,7 +345,7 @@ def watch_worker(spec: str, interval: float = WATCH_INTERVAL) -> int:
 
     worker = resolve_worker(spec)
     client = ControlClient(worker.socket)
-    console = _console()
+    console = env.console()
     try:
         first = dashboard(collect_dashboard(client))
         with Live(first, console=console, screen=console.is_terminal, auto_refresh=False,
@@ -377,8 +366,15 @@ def watch_worker(spec: str, interval: float = WATCH_INTERVAL) -> int:
 
 
 def run_inspect(target: str | None, view: str | None, follow: bool, watch: bool, as_json: bool,
-                limit_text: str | None, extra: list[str]) -> int:
-    """The error boundary: every failure becomes one line and an exit code."""
+                limit_text: str | None, extra: list[str], env: Environment | None = None) -> int:
+    """Runs inside the CLI's error boundary: every failure becomes one line and an exit status."""
+    environment = env or Environment.from_process()
+    return run_guarded("dspex inspect", lambda: _inspect(target, view, follow, watch, as_json, limit_text,
+                                                         extra, environment), environment)
+
+
+def _inspect(target: str | None, view: str | None, follow: bool, watch: bool, as_json: bool,
+             limit_text: str | None, extra: list[str], env: Environment) -> int:
     from bridge.control_client import ControlError
 
     try:
@@ -396,38 +392,29 @@ def run_inspect(target: str | None, view: str | None, follow: bool, watch: bool,
             if follow or watch or view:
                 raise InspectFailure("name a worker (pid, worker id or socket path) to follow or watch",
                                      ExitStatus.USAGE)
-            return inspect_workers(as_json)
+            return inspect_workers(as_json, env)
         if _is_file_target(target) and not stat.S_ISSOCK(_mode(target)):
             if follow or watch:
                 raise InspectFailure("--follow and --watch need a live worker, not a transcript file", ExitStatus.USAGE)
-            return inspect_transcript(target, view, as_json, _parse_limit(limit_text, DEFAULT_TRANSCRIPT_LIMIT))
+            return inspect_transcript(target, view, as_json, _parse_limit(limit_text, DEFAULT_TRANSCRIPT_LIMIT), env)
         limit = _parse_limit(limit_text, DEFAULT_LIMIT)
         if follow:
-            return follow_worker(target, view, as_json)
+            return follow_worker(target, view, as_json, env)
         if watch:
             if view is not None:
                 raise InspectFailure("--watch shows the whole dashboard; drop the view", ExitStatus.USAGE)
-            return watch_worker(target)
-        return inspect_worker(target, view, as_json, limit)
-    except InspectFailure as exc:
-        return _fail(exc.message, exc.status)
-    except ControlError as exc:
-        return _fail(exc.message, ExitStatus.FAILURE)
-    except KeyboardInterrupt:
-        return int(ExitStatus.INTERRUPTED)
-    except BrokenPipeError:  # `dspex inspect ... | head`
-        try:
-            sys.stdout = open(os.devnull, "w")
-        except OSError:
-            pass
-        return ExitStatus.OK
+            return watch_worker(target, env)
+        return inspect_worker(target, view, as_json, limit, env)
+    except ControlError as exc:  # a worker that cannot be reached, or went away
+        raise InspectFailure(exc.message, ExitStatus.FAILURE) from None
 
 
 def _mode(path: str) -> int:
+    """The file's mode bits, or none at all for a path that does not exist."""
     try:
         return os.stat(path).st_mode
     except OSError:
-        return ExitStatus.OK
+        return stat.S_IFMT(0)
 
 
 def register(app: typer.Typer) -> None:
@@ -451,7 +438,7 @@ def register(app: typer.Typer) -> None:
                                   help="how many frames / LM calls / timeline entries (1-10000)",
                                   show_default=False),
     ) -> None:
-        raise typer.Exit(run_inspect(target, view, follow, watch, as_json, limit, list(ctx.args)))
+        raise typer.Exit(run_inspect(target, view, follow, watch, as_json, limit, list(ctx.args), environment_of(ctx)))
 
 
 __all__ = ["collect_dashboard", "collect_overview", "register", "run_inspect", "transcript_report"]
