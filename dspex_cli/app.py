@@ -10,6 +10,7 @@ on stderr and its exit status, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from typing import Any
 
@@ -109,6 +110,9 @@ def run_app(argv: list[str], env: Environment | None = None) -> int:
     where = f"dspex {argv[0]}" if argv and argv[0] in subcommands else "dspex"
 
     def body() -> None:
-        command.main(args=argv, prog_name="dspex", standalone_mode=True, obj=environment)
+        # click and typer print help and usage errors to sys.stdout/sys.stderr themselves;
+        # in a simulated environment those are its streams for the length of the command.
+        with contextlib.redirect_stdout(environment.stdout), contextlib.redirect_stderr(environment.stderr):
+            command.main(args=argv, prog_name="dspex", standalone_mode=True, obj=environment)
 
     return run_guarded(where, body, environment)

@@ -17,7 +17,6 @@ from prompt_toolkit.output import DummyOutput
 from rich.console import Console
 
 from bridge.transcript import read_transcript
-from dspex_cli.repl import meta as meta_module
 from dspex_cli.repl.app import prompt_message, run_console, toolbar_text
 from dspex_cli.repl.completion import candidates
 from dspex_cli.repl.config import ModelMemory, ReplConfig, load_config

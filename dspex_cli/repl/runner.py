@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -85,14 +86,21 @@ def parse_args(argv: list[str]) -> ReplOptions:
                        read_only=ns.read_only, assume_yes=ns.yes)
 
 
+def execute(argv: list[str], env: Environment) -> int:
+    """Parses the options and runs the console in `env`, inside the CLI's error boundary."""
+    try:
+        # argparse prints --help and its usage errors on sys.stdout/sys.stderr itself.
+        with contextlib.redirect_stdout(env.stdout), contextlib.redirect_stderr(env.stderr):
+            options = parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed by argparse
+        return ExitStatus.of_exit_code(exc.code)
+    return run_guarded("dspex repl", lambda: run(options, env), env)
+
+
 def main(argv: list[str], env: Environment | None = None) -> int:
     """Runs the console and leaves the process at once with its exit status."""
     environment = env or Environment.from_process()
-    try:
-        options = parse_args(argv)
-    except SystemExit as exc:  # --help, or a usage error already printed by argparse
-        return ExitStatus.of_exit_code(exc.code)
-    code = run_guarded("dspex repl", lambda: run(options, environment), environment)
+    code = execute(argv, environment)
     # Leave at once: a daemon thread still importing DSPy, or one of LiteLLM's threads,
     # would otherwise abort or stall the interpreter's shutdown.
     for stream in (environment.stdout, environment.stderr, sys.stdout, sys.stderr):
