@@ -8,7 +8,6 @@ JSON object a line, for whoever wants to see the wire.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from typing import Any

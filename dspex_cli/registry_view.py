@@ -47,7 +47,7 @@ def commands_markdown() -> str:
 def commands_data() -> list[dict[str, Any]]:
     """Every registered command as plain data (what `dspex commands --json` prints)."""
     return [{"name": spec.name, "aliases": list(spec.aliases), "scheduling": spec.scheduling,
-             "summary": spec.summary, "plugin": spec.plugin,
+             "summary": spec.summary, "plugin": spec.plugin, "tags": sorted(spec.tags),
              "args": [{"name": a.name, "type": a.type, "required": a.required, "help": a.help} for a in spec.args]}
             for spec in _specs()]
 

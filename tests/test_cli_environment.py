@@ -63,8 +63,12 @@ def test_json_output_is_the_same_on_a_terminal_and_in_a_pipe() -> None:
     _, on_terminal, _ = rendered(["commands", "--json"], terminal=True)
     _, in_pipe, _ = rendered(["commands", "--json"], terminal=False)
     assert on_terminal == in_pipe
-    names = [entry["name"] for entry in orjson.loads(in_pipe)]
+    listed = orjson.loads(in_pipe)
+    names = [entry["name"] for entry in listed]
     assert "ping" in names and names == sorted(names)
+    # Effect tags are listed for scripts too (never part of the wire contract).
+    tags = {entry["name"]: entry["tags"] for entry in listed}
+    assert tags["create_program"] == ["builds_state", "creates_program"] and tags["ping"] == []
 
 
 def test_inspect_transcript_renders_through_the_environment() -> None:

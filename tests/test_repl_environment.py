@@ -186,3 +186,25 @@ def test_effect_lookup_picks_the_command_that_is_not_a_variant() -> None:
         Registry().for_effect(CREATES_PROGRAM)
     with pytest.raises(ValueError):
         command("empty_tag", registry=Registry(), tags={""})
+
+
+def test_an_effect_no_command_provides_is_a_clear_console_error(monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Path) -> None:
+    from dspex_cli.repl import parsing
+
+    only_core = Registry()
+    for spec in registry().specs():
+        if not spec.tags & {CREATES_PROGRAM, RUNS_PROGRAM}:
+            only_core.add(spec)
+    monkeypatch.setattr(parsing, "registry", lambda: only_core)
+    monkeypatch.setattr(shell_module, "registry", lambda: only_core)
+    stdout = io.StringIO()
+    shell = Shell(InProcessTarget(), RichOutput(env=Environment.simulated(stdout, terminal=False)), ReplConfig(),
+                  ModelMemory(tmp_path / "m.json"))
+    try:
+        shell.handle("qa(question='x')")
+        text = stdout.getvalue()
+        assert "✗ parse_error: No command of this console does that" in text and "runs_program" in text
+        assert "console_error" not in text and shell.failures == 1
+    finally:
+        shell.close()

@@ -29,7 +29,7 @@ from dspex_cli.exit_status import ExitStatus
 
 from .completion import ReplCompleter
 from .config import ReplConfig, create_private_file, redact_history_file, trim_history
-from .parsing import registry, BARE_META_WORDS, is_complete
+from .parsing import registry, BARE_META_WORDS, command_for, is_complete
 from .shell import Shell
 
 _TOKEN = re.compile(r"""(?P<string>"(?:\\.|[^"\\])*"?|'(?:\\.|[^'\\])*'?)"""
@@ -197,7 +197,7 @@ class BackgroundStart:
             # The configured default LM; its outcome shows in the toolbar, a failure as a notice.
             from bridge.registry import CONFIGURES_LM
 
-            request = shell.request_for(registry().for_effect(CONFIGURES_LM).name, {"model": shell.config.lm})
+            request = shell.request_for(command_for(CONFIGURES_LM), {"model": shell.config.lm})
             try:
                 reply = shell.target.submit(request).result(60)
             except Exception as exc:

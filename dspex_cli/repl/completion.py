@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 
-from .parsing import ParseError, registry
+from .parsing import ParseError, command_for, registry
 
 VALUE_CHOICES = {
     "program_type": ("predict", "chain_of_thought"),
@@ -123,7 +123,7 @@ def _meta_argument(name: str, position: int, word: str, known: Known) -> list[Ca
             return _matching(word, _models(known), "model")
         from bridge.registry import CONFIGURES_LM
 
-        return _command_argument(registry().for_effect(CONFIGURES_LM).name, [], word, known, skip={"model"})
+        return _command_argument(command_for(CONFIGURES_LM), [], word, known, skip={"model"})
     return []
 
 

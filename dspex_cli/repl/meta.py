@@ -15,16 +15,11 @@ from typing import Any
 from bridge.registry import DESCRIBES_PROGRAM, LISTS_PROGRAMS, LISTS_SESSIONS, REPORTS_STATS
 
 from .meta_registry import META, MetaContext, find_meta, meta, meta_names
-from .parsing import ParseError, closest, parse_assignments, registry, split_words
+from .parsing import ParseError, closest, command_for, parse_assignments, registry, split_words
 
 
 def run_meta(ctx: MetaContext, name: str, argument: str) -> None:
     META.run(ctx, name, argument)
-
-
-def _effect(tag: str) -> str:
-    """The name of the command a meta-command sends for an effect."""
-    return registry().for_effect(tag).name
 
 
 def _on_off(argument: str, current: bool, what: str) -> bool:
@@ -98,7 +93,7 @@ def session(ctx: MetaContext, argument: str) -> None:
     """Lists sessions, or switches the session commands run in."""
     target = argument.strip()
     if not target:
-        reply = ctx.send(_effect(LISTS_SESSIONS), {}, show_reply=False)
+        reply = ctx.send(command_for(LISTS_SESSIONS), {}, show_reply=False)
         if reply and reply.get("success"):
             result = reply["result"]
             ctx.out.data("sessions", {"current": ctx.session, "sessions": result.get("sessions") or []})
@@ -148,7 +143,7 @@ def call(ctx: MetaContext, argument: str) -> None:
 @meta("programs")
 def programs(ctx: MetaContext, argument: str) -> None:
     """Lists the programs of the current session."""
-    reply = ctx.send(_effect(LISTS_PROGRAMS), {}, show_reply=False)
+    reply = ctx.send(command_for(LISTS_PROGRAMS), {}, show_reply=False)
     if reply and reply.get("success"):
         ctx.out.data("programs", reply["result"])
 
@@ -206,7 +201,7 @@ def history(ctx: MetaContext, argument: str) -> None:
 @meta("usage")
 def usage(ctx: MetaContext, argument: str) -> None:
     """Token usage and LM call counts of the worker, with a per-model breakdown."""
-    reply = ctx.send(_effect(REPORTS_STATS), {}, show_reply=False)
+    reply = ctx.send(command_for(REPORTS_STATS), {}, show_reply=False)
     if not reply or not reply.get("success"):
         return
     result = reply["result"]
@@ -278,7 +273,7 @@ def save(ctx: MetaContext, argument: str) -> None:
         raise ParseError(":save needs a program id and optionally a file", ":save qa qa.json")
     program_id = words[0]
     path = Path(words[1] if len(words) > 1 else f"{program_id}.json").expanduser()
-    reply = ctx.send(_effect(DESCRIBES_PROGRAM), {"program_id": program_id}, show_reply=False)
+    reply = ctx.send(command_for(DESCRIBES_PROGRAM), {"program_id": program_id}, show_reply=False)
     if not reply or not reply.get("success"):
         return
     program_data = reply["result"].get("program_data")

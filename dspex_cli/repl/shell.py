@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from .config import ModelMemory, ReplConfig
 from .parsing import (registry, CallInput, DefineInput, Empty, MetaInput, ParseError, ProtocolInput,
-                      closest, parse, parse_assignments, split_words)
+                      closest, command_for, parse, parse_assignments, split_words)
 from .guard import Refused, check_read_only, destructive_question, is_destructive
 from .secrets import KEY_FLAG, SecretAsker, ask_secret_on_tty, mask_request, resolve_secret_args
 from .targets import AttachTarget, Target
@@ -323,7 +323,7 @@ class Shell:
             args = {"model": model, **parse_assignments(rest)}
         from bridge.registry import CONFIGURES_LM
 
-        command = registry().for_effect(CONFIGURES_LM).name
+        command = command_for(CONFIGURES_LM)
         self._check_args(command, args)
         if ask_key:
             if "api_key" in args:
@@ -346,17 +346,16 @@ class Shell:
         """Creates a program (replacing one of the same id in this session)."""
         from bridge.registry import CREATES_PROGRAM, DELETES_PROGRAM
 
-        catalog = registry()
         program_id = str(args["id"])
         if program_id in self.programs.get(self.session, set()):
             # Redefining is the point of a console: replace, showing both commands.
-            self.send(catalog.for_effect(DELETES_PROGRAM).name, {"program_id": program_id}, show_reply=False)
-        return self.send(catalog.for_effect(CREATES_PROGRAM).name, args, show_reply=True)
+            self.send(command_for(DELETES_PROGRAM), {"program_id": program_id}, show_reply=False)
+        return self.send(command_for(CREATES_PROGRAM), args, show_reply=True)
 
     def call_program(self, program_id: str, inputs: dict[str, Any]) -> None:
         from bridge.registry import RUNS_PROGRAM
 
-        self.send(registry().for_effect(RUNS_PROGRAM).name, {"program_id": program_id, "inputs": inputs})
+        self.send(command_for(RUNS_PROGRAM), {"program_id": program_id, "inputs": inputs})
 
     def _check_args(self, command: str, args: dict[str, Any]) -> None:
         spec = registry().get(command)
