@@ -12,7 +12,8 @@ from typing import Any
 from .adapter import session_states
 from .engine import Context
 from .errors import InvalidArguments
-from .registry import Arg, Registry, command
+from .registry import (BUILDS_STATE, CLEARS_SESSIONS, DROPS_SESSION, LISTS_SESSIONS, REPORTS_STATS,
+                       RESETS_WORKER, Arg, Registry, command)
 from .system import memory_usage
 
 COMMANDS = Registry()
@@ -39,7 +40,7 @@ def ping(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     return reply
 
 
-@command("get_stats", read_only=True, scheduling="inline", registry=COMMANDS)
+@command("get_stats", read_only=True, scheduling="inline", registry=COMMANDS, tags={REPORTS_STATS})
 def get_stats(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Counters, memory and uptime of this worker."""
     engine = ctx.engine
@@ -64,7 +65,7 @@ def get_stats(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     return reply
 
 
-@command("cleanup", destructive=True, scheduling="global", registry=COMMANDS)
+@command("cleanup", destructive=True, scheduling="global", registry=COMMANDS, tags={CLEARS_SESSIONS})
 def cleanup(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Drops what every adapter holds in every session (the standalone bridge's farewell)."""
     engine = ctx.engine
@@ -74,7 +75,7 @@ def cleanup(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     return reply
 
 
-@command("reset_state", destructive=True, scheduling="global", registry=COMMANDS)
+@command("reset_state", destructive=True, scheduling="global", registry=COMMANDS, tags={RESETS_WORKER})
 def reset_state(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Drops all sessions and what adapters hold, and zeroes the counters."""
     engine = ctx.engine
@@ -87,7 +88,7 @@ def reset_state(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     return reply
 
 
-@command("cleanup_session", destructive=True, registry=COMMANDS,
+@command("cleanup_session", destructive=True, registry=COMMANDS, tags={DROPS_SESSION},
          args=(Arg("session_id", "string", help="the session to drop"),))
 def cleanup_session(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Drops one session's state and data; other sessions are untouched."""
@@ -103,7 +104,7 @@ def cleanup_session(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     return reply
 
 
-@command("list_sessions", read_only=True, scheduling="inline", registry=COMMANDS)
+@command("list_sessions", read_only=True, scheduling="inline", registry=COMMANDS, tags={LISTS_SESSIONS})
 def list_sessions(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """The sessions this worker holds, with what each adapter keeps in them."""
     sessions = []
@@ -143,7 +144,7 @@ def get_session_data(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
             "found": key in session.data}
 
 
-@command("update_session_data", registry=COMMANDS, args=(
+@command("update_session_data", registry=COMMANDS, tags={BUILDS_STATE}, args=(
     Arg("session_id", "string"),
     Arg("operation", "string", help="set (default), delete, merge or clear"),
     Arg("key", "string"), Arg("value", "any"), Arg("data", "object", help="for merge"),

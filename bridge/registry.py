@@ -24,6 +24,26 @@ MAX_SUGGESTED_NAME = 64
 
 Handler = Callable[[dict[str, Any], "Context"], dict[str, Any]]
 
+# Effect tags: what a command does, in words tools around the worker can branch on
+# without naming commands (the console learns program ids from whatever "creates_program",
+# `dspex inspect` credits runs to whatever "runs_program"). Adapters and plugins may add
+# tags of their own; these are the ones dspex's own tools read.
+CREATES_PROGRAM = "creates_program"    # result.program_id (or args id) is a new program of the session
+DELETES_PROGRAM = "deletes_program"    # args.program_id is gone from the session
+LISTS_PROGRAMS = "lists_programs"      # result.programs: every program of the session, each with an id
+DESCRIBES_PROGRAM = "describes_program"  # args.program_id -> result.program_data
+RUNS_PROGRAM = "runs_program"          # args.program_id ran: result.outputs, duration_ms, usage
+CONFIGURES_LM = "configures_lm"        # args/result.model is now the session's (or the default) LM
+LISTS_SESSIONS = "lists_sessions"      # result.sessions: every session, each with a session_id
+BUILDS_STATE = "builds_state"          # later requests depend on its effect (a recording's prelude)
+DROPS_SESSION = "drops_session"        # args.session_id and all it held are gone
+CLEARS_SESSIONS = "clears_sessions"    # every session is gone; the default LM stays
+RESETS_WORKER = "resets_worker"        # every session and the default LM are gone
+REPORTS_STATS = "reports_stats"        # result: lm_calls, usage, command_count, error_count
+# Carried by a command that repeats another's effect under another name (a legacy
+# spelling): a tool that must pick one command for an effect takes the one without it.
+VARIANT = "variant"
+
 # JSON types an argument may declare, with the Python types that satisfy them.
 _ARG_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
@@ -81,6 +101,12 @@ class CommandSpec:
     destructive: bool = False
     plugin: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Effect tags (see CREATES_PROGRAM ...): never part of the wire contract.
+    tags: frozenset[str] = frozenset()
+
+    def has(self, tag: str) -> bool:
+        """Whether the command carries this effect tag."""
+        return tag in self.tags
 
     def validate(self, args: dict[str, Any]) -> None:
         """Checks declared arguments; undeclared ones pass, since clients send extras."""
@@ -170,6 +196,27 @@ class Registry:
     def specs(self) -> list[CommandSpec]:
         return [self._specs[name] for name in sorted(self._specs)]
 
+    def tagged(self, tag: str) -> list[CommandSpec]:
+        """Every command carrying `tag`, by name."""
+        return [spec for spec in self.specs() if tag in spec.tags]
+
+    def has_tag(self, name: object, tag: str) -> bool:
+        """Whether the command called `name` (or an alias) carries `tag`; False if unknown."""
+        canonical = self._aliases.get(name) if isinstance(name, str) else None
+        return canonical is not None and tag in self._specs[canonical].tags
+
+    def for_effect(self, tag: str) -> CommandSpec:
+        """The one command a tool sends for an effect: the tagged command that is not a variant.
+
+        Raises LookupError when none (or more than one) qualifies, so a missing adapter is a
+        clear message rather than a guess.
+        """
+        found = [spec for spec in self.tagged(tag) if VARIANT not in spec.tags]
+        if len(found) != 1:
+            names = ", ".join(spec.name for spec in found) or "none"
+            raise LookupError(f"no single command is tagged {tag!r} (found: {names})")
+        return found[0]
+
     def suggest(self, name: str) -> str | None:
         """The closest registered name, for 'did you mean' hints.
 
@@ -187,19 +234,23 @@ REGISTRY = Registry()
 
 def command(name: str, *, args: tuple[Arg, ...] | list[Arg] = (), scheduling: str = "write",
             summary: str | None = None, aliases: tuple[str, ...] = (), read_only: bool = False,
-            destructive: bool = False, registry: Registry | None = None) -> Callable[[Handler], Handler]:
+            destructive: bool = False, registry: Registry | None = None,
+            tags: frozenset[str] | set[str] | tuple[str, ...] = ()) -> Callable[[Handler], Handler]:
     """Registers a handler `(args: dict, ctx: Context) -> dict` under `name`.
 
     The summary defaults to the handler's docstring's first line, so help text lives
-    beside the code it describes.
+    beside the code it describes. `tags` name the command's effects (CREATES_PROGRAM ...).
     """
+    tag_set = frozenset(tags)
+    if not all(isinstance(tag, str) and tag for tag in tag_set):
+        raise ValueError(f"{name}: tags must be non-empty strings")
 
     def decorate(handler: Handler) -> Handler:
         doc = inspect.getdoc(handler) or ""
         spec = CommandSpec(
             name=name, handler=handler, summary=summary or (doc.splitlines()[0] if doc else name),
             args=tuple(args), scheduling=scheduling, aliases=tuple(aliases), read_only=read_only,
-            destructive=destructive,
+            destructive=destructive, tags=tag_set,
             plugin=None if handler.__module__.startswith("bridge.") else handler.__module__,
         )
         (registry or REGISTRY).add(spec)

@@ -1,20 +1,24 @@
 """The typer application behind every subcommand except the fast path of `serve`.
 
 Each subcommand lives in its own module exposing `register(app)`; this file only
-assembles them, so adding a subcommand never means editing a list elsewhere. It is also
-the error boundary of the CLI: a UserError raised anywhere below becomes one line on
-stderr and ExitStatus.USAGE, never a traceback.
+assembles them, so adding a subcommand never means editing a list elsewhere. run_app
+hands every subcommand the Environment it renders through (as the click context's
+`obj`, see dspex_cli.env.environment_of) and runs it inside the CLI's one error boundary
+(dspex_cli.exit_status.run_guarded): a UserError raised anywhere below becomes one line
+on stderr and its exit status, never a traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from typing import Any
 
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
-from dspex_cli.exit_status import ExitStatus, UserError, report_user_error
+from dspex_cli.env import Environment
+from dspex_cli.exit_status import ExitStatus, run_guarded
 
 HELP_OPTION_NAMES = ["-h", "--help"]
 
@@ -98,16 +102,17 @@ def _assemble() -> typer.Typer:
     return app
 
 
-def run_app(argv: list[str]) -> int:
-    """Runs the CLI and turns its outcome into an exit code (the error boundary)."""
+def run_app(argv: list[str], env: Environment | None = None) -> int:
+    """Runs the CLI in `env` (the process's own streams by default) and returns its exit status."""
+    environment = env or Environment.from_process()
     command = typer.main.get_command(_assemble())
     subcommands = getattr(command, "commands", {})
     where = f"dspex {argv[0]}" if argv and argv[0] in subcommands else "dspex"
-    try:
-        command.main(args=argv, prog_name="dspex", standalone_mode=True)
-    except SystemExit as exc:
-        return int(exc.code) if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except UserError as exc:
-        report_user_error(where, exc.message)
-        return int(exc.status)
-    return int(ExitStatus.OK)
+
+    def body() -> None:
+        # click and typer print help and usage errors to sys.stdout/sys.stderr themselves;
+        # in a simulated environment those are its streams for the length of the command.
+        with contextlib.redirect_stdout(environment.stdout), contextlib.redirect_stderr(environment.stderr):
+            command.main(args=argv, prog_name="dspex", standalone_mode=True, obj=environment)
+
+    return run_guarded(where, body, environment)

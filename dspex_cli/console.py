@@ -1,20 +1,22 @@
-"""The one place that builds a rich Console for dspex's command line.
+"""Width rules of dspex's rich output, and the console factory every command uses.
 
 On a terminal, rich fits output to the window as usual. Anywhere else (a pipe, a file,
 CI logs) nothing may be cut or wrapped at an imagined 80 columns: a script grepping
 `dspex commands` for an argument name, or a CI log showing a long transcript path, must
 see the whole text. So a console that is not writing to a terminal gets a width no line
 will reach, and renderables that would stretch to the full width (rules, panels) are
-kept at their natural size by the callers.
+kept at their natural size by the callers. The consoles themselves are built by
+dspex_cli.env.Environment.console, from the streams of the command's Environment.
 """
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from dspex_cli.env import Environment
 
 # Wide enough that no table row, path or JSON preview dspex prints is ever folded.
 PIPE_WIDTH = 100_000
@@ -22,23 +24,12 @@ PIPE_WIDTH = 100_000
 PIPE_RULE_WIDTH = 80
 
 
-def make_console(*, stderr: bool = False, **options: Any) -> Console:
-    """A Console on stdout (or stderr): terminal-sized on a TTY, never wrapping elsewhere.
+def make_console(*, stderr: bool = False, env: Environment | None = None, **options: Any) -> Console:
+    """A Console on the environment's stdout (or stderr): terminal-sized on a TTY, never
+    wrapping elsewhere. Without `env`, the process's own streams."""
+    from dspex_cli.env import Environment
 
-    Extra keyword arguments go to rich.console.Console (e.g. highlight=False).
-    """
-    from rich.console import Console
-
-    stream = sys.stderr if stderr else sys.stdout
-    try:
-        interactive = stream.isatty()
-    except (AttributeError, ValueError):  # a closed or replaced stream
-        interactive = False
-    options.setdefault("highlight", False)
-    options.setdefault("soft_wrap", False)
-    if not interactive and "width" not in options:
-        options["width"] = PIPE_WIDTH
-    return Console(stderr=stderr, **options)
+    return (env or Environment.from_process()).console(stderr=stderr, **options)
 
 
 def is_wide(console: Console) -> bool:
@@ -51,4 +42,4 @@ def rule_width(console: Console) -> int:
     return PIPE_RULE_WIDTH if is_wide(console) else console.width
 
 
-__all__ = ["PIPE_WIDTH", "is_wide", "make_console", "rule_width"]
+__all__ = ["PIPE_RULE_WIDTH", "PIPE_WIDTH", "is_wide", "make_console", "rule_width"]

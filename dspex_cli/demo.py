@@ -8,7 +8,6 @@ JSON object a line, for whoever wants to see the wire.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import orjson
 
 from bridge.wire.client import WorkerClient, dspex_serve_argv
+from dspex_cli.env import Environment
 from dspex_cli.exit_status import ExitStatus
 
 
@@ -69,17 +69,16 @@ STEPS: list[tuple[str, dict[str, Any], Callable[[dict[str, Any]], str]]] = [
 ]
 
 
-def _json_line(value: Any) -> None:
-    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode() + "\n")
+def _json_line(env: Environment, value: Any) -> None:
+    env.write(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode() + "\n")
 
 
-def run_demo(as_json: bool = False) -> int:
+def run_demo(as_json: bool = False, env: Environment | None = None) -> int:
     """Runs the session; returns ExitStatus.FAILURE if the worker refused a step."""
     from rich.markup import escape
 
-    from dspex_cli.console import make_console
-
-    console = make_console()
+    env = env or Environment.from_process()
+    console = env.console()
     if not as_json:
         console.print("[bold]dspex demo[/]: spawning `dspex serve --mode standalone`, as an Elixir port "
                       "would, with the offline mock LM")
@@ -90,13 +89,13 @@ def run_demo(as_json: bool = False) -> int:
             reply = worker.request(command, args, request_id=step, timeout=60)
             elapsed_ms = (time.perf_counter() - started) * 1000
             if as_json:
-                _json_line({"id": step, "command": command, "args": args})
-                _json_line(reply)
+                _json_line(env, {"id": step, "command": command, "args": args})
+                _json_line(env, reply)
             ok = reply.get("success") is True
             if not ok:
                 message = f"{command} failed: {reply.get('error_type')}: {reply.get('error')}"
                 if as_json:
-                    print(f"dspex demo: {message}", file=sys.stderr)
+                    env.error_line("dspex demo", message)
                 else:
                     console.print(f"[red]✗ {escape(message)}[/]")
                 return ExitStatus.FAILURE

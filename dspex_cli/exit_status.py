@@ -1,14 +1,18 @@
-"""Exit statuses of every dspex subcommand, and the error a user's mistake raises.
+"""Exit statuses of every dspex subcommand, the error a user's mistake raises, and the
+one error boundary that turns what a command raised into a line on stderr and a status.
 
 One table, so `dspex replay`, `dspex inspect`, `dspex shim` ... mean the same thing by
-the same number, and the error boundary in dspex_cli.app turns a UserError into one line
-on stderr and ExitStatus.USAGE instead of a traceback.
+the same number; no other module of the CLI writes an exit code as a number.
 """
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Callable
 from enum import IntEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dspex_cli.env import Environment
 
 
 class ExitStatus(IntEnum):
@@ -23,6 +27,13 @@ class ExitStatus(IntEnum):
     # Ctrl-C: the shell convention 128 + SIGINT.
     INTERRUPTED = 130
 
+    @classmethod
+    def of_exit_code(cls, code: object) -> int:
+        """What a SystemExit's code means as a status: None is success, a message failure."""
+        if code is None:
+            return int(cls.OK)
+        return int(code) if isinstance(code, int) else int(cls.FAILURE)
+
 
 class UserError(Exception):
     """A mistake in what the user asked for: reported as one line, never a traceback."""
@@ -33,13 +44,37 @@ class UserError(Exception):
         self.status = status
 
 
-def report_user_error(where: str, message: str) -> None:
+def report_user_error(where: str, message: str, env: Environment | None = None) -> None:
     """`where: message` as one line on stderr, with any secret the message picked up scrubbed."""
-    from bridge.redact import scrub_text
+    from dspex_cli.env import Environment
 
-    text = " ".join(scrub_text(message).split())
-    sys.stderr.write(f"{where}: {text}\n")
-    sys.stderr.flush()
+    (env or Environment.from_process()).error_line(where, message)
 
 
-__all__ = ["ExitStatus", "UserError", "report_user_error"]
+def run_guarded(where: str, body: Callable[[], int | None], env: Environment | None = None) -> int:
+    """The error boundary: runs `body` and turns its outcome into an exit status.
+
+    A UserError becomes `where: message` on stderr and its status; Ctrl-C becomes
+    INTERRUPTED; a reader that went away (`dspex ... | head`) ends the command quietly;
+    a SystemExit (typer, argparse) keeps its code. Anything else is a bug and keeps its
+    traceback.
+    """
+    from dspex_cli.env import Environment
+
+    environment = env or Environment.from_process()
+    try:
+        status = body()
+    except SystemExit as exc:
+        return ExitStatus.of_exit_code(exc.code)
+    except UserError as exc:
+        environment.error_line(where, exc.message)
+        return int(exc.status)
+    except KeyboardInterrupt:
+        return int(ExitStatus.INTERRUPTED)
+    except BrokenPipeError:
+        environment.silence_stdout()
+        return int(ExitStatus.OK)
+    return int(ExitStatus.OK if status is None else status)
+
+
+__all__ = ["ExitStatus", "UserError", "report_user_error", "run_guarded"]

@@ -15,24 +15,21 @@ from __future__ import annotations
 
 import os
 import stat
-import sys
 import time
-from collections import deque
 from typing import Any
 
 import orjson
 import typer
 
-from dspex_cli.exit_status import ExitStatus, UserError
+from dspex_cli.env import Environment, environment_of
+from dspex_cli.exit_status import ExitStatus, UserError, run_guarded
+from dspex_cli.inspect_transcript import DEFAULT_TRANSCRIPT_LIMIT, transcript_report
 
 DEFAULT_LIMIT = 20
-DEFAULT_TRANSCRIPT_LIMIT = 100
 WATCH_INTERVAL = 1.0
 # Views of a transcript, and worker-view names accepted as their aliases.
 TRANSCRIPT_VIEWS = ("summary", "sessions", "programs", "timeline", "lm")
 TRANSCRIPT_ALIASES = {"status": "summary", "frames": "timeline"}
-PROGRAM_CREATORS = ("create_program", "create_gemini_program")
-PROGRAM_RUNNERS = ("execute_program", "execute_gemini_program")
 
 
 class InspectFailure(UserError):
@@ -81,156 +78,11 @@ def _worker_dicts(workers: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
-# -- transcripts -------------------------------------------------------------------------------
-
-
-def _summary_of(message: Any, direction: str) -> str:
-    if not isinstance(message, dict):
-        return "" if message is None else str(message)
-    if direction == "in":
-        return orjson.dumps(message.get("args") or {}, option=orjson.OPT_NON_STR_KEYS).decode()
-    if message.get("success") is False:
-        return f"{message.get('error_type')}: {message.get('error')}"
-    return orjson.dumps(message.get("result"), option=orjson.OPT_NON_STR_KEYS).decode()
-
-
-def transcript_report(path: str, limit: int = DEFAULT_TRANSCRIPT_LIMIT) -> dict[str, Any]:
-    """Reads a transcript once (streaming) into the data behind its views."""
-    from bridge.control import cut, describe_lm_call, public
-    from bridge.record.transcript import EndEntry, FrameEntry, LMCallEntry
-    from bridge.record.reader import read_transcript
-
-    transcript = read_transcript(path)
-    pending: dict[str, dict[str, Any]] = {}
-    sessions: dict[str, dict[str, Any]] = {}
-    programs: dict[tuple[str, str], dict[str, Any]] = {}
-    timeline: deque[dict[str, Any]] = deque(maxlen=limit)
-    lm_calls: deque[dict[str, Any]] = deque(maxlen=limit)
-    counts = {"frames_in": 0, "frames_out": 0, "requests": 0, "errors": 0, "lm_calls": 0, "unanswered": 0}
-    complete = False
-    last_ms = 0.0
-
-    def session(sid: str, at: float) -> dict[str, Any]:
-        entry = sessions.get(sid)
-        if entry is None:
-            entry = sessions[sid] = {"session_id": sid, "requests": 0, "errors": 0, "programs": [], "lm": None,
-                                     "first_ms": at, "last_ms": at}
-        entry["last_ms"] = at
-        return entry
-
-    for entry in transcript:
-        if isinstance(entry, EndEntry):
-            complete = True
-            continue
-        if isinstance(entry, LMCallEntry):
-            counts["lm_calls"] += 1
-            lm_calls.append(describe_lm_call(entry.record, 160))
-            continue
-        assert isinstance(entry, FrameEntry)
-        last_ms = max(last_ms, entry.offset_ms)
-        message = entry.frame if entry.decoded else None
-        item: dict[str, Any] = {"offset_ms": entry.offset_ms, "direction": entry.direction, "line": entry.line}
-        if message is None:
-            item["error"] = "not JSON"
-            item["summary"] = (entry.raw or b"")[:200].decode("utf-8", "replace")
-        elif isinstance(message, dict):
-            rid = message.get("id")
-            item["id"] = rid
-            key = repr(rid)
-            if entry.direction == "in":
-                counts["requests"] += 1
-                command = message.get("command")
-                args = message.get("args") if isinstance(message.get("args"), dict) else {}
-                sid = str(args.get("session_id") or "anonymous")
-                item["command"] = command
-                item["session_id"] = sid
-                session(sid, entry.offset_ms)["requests"] += 1
-                if command == "configure_lm" and args.get("model"):
-                    if args.get("session_id"):
-                        session(sid, entry.offset_ms)["lm"] = str(args.get("model"))
-                pending[key] = {"at": entry.offset_ms, "command": command, "session_id": sid, "args": args}
-            else:
-                request = pending.pop(key, None)
-                item["success"] = message.get("success")
-                if message.get("success") is False:
-                    counts["errors"] += 1
-                    item["error_type"] = message.get("error_type")
-                if request is not None:
-                    latency = round(entry.offset_ms - request["at"], 3)
-                    item["latency_ms"] = latency
-                    item["command"] = request["command"]
-                    _account(request, message, latency, sessions, programs, session)
-        item["summary"] = item.get("summary") or _summary_of(cut(public(message), 200), entry.direction)
-        if entry.direction == "in":
-            counts["frames_in"] += 1
-        else:
-            counts["frames_out"] += 1
-        timeline.append(item)
-    counts["unanswered"] = len(pending)
-    program_list = []
-    for record in programs.values():
-        runs = record.pop("_latencies")
-        record["mean_latency_ms"] = round(sum(runs) / len(runs), 3) if runs else None
-        program_list.append(record)
-    return public({"path": str(path), "header": transcript.header, "complete": complete, "torn": transcript.torn,
-                   "duration_ms": last_ms, "counts": counts, "sessions": list(sessions.values()),
-                   "programs": program_list, "timeline": list(timeline), "lm_calls": list(lm_calls)})
-
-
-def _account(request: dict[str, Any], reply: dict[str, Any], latency: float, sessions: dict[str, Any],
-             programs: dict[tuple[str, str], dict[str, Any]], session: Any) -> None:
-    """Credits a reply to its session and program."""
-    sid = request["session_id"]
-    args = request["args"]
-    ok = reply.get("success") is True
-    result = reply.get("result") if isinstance(reply.get("result"), dict) else {}
-    if not ok:
-        session(sid, request["at"])["errors"] += 1
-    command = request["command"]
-    if command in PROGRAM_CREATORS and ok:
-        program_id = str(result.get("program_id") or args.get("id") or args.get("program_id"))
-        signature = result.get("signature_def") or args.get("signature")
-        programs[(sid, program_id)] = {"session_id": sid, "program_id": program_id,
-                                       "program_type": result.get("program_type") or args.get("program_type"),
-                                       "signature": signature if isinstance(signature, str) else None,
-                                       "execution_count": 0, "error_count": 0, "_latencies": []}
-        listed = sessions[sid]["programs"]
-        if program_id not in listed:
-            listed.append(program_id)
-    elif command in PROGRAM_RUNNERS:
-        program_id = str(args.get("program_id"))
-        record = programs.get((sid, program_id))
-        if record is None and not ok:
-            return  # most likely a program that never existed; the session counted the error
-        if record is None:  # created before the recording started
-            record = programs[(sid, program_id)] = {"session_id": sid, "program_id": program_id,
-                                                    "program_type": None, "signature": None,
-                                                    "execution_count": 0, "error_count": 0, "_latencies": []}
-        record["execution_count"] += 1
-        record["_latencies"].append(latency)
-        if not ok:
-            record["error_count"] += 1
-
-
 # -- output --------------------------------------------------------------------------------------
 
 
-def _console() -> Any:
-    from dspex_cli.console import make_console
-
-    return make_console()
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode() + "\n")
-    sys.stdout.flush()
-
-
-def _fail(message: str, status: ExitStatus) -> int:
-    from dspex_cli.exit_status import report_user_error
-
-    report_user_error("dspex inspect", message)  # one line, secrets scrubbed
-    return int(status)
+def _print_json(env: Environment, value: Any) -> None:
+    env.write(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode() + "\n")
 
 
 def _parse_limit(text: str | None, default: int) -> int:
@@ -256,20 +108,20 @@ def _is_file_target(target: str) -> bool:
 # -- the modes -----------------------------------------------------------------------------------
 
 
-def inspect_workers(as_json: bool) -> int:
+def inspect_workers(as_json: bool, env: Environment) -> int:
     from bridge.control.client import list_workers
 
     from dspex_cli.inspect_views import workers_table
 
     workers = _worker_dicts(list_workers())
     if as_json:
-        _print_json(workers)
+        _print_json(env, workers)
     else:
-        _console().print(workers_table(workers))
+        env.console().print(workers_table(workers))
     return ExitStatus.OK
 
 
-def inspect_transcript(path: str, view: str | None, as_json: bool, limit: int) -> int:
+def inspect_transcript(path: str, view: str | None, as_json: bool, limit: int, env: Environment) -> int:
     from bridge.record.transcript import TranscriptError
 
     from dspex_cli.inspect_views import TRANSCRIPT_RENDERERS, transcript_overview
@@ -285,18 +137,17 @@ def inspect_transcript(path: str, view: str | None, as_json: bool, limit: int) -
         raise InspectFailure(str(exc), ExitStatus.USAGE) from None
     if as_json:
         if view is None:
-            _print_json(report)
+            _print_json(env, report)
         else:
             key = {"summary": None, "timeline": "timeline", "lm": "lm_calls"}.get(view, view)
-            _print_json({k: v for k, v in report.items() if k in ("path", "header", "counts", "complete")}
+            _print_json(env, {k: v for k, v in report.items() if k in ("path", "header", "counts", "complete")}
                         if key is None else {view: report[key]})
         return ExitStatus.OK
-    console = _console()
-    console.print(transcript_overview(report) if view is None else TRANSCRIPT_RENDERERS[view](report))
+    env.console().print(transcript_overview(report) if view is None else TRANSCRIPT_RENDERERS[view](report))
     return ExitStatus.OK
 
 
-def inspect_worker(spec: str, view: str | None, as_json: bool, limit: int) -> int:
+def inspect_worker(spec: str, view: str | None, as_json: bool, limit: int, env: Environment) -> int:
     from bridge.control.client import ControlClient, resolve_worker
 
     from dspex_cli.inspect_views import overview, render_view
@@ -310,20 +161,20 @@ def inspect_worker(spec: str, view: str | None, as_json: bool, limit: int) -> in
             data = collect_overview(client)
             if as_json:
                 data["socket"] = worker.socket
-                _print_json(data)
+                _print_json(env, data)
             else:
-                _console().print(overview(data))
+                env.console().print(overview(data))
             return ExitStatus.OK
         args = {"limit": limit} if view in ("frames", "lm") else {}
         data = client.call(view, args)
     if as_json:
-        _print_json(data)
+        _print_json(env, data)
     else:
-        _console().print(render_view(view, data))
+        env.console().print(render_view(view, data))
     return ExitStatus.OK
 
 
-def follow_worker(spec: str, view: str | None, as_json: bool) -> int:
+def follow_worker(spec: str, view: str | None, as_json: bool, env: Environment) -> int:
     from bridge.control.client import ControlClient, WorkerGone, resolve_worker
 
     from dspex_cli.inspect_views import follow_line
@@ -331,25 +182,24 @@ def follow_worker(spec: str, view: str | None, as_json: bool) -> int:
     if view not in (None, "frames", "lm"):
         raise InspectFailure("--follow streams frames and LM calls: give no view, 'frames' or 'lm'", ExitStatus.USAGE)
     worker = resolve_worker(spec)
-    console = _console()
+    console = env.console()
     client = ControlClient(worker.socket)
     try:
         for event in client.subscribe(frames=view in (None, "frames"), lm=view in (None, "lm")):
             if as_json:
-                sys.stdout.write(orjson.dumps(event, option=orjson.OPT_NON_STR_KEYS).decode() + "\n")
-                sys.stdout.flush()
+                env.write(orjson.dumps(event, option=orjson.OPT_NON_STR_KEYS).decode() + "\n")
             else:
                 console.print(follow_line(event))
     except WorkerGone:
         raise InspectFailure(f"worker {worker.worker_id} (pid {worker.pid}) stopped") from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # the way to stop following: not an interruption of anything
         return ExitStatus.OK
     finally:
         client.close()
     return ExitStatus.OK
 
 
-def watch_worker(spec: str, interval: float = WATCH_INTERVAL) -> int:
+def watch_worker(spec: str, env: Environment, interval: float = WATCH_INTERVAL) -> int:
     from bridge.control.client import ControlClient, ControlError, resolve_worker
     from rich.live import Live
 
@@ -357,7 +207,7 @@ def watch_worker(spec: str, interval: float = WATCH_INTERVAL) -> int:
 
     worker = resolve_worker(spec)
     client = ControlClient(worker.socket)
-    console = _console()
+    console = env.console()
     try:
         first = dashboard(collect_dashboard(client))
         with Live(first, console=console, screen=console.is_terminal, auto_refresh=False,
@@ -378,8 +228,15 @@ def watch_worker(spec: str, interval: float = WATCH_INTERVAL) -> int:
 
 
 def run_inspect(target: str | None, view: str | None, follow: bool, watch: bool, as_json: bool,
-                limit_text: str | None, extra: list[str]) -> int:
-    """The error boundary: every failure becomes one line and an exit code."""
+                limit_text: str | None, extra: list[str], env: Environment | None = None) -> int:
+    """Runs inside the CLI's error boundary: every failure becomes one line and an exit status."""
+    environment = env or Environment.from_process()
+    return run_guarded("dspex inspect", lambda: _inspect(target, view, follow, watch, as_json, limit_text,
+                                                         extra, environment), environment)
+
+
+def _inspect(target: str | None, view: str | None, follow: bool, watch: bool, as_json: bool,
+             limit_text: str | None, extra: list[str], env: Environment) -> int:
     from bridge.control.client import ControlError
 
     try:
@@ -397,38 +254,29 @@ def run_inspect(target: str | None, view: str | None, follow: bool, watch: bool,
             if follow or watch or view:
                 raise InspectFailure("name a worker (pid, worker id or socket path) to follow or watch",
                                      ExitStatus.USAGE)
-            return inspect_workers(as_json)
+            return inspect_workers(as_json, env)
         if _is_file_target(target) and not stat.S_ISSOCK(_mode(target)):
             if follow or watch:
                 raise InspectFailure("--follow and --watch need a live worker, not a transcript file", ExitStatus.USAGE)
-            return inspect_transcript(target, view, as_json, _parse_limit(limit_text, DEFAULT_TRANSCRIPT_LIMIT))
+            return inspect_transcript(target, view, as_json, _parse_limit(limit_text, DEFAULT_TRANSCRIPT_LIMIT), env)
         limit = _parse_limit(limit_text, DEFAULT_LIMIT)
         if follow:
-            return follow_worker(target, view, as_json)
+            return follow_worker(target, view, as_json, env)
         if watch:
             if view is not None:
                 raise InspectFailure("--watch shows the whole dashboard; drop the view", ExitStatus.USAGE)
-            return watch_worker(target)
-        return inspect_worker(target, view, as_json, limit)
-    except InspectFailure as exc:
-        return _fail(exc.message, exc.status)
-    except ControlError as exc:
-        return _fail(exc.message, ExitStatus.FAILURE)
-    except KeyboardInterrupt:
-        return int(ExitStatus.INTERRUPTED)
-    except BrokenPipeError:  # `dspex inspect ... | head`
-        try:
-            sys.stdout = open(os.devnull, "w")
-        except OSError:
-            pass
-        return ExitStatus.OK
+            return watch_worker(target, env)
+        return inspect_worker(target, view, as_json, limit, env)
+    except ControlError as exc:  # a worker that cannot be reached, or went away
+        raise InspectFailure(exc.message, ExitStatus.FAILURE) from None
 
 
 def _mode(path: str) -> int:
+    """The file's mode bits, or none at all for a path that does not exist."""
     try:
         return os.stat(path).st_mode
     except OSError:
-        return ExitStatus.OK
+        return stat.S_IFMT(0)
 
 
 def register(app: typer.Typer) -> None:
@@ -452,7 +300,7 @@ def register(app: typer.Typer) -> None:
                                   help="how many frames / LM calls / timeline entries (1-10000)",
                                   show_default=False),
     ) -> None:
-        raise typer.Exit(run_inspect(target, view, follow, watch, as_json, limit, list(ctx.args)))
+        raise typer.Exit(run_inspect(target, view, follow, watch, as_json, limit, list(ctx.args), environment_of(ctx)))
 
 
 __all__ = ["collect_dashboard", "collect_overview", "register", "run_inspect", "transcript_report"]

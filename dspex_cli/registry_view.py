@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import importlib
-import sys
 from typing import Any
+
+from dspex_cli.env import Environment
 
 from dspex_cli.exit_status import UserError
 
@@ -46,24 +47,24 @@ def commands_markdown() -> str:
 def commands_data() -> list[dict[str, Any]]:
     """Every registered command as plain data (what `dspex commands --json` prints)."""
     return [{"name": spec.name, "aliases": list(spec.aliases), "scheduling": spec.scheduling,
-             "summary": spec.summary, "plugin": spec.plugin,
+             "summary": spec.summary, "plugin": spec.plugin, "tags": sorted(spec.tags),
              "args": [{"name": a.name, "type": a.type, "required": a.required, "help": a.help} for a in spec.args]}
             for spec in _specs()]
 
 
-def render_commands(markdown: bool = False, as_json: bool = False, plugins: list[str] | None = None) -> None:
+def render_commands(markdown: bool = False, as_json: bool = False, plugins: list[str] | None = None,
+                    env: Environment | None = None) -> None:
+    env = env or Environment.from_process()
     load_plugins(plugins or [])
     if as_json:
         import orjson
 
-        sys.stdout.write(orjson.dumps(commands_data(), option=orjson.OPT_INDENT_2).decode() + "\n")
+        env.write(orjson.dumps(commands_data(), option=orjson.OPT_INDENT_2).decode() + "\n")
         return
     if markdown:
-        sys.stdout.write(commands_markdown())
+        env.write(commands_markdown())
         return
     from rich.table import Table
-
-    from dspex_cli.console import make_console
 
     table = Table(title="dspex commands")
     table.add_column("command", style="bold cyan")
@@ -73,4 +74,4 @@ def render_commands(markdown: bool = False, as_json: bool = False, plugins: list
     for spec in _specs():
         args = ", ".join(f"{a.name}{'*' if a.required else ''}:{a.type}" for a in spec.args)
         table.add_row(spec.name, spec.scheduling, args, spec.summary)
-    make_console().print(table)
+    env.console().print(table)

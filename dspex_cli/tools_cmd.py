@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from dspex_cli.env import environment_of
 from dspex_cli.exit_status import UserError
 
 SHIM_TEMPLATE = '''#!{python}
@@ -61,18 +62,20 @@ def write_shim(output: Path, text: str) -> None:
 
 def register(app: typer.Typer) -> None:
     @app.command("shim")
-    def shim(output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="FILE",
+    def shim(ctx: typer.Context,
+             output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="FILE",
                                                    help="write the script here (made executable)")) -> None:
         """Print a launcher script that DSPex accepts as its Python bridge."""
+        env = environment_of(ctx)
         text = shim_text()
         if output is None:
-            sys.stdout.write(text)
+            env.write(text)
             return
         write_shim(output, text)
-        typer.echo(f"wrote {output}", err=True)
+        env.stderr.write(f"wrote {output}\n")
 
     @app.command("commands")
-    def commands(markdown: bool = typer.Option(False, "--markdown", help="as a Markdown table"),
+    def commands(ctx: typer.Context, markdown: bool = typer.Option(False, "--markdown", help="as a Markdown table"),
                  as_json: bool = typer.Option(False, "--json", help="as JSON, for scripts"),
                  plugin: list[str] = typer.Option([], "--plugin", metavar="MODULE",
                                                   help="also load this plugin module (repeatable)")) -> None:
@@ -81,12 +84,12 @@ def register(app: typer.Typer) -> None:
 
         if markdown and as_json:
             raise UserError("choose one of --markdown and --json")
-        render_commands(markdown=markdown, as_json=as_json, plugins=plugin)
+        render_commands(markdown=markdown, as_json=as_json, plugins=plugin, env=environment_of(ctx))
 
     @app.command("demo")
-    def demo(as_json: bool = typer.Option(False, "--json", help="print every request and reply frame as JSON lines")
+    def demo(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="print every request and reply frame as JSON lines")
              ) -> None:
         """Spawn `dspex serve` and run a short session against the offline mock LM."""
         from dspex_cli.demo import run_demo
 
-        raise typer.Exit(run_demo(as_json=as_json))
+        raise typer.Exit(run_demo(as_json=as_json, env=environment_of(ctx)))

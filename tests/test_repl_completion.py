@@ -45,7 +45,7 @@ def test_first_word_completes_every_registered_command(shell: Shell) -> None:
 
 
 def test_colon_completes_every_meta_command(shell: Shell) -> None:
-    assert set(texts(":", shell)) == {f":{name}" for name in META}
+    assert set(texts(":", shell)) == {f":{name}" for name in META.names()}
     assert texts(":hist", shell) == [":history"]
 
 

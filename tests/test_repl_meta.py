@@ -17,11 +17,11 @@ from prompt_toolkit.output import DummyOutput
 from rich.console import Console
 
 from bridge.record.reader import read_transcript
-from dspex_cli.repl import meta as meta_module
 from dspex_cli.repl.app import prompt_message, run_console, toolbar_text
 from dspex_cli.repl.completion import candidates
 from dspex_cli.repl.config import ModelMemory, ReplConfig, load_config
 from dspex_cli.repl.meta import META, meta
+from dspex_cli.repl.meta_registry import MetaContext
 from dspex_cli.repl.parsing import registry
 from dspex_cli.repl.render import RichOutput
 from dspex_cli.repl.shell import Shell
@@ -54,7 +54,7 @@ def test_help_lists_every_registered_command_and_every_meta_command(screen: Scre
     text = screen.run(":help")
     for name in registry().names():
         assert name in text
-    for name in META:
+    for name in META.names():
         assert f":{name}" in text
     detail = screen.run(":help execute_program")
     for arg in registry().get("execute_program").args:
@@ -195,17 +195,17 @@ def test_a_bug_in_the_console_is_reported_and_the_console_goes_on(screen: Screen
 
 def test_one_registry_feeds_dispatch_help_and_completion(screen: Screen) -> None:
     @meta("echo_test", "TEXT")
-    def echo_test(shell: Shell, argument: str) -> None:
+    def echo_test(ctx: MetaContext, argument: str) -> None:
         """Repeats its argument (test only)."""
-        shell.out.info(f"echo {argument}")
+        ctx.out.info(f"echo {argument}")
 
     try:
         assert "echo hello" in screen.run(":echo_test hello")
         assert ":echo_test" in screen.run(":help")
         assert ":echo_test" in [c.text for c in candidates(":echo", screen.shell)]
     finally:
-        META.pop("echo_test")
-        meta_module._ALIASES.pop("echo_test")
+        META.remove("echo_test")
+    assert "echo_test" not in META and "Unknown meta-command :echo_test" in screen.run(":echo_test hi")
 
 
 def test_quit_ends_the_loop(screen: Screen) -> None:
@@ -272,5 +272,5 @@ def test_history_file_is_trimmed_to_the_configured_size(tmp_path: Path) -> None:
 
 def test_docs_describe_every_meta_command() -> None:
     doc = (Path(__file__).resolve().parent.parent / "docs" / "repl.md").read_text()
-    for name in META:
+    for name in META.names():
         assert f"`:{name}" in doc or f"`:{name}`" in doc, f":{name} is not in docs/repl.md"

@@ -7,6 +7,7 @@ on screen (a background thread started from the prompt's pre-run hook).
 from __future__ import annotations
 
 import re
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,12 @@ from prompt_toolkit.lexers import Lexer
 from prompt_toolkit.output import Output as PTOutput
 from prompt_toolkit.styles import Style
 
+from dspex_cli.env import Environment
+from dspex_cli.exit_status import ExitStatus
+
 from .completion import ReplCompleter
 from .config import ReplConfig, create_private_file, redact_history_file, trim_history
-from .meta import META, meta_names
-from .parsing import registry, BARE_META_WORDS, is_complete
+from .parsing import registry, BARE_META_WORDS, command_for, is_complete
 from .shell import Shell
 
 _TOKEN = re.compile(r"""(?P<string>"(?:\\.|[^"\\])*"?|'(?:\\.|[^'\\])*'?)"""
@@ -50,7 +53,9 @@ class ReplLexer(Lexer):
                 if match:
                     word = match.group(1)
                     if word.startswith(":"):
-                        style = "class:meta" if word[1:] in meta_names(True) else "class:unknown"
+                        from .meta import META  # loaded with the first meta-command typed
+
+                        style = "class:meta" if word[1:] in META else "class:unknown"
                     elif word in registry() or word in BARE_META_WORDS:
                         style = "class:command"
                     else:
@@ -190,7 +195,9 @@ class BackgroundStart:
             return
         if shell.config.lm:
             # The configured default LM; its outcome shows in the toolbar, a failure as a notice.
-            request = shell.request_for("configure_lm", {"model": shell.config.lm})
+            from bridge.registry import CONFIGURES_LM
+
+            request = shell.request_for(command_for(CONFIGURES_LM), {"model": shell.config.lm})
             try:
                 reply = shell.target.submit(request).result(60)
             except Exception as exc:
@@ -203,7 +210,7 @@ class BackgroundStart:
 
 
 def run_console(shell: Shell, config: ReplConfig, history_path: str | None,
-                input: Input | None = None, output: PTOutput | None = None) -> int:
+                input: Input | None = None, output: PTOutput | None = None) -> ExitStatus:
     """The read-eval-print loop; Ctrl-D (or :quit) leaves it."""
     if history_path:
         create_private_file(Path(history_path))
@@ -225,16 +232,17 @@ def run_console(shell: Shell, config: ReplConfig, history_path: str | None,
             break
         if text.strip():
             shell.handle(text)
-    return 0
+    return ExitStatus.OK
 
 
-def show_banner(shell: Shell, config: ReplConfig) -> None:
-    """A one-line greeting; plain print, because rich is not imported yet."""
-    print(f"dspex repl · {shell.target.label()} · :help for commands, Ctrl-D to exit", flush=True)
-    if config.problems:
-        for problem in config.problems:
-            print(f"config: {problem}", flush=True)
-        config.problems = []
+def show_banner(shell: Shell, config: ReplConfig, env: Environment | None = None) -> None:
+    """A one-line greeting; plain text, because rich is not imported yet."""
+    stdout = env.stdout if env is not None else sys.stdout
+    lines = [f"dspex repl · {shell.target.label()} · :help for commands, Ctrl-D to exit",
+             *(f"config: {problem}" for problem in config.problems)]
+    config.problems = []
+    stdout.write("".join(line + "\n" for line in lines))
+    stdout.flush()
 
 
-__all__ = ["META", "ReplLexer", "build_session", "run_console", "show_banner", "toolbar_text"]
+__all__ = ["ReplLexer", "build_session", "run_console", "show_banner", "toolbar_text"]

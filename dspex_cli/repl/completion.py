@@ -1,5 +1,6 @@
-"""Tab completion: commands and argument names from bridge.REGISTRY, meta-commands from
-meta.META, and program ids, session ids and models the console has seen.
+"""Tab completion: commands and argument names from the bridge's registry, meta-commands
+from the console's (meta_registry.META, the same Registry type), and program ids,
+session ids and models the console has seen.
 
 `candidates()` is plain logic (tested directly); `ReplCompleter` adapts it to
 prompt_toolkit.
@@ -11,13 +12,12 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 
-from .meta import META, find_meta
-from .parsing import registry
+from .parsing import ParseError, command_for, registry
 
 VALUE_CHOICES = {
     "program_type": ("predict", "chain_of_thought"),
@@ -83,8 +83,9 @@ def candidates(text: str, known: Known) -> list[Candidate]:
     words = before.split()
     if not words:
         if word.startswith(":"):
-            return [Candidate(f":{c.name}", word, c.summary[:40]) for c in META.values()
-                    if f":{c.name}".startswith(word)]
+            metas = _meta_registry()
+            return [Candidate(f":{spec.name}", word, spec.summary[:40]) for spec in metas.specs()
+                    if f":{spec.name}".startswith(word)]
         return (_matching(word, registry().names(include_aliases=True), "command")
                 + _matching(word, [f"{p}(" for p in known.known_programs()], "program"))
     head = words[0]
@@ -96,14 +97,15 @@ def candidates(text: str, known: Known) -> list[Candidate]:
 
 
 def _meta_argument(name: str, position: int, word: str, known: Known) -> list[Candidate]:
+    metas = _meta_registry()
     try:
-        command = find_meta(name)
-    except ValueError:
+        command = metas.lookup(name)
+    except ParseError:
         return []
     kind = command.complete
     if kind == "command":
         return (_matching(word, registry().names(), "command")
-                + _matching(word, [f":{m}" for m in META], "meta"))
+                + _matching(word, [f":{m}" for m in metas.names()], "meta"))
     if kind == "session":
         return _matching(word, sorted(known.sessions), "session") if position == 0 else []
     if kind == "onoff":
@@ -119,8 +121,17 @@ def _meta_argument(name: str, position: int, word: str, known: Known) -> list[Ca
     if kind == "model":
         if position == 0:
             return _matching(word, _models(known), "model")
-        return _command_argument("configure_lm", [], word, known, skip={"model"})
+        from bridge.registry import CONFIGURES_LM
+
+        return _command_argument(command_for(CONFIGURES_LM), [], word, known, skip={"model"})
     return []
+
+
+def _meta_registry() -> Any:
+    """The console's meta-commands (their handlers registered), imported on first completion."""
+    from .meta import META
+
+    return META
 
 
 def _command_argument(command: str, typed: list[str], word: str, known: Known,

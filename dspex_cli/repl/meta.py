@@ -1,74 +1,25 @@
-"""Meta-commands (`:help`, `:session`, ...): one decorator registry.
+"""The console's meta-commands (`:help`, `:session`, ...): their handlers.
 
-Dispatch, `:help` and completion all read META; a meta-command exists by being
-decorated here, nowhere else. Each handler gets the shell and the text after its name.
+Each is registered with `@meta(...)` in META, the console's Registry (see
+meta_registry.py), and gets a MetaContext and the text after its name. Commands are
+chosen by their effect tags (bridge.registry.LISTS_PROGRAMS ...), not by name.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .parsing import registry, ParseError, closest, parse_assignments, split_words
+from bridge.registry import DESCRIBES_PROGRAM, LISTS_PROGRAMS, LISTS_SESSIONS, REPORTS_STATS
 
-if TYPE_CHECKING:
-    from .shell import Shell
-
-MetaHandler = Callable[["Shell", str], None]
-
-# What completion offers after a meta-command's name.
-COMPLETE_KINDS = ("command", "session", "program", "file", "onoff", "model", "program_then_file", "kwargs")
+from .meta_registry import META, MetaContext, find_meta, meta, meta_names
+from .parsing import ParseError, closest, command_for, parse_assignments, registry, split_words
 
 
-@dataclass(frozen=True)
-class MetaCommand:
-    name: str
-    handler: MetaHandler
-    usage: str
-    summary: str
-    complete: str | None = None
-    aliases: tuple[str, ...] = ()
-
-
-META: dict[str, MetaCommand] = {}
-_ALIASES: dict[str, str] = {}
-
-
-def meta(name: str, usage: str = "", complete: str | None = None,
-         aliases: tuple[str, ...] = ()) -> Callable[[MetaHandler], MetaHandler]:
-    """Registers a meta-command; its docstring's first line is its help."""
-    if complete is not None and complete not in COMPLETE_KINDS:
-        raise ValueError(f"unknown completion kind {complete!r}")
-
-    def decorate(handler: MetaHandler) -> MetaHandler:
-        summary = (handler.__doc__ or name).strip().splitlines()[0]
-        META[name] = MetaCommand(name, handler, usage, summary, complete, aliases)
-        for alias in (name, *aliases):
-            _ALIASES[alias] = name
-        return handler
-
-    return decorate
-
-
-def meta_names(include_aliases: bool = False) -> list[str]:
-    return sorted(_ALIASES if include_aliases else META)
-
-
-def find_meta(name: str) -> MetaCommand:
-    canonical = _ALIASES.get(name)
-    if canonical is None:
-        close = closest(name, list(_ALIASES))
-        raise ParseError(f"Unknown meta-command :{name}",
-                         f"did you mean ':{close}'?" if close else "type :help for the list")
-    return META[canonical]
-
-
-def run_meta(shell: Shell, name: str, argument: str) -> None:
-    find_meta(name).handler(shell, argument)
+def run_meta(ctx: MetaContext, name: str, argument: str) -> None:
+    META.run(ctx, name, argument)
 
 
 def _on_off(argument: str, current: bool, what: str) -> bool:
@@ -85,116 +36,116 @@ def _on_off(argument: str, current: bool, what: str) -> bool:
 # -- help and settings -------------------------------------------------------------------
 
 @meta("help", "[command]", complete="command", aliases=("h", "?"))
-def help_(shell: Shell, argument: str) -> None:
+def help_(ctx: MetaContext, argument: str) -> None:
     """Lists commands, or shows one command's arguments."""
     name = argument.strip().lstrip(":")
     if not name:
-        shell.out.data("help", {
+        ctx.out.data("help", {
             "commands": [{"name": s.name, "summary": s.summary,
                           "args": [a.name for a in s.args]} for s in registry().specs()],
             "meta": [{"name": f":{m.name}", "usage": m.usage, "summary": m.summary}
-                     for m in sorted(META.values(), key=lambda m: m.name)],
+                     for m in map(find_meta, META.names())],
         })
         return
     if name in registry():
         spec = registry().get(name)
-        shell.out.data("help_command", {
+        ctx.out.data("help_command", {
             "name": spec.name, "summary": spec.summary, "scheduling": spec.scheduling,
             "aliases": list(spec.aliases),
             "args": [{"name": a.name, "type": a.type, "required": a.required, "help": a.help} for a in spec.args],
         })
         return
-    if name in _ALIASES:
-        command = META[_ALIASES[name]]
-        shell.out.data("help_meta", {"name": f":{command.name}", "usage": command.usage,
-                                     "summary": command.summary,
-                                     "aliases": [f":{a}" for a in command.aliases]})
+    if name in META:
+        command = find_meta(name)
+        ctx.out.data("help_meta", {"name": f":{command.name}", "usage": command.usage,
+                                   "summary": command.summary,
+                                   "aliases": [f":{a}" for a in command.aliases]})
         return
-    suggestion = registry().suggest(name) or closest(name, list(_ALIASES))
+    suggestion = registry().suggest(name) or closest(name, meta_names(include_aliases=True))
     raise ParseError(f"No command or meta-command named {name!r}",
                      f"did you mean '{suggestion}'?" if suggestion else "type :help for the list")
 
 
 @meta("json", "on|off", complete="onoff")
-def json_(shell: Shell, argument: str) -> None:
+def json_(ctx: MetaContext, argument: str) -> None:
     """Shows requests and replies as raw JSON (on) or rendered (off)."""
-    shell.show_json = _on_off(argument, shell.show_json, "json")
-    shell.out.info(f"json {'on' if shell.show_json else 'off'}", {"json": shell.show_json})
+    ctx.show_json = _on_off(argument, ctx.show_json, "json")
+    ctx.out.info(f"json {'on' if ctx.show_json else 'off'}", {"json": ctx.show_json})
 
 
 @meta("timing", "on|off", complete="onoff")
-def timing(shell: Shell, argument: str) -> None:
+def timing(ctx: MetaContext, argument: str) -> None:
     """Shows (on) or hides (off) how long each call took."""
-    shell.timing = _on_off(argument, shell.timing, "timing")
-    shell.out.info(f"timing {'on' if shell.timing else 'off'}", {"timing": shell.timing})
+    ctx.timing = _on_off(argument, ctx.timing, "timing")
+    ctx.out.info(f"timing {'on' if ctx.timing else 'off'}", {"timing": ctx.timing})
 
 
 @meta("quit", aliases=("q", "exit"))
-def quit_(shell: Shell, argument: str) -> None:
+def quit_(ctx: MetaContext, argument: str) -> None:
     """Leaves the console (Ctrl-D does too)."""
-    shell.quit_requested = True
+    ctx.quit()
 
 
 # -- sessions, LMs and programs -------------------------------------------------------
 
 @meta("session", "[id]", complete="session")
-def session(shell: Shell, argument: str) -> None:
+def session(ctx: MetaContext, argument: str) -> None:
     """Lists sessions, or switches the session commands run in."""
     target = argument.strip()
     if not target:
-        reply = shell.send("list_sessions", {}, show_reply=False)
+        reply = ctx.send(command_for(LISTS_SESSIONS), {}, show_reply=False)
         if reply and reply.get("success"):
             result = reply["result"]
-            shell.out.data("sessions", {"current": shell.session, "sessions": result.get("sessions") or []})
+            ctx.out.data("sessions", {"current": ctx.session, "sessions": result.get("sessions") or []})
         return
     if any(c.isspace() for c in target):
         raise ParseError("A session id is one word", ":session my_session")
-    shell.switch_session(target)
-    shell.out.info(f"session is now {shell.session}", {"session": shell.session})
+    ctx.switch_session(target)
+    ctx.out.info(f"session is now {ctx.session}", {"session": ctx.session})
 
 
 @meta("lm", "MODEL [key=value ...]", complete="model")
-def lm(shell: Shell, argument: str) -> None:
+def lm(ctx: MetaContext, argument: str) -> None:
     """Configures the LM (of the current session, or the default): `:lm mock`, `:lm openai/x api_base=...`."""
-    shell.configure_lm(argument)
+    ctx.configure_lm(argument)
 
 
-def _define(shell: Shell, argument: str, program_type: str) -> None:
+def _define(ctx: MetaContext, argument: str, program_type: str) -> None:
     name, _, signature = argument.strip().partition(" ")
     signature = signature.strip()
     if not name or "->" not in signature:
         raise ParseError("Expected a name and a signature",
                          "e.g. :def qa question -> answer: int  (or: qa = question -> answer: int)")
-    shell.define(name, signature, program_type)
+    ctx.define(name, signature, program_type)
 
 
 @meta("def", "NAME inputs -> outputs")
-def def_(shell: Shell, argument: str) -> None:
+def def_(ctx: MetaContext, argument: str) -> None:
     """Defines a Predict program from a DSPy string signature (replacing one of that name)."""
-    _define(shell, argument, "predict")
+    _define(ctx, argument, "predict")
 
 
 @meta("cot", "NAME inputs -> outputs")
-def cot(shell: Shell, argument: str) -> None:
+def cot(ctx: MetaContext, argument: str) -> None:
     """Defines a ChainOfThought program from a DSPy string signature."""
-    _define(shell, argument, "chain_of_thought")
+    _define(ctx, argument, "chain_of_thought")
 
 
 @meta("call", "PROGRAM field=value ...", complete="program")
-def call(shell: Shell, argument: str) -> None:
+def call(ctx: MetaContext, argument: str) -> None:
     """Runs a program with keyword inputs (same as PROGRAM(field=value))."""
     words = split_words(argument)
     if not words:
         raise ParseError("Which program?", ":call qa question='What is DSPy?'")
-    shell.call_program(words[0], parse_assignments(words[1:]))
+    ctx.call_program(words[0], parse_assignments(words[1:]))
 
 
 @meta("programs")
-def programs(shell: Shell, argument: str) -> None:
+def programs(ctx: MetaContext, argument: str) -> None:
     """Lists the programs of the current session."""
-    reply = shell.send("list_programs", {}, show_reply=False)
+    reply = ctx.send(command_for(LISTS_PROGRAMS), {}, show_reply=False)
     if reply and reply.get("success"):
-        shell.out.data("programs", reply["result"])
+        ctx.out.data("programs", reply["result"])
 
 
 # -- LM calls ---------------------------------------------------------------------------
@@ -234,28 +185,28 @@ def summarise_lm_call(record: dict[str, Any]) -> dict[str, Any]:
 
 
 @meta("history", "[n]")
-def history(shell: Shell, argument: str) -> None:
+def history(ctx: MetaContext, argument: str) -> None:
     """The last n LM calls (default 10): prompt, answer, model, latency, tokens."""
     try:
         limit = int(argument.strip() or 10)
     except ValueError:
         raise ParseError(f":history takes a number, got {argument.strip()!r}", ":history 5") from None
-    records = shell.target.lm_calls(max(limit, 1))
+    records = ctx.target.lm_calls(max(limit, 1))
     if records is None:
         raise ParseError("This target does not expose its LM calls",
                          "workers started with `dspex serve` show them through their control socket")
-    shell.out.data("history", [summarise_lm_call(r) for r in records])
+    ctx.out.data("history", [summarise_lm_call(r) for r in records])
 
 
 @meta("usage")
-def usage(shell: Shell, argument: str) -> None:
+def usage(ctx: MetaContext, argument: str) -> None:
     """Token usage and LM call counts of the worker, with a per-model breakdown."""
-    reply = shell.send("get_stats", {}, show_reply=False)
+    reply = ctx.send(command_for(REPORTS_STATS), {}, show_reply=False)
     if not reply or not reply.get("success"):
         return
     result = reply["result"]
     per_model: dict[str, dict[str, float]] = {}
-    for record in shell.target.lm_calls(1000) or []:
+    for record in ctx.target.lm_calls(1000) or []:
         model = str(record.get("model") or "?")
         row = per_model.setdefault(model, {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0,
                                            "total_tokens": 0, "latency_ms": 0.0})
@@ -265,68 +216,64 @@ def usage(shell: Shell, argument: str) -> None:
             if isinstance(value, (int, float)):
                 row[key] += value
         row["latency_ms"] += float(record.get("latency_ms") or 0)
-    shell.out.data("usage", {"lm_calls": result.get("lm_calls"), "usage": result.get("usage") or {},
-                             "commands": result.get("command_count"), "errors": result.get("error_count"),
-                             "by_model": per_model})
+    ctx.out.data("usage", {"lm_calls": result.get("lm_calls"), "usage": result.get("usage") or {},
+                           "commands": result.get("command_count"), "errors": result.get("error_count"),
+                           "by_model": per_model})
 
 
 # -- files: record, replay, save, load --------------------------------------------------
 
 @meta("record", "FILE | off", complete="file")
-def record(shell: Shell, argument: str) -> None:
+def record(ctx: MetaContext, argument: str) -> None:
     """Writes what follows as a transcript for `dspex replay`; `:record off` finishes it."""
     target = argument.strip()
     if target in ("", "status"):
-        state = f"recording to {shell.recording_path}" if shell.recording_path else "not recording"
-        shell.out.info(state, {"recording": shell.recording_path})
+        state = f"recording to {ctx.recording_path}" if ctx.recording_path else "not recording"
+        ctx.out.info(state, {"recording": ctx.recording_path})
         return
-    if shell.stop_recording is not None:
-        shell.stop_recording()
-        finished = shell.recording_path
-        shell.stop_recording = shell.recording_path = None
-        shell.out.info(f"recording finished: {finished}", {"recorded": finished})
+    finished = ctx.end_recording()
+    if finished is not None:
+        ctx.out.info(f"recording finished: {finished}", {"recorded": finished})
         if target == "off":
             return
     elif target == "off":
-        shell.out.info("not recording", {"recording": None})
+        ctx.out.info("not recording", {"recording": None})
         return
     path = Path(target).expanduser()
     if path.parent and not path.parent.exists():
         raise ParseError(f"No such directory: {path.parent}", "create it, or record to another path")
+    setup_log = ctx.setup_log
     try:
-        shell.stop_recording = shell.target.start_recording(path, list(shell.setup_log))
+        stop = ctx.target.start_recording(path, setup_log)
     except ImportError:
         raise ParseError("Recording is not available in this installation",
                          "it needs bridge.record (the record/replay feature)") from None
     except OSError as exc:
         raise ParseError(f"Cannot record to {path}: {exc.strerror or exc}") from None
-    shell.recording_path = str(path)
-    prelude = f"; it starts with the {len(shell.setup_log)} command(s) that built this state" \
-        if shell.setup_log else ""
-    shell.out.info(f"recording to {path}{prelude} (:record off to finish)",
-                   {"recording": str(path), "prelude": len(shell.setup_log)})
+    ctx.begin_recording(str(path), stop)
+    prelude = f"; it starts with the {len(setup_log)} command(s) that built this state" if setup_log else ""
+    ctx.out.info(f"recording to {path}{prelude} (:record off to finish)",
+                 {"recording": str(path), "prelude": len(setup_log)})
 
 
 @meta("replay", "FILE [--into-attached]", complete="file")
-def replay(shell: Shell, argument: str) -> None:
+def replay(ctx: MetaContext, argument: str) -> None:
     """Replays a transcript in a scratch engine or worker and shows what differs."""
-    from .replaying import run_replay
-
-    run_replay(shell, argument)
+    ctx.replay(argument)
 
 
 PROGRAM_FILE_FORMAT = "dspex-program"
 
 
 @meta("save", "PROGRAM [FILE]", complete="program_then_file")
-def save(shell: Shell, argument: str) -> None:
+def save(ctx: MetaContext, argument: str) -> None:
     """Saves a program's description (its program_data) to a JSON file (default PROGRAM.json)."""
     words = split_words(argument)
     if not words or len(words) > 2:
         raise ParseError(":save needs a program id and optionally a file", ":save qa qa.json")
     program_id = words[0]
     path = Path(words[1] if len(words) > 1 else f"{program_id}.json").expanduser()
-    reply = shell.send("get_program_info", {"program_id": program_id}, show_reply=False)
+    reply = ctx.send(command_for(DESCRIBES_PROGRAM), {"program_id": program_id}, show_reply=False)
     if not reply or not reply.get("success"):
         return
     program_data = reply["result"].get("program_data")
@@ -338,11 +285,11 @@ def save(shell: Shell, argument: str) -> None:
         path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     except OSError as exc:
         raise ParseError(f"Cannot write {path}: {exc.strerror or exc}") from None
-    shell.out.info(f"saved {program_id} to {path}", {"saved": str(path), "program_id": program_id})
+    ctx.out.info(f"saved {program_id} to {path}", {"saved": str(path), "program_id": program_id})
 
 
 @meta("load", "FILE [PROGRAM]", complete="file")
-def load(shell: Shell, argument: str) -> None:
+def load(ctx: MetaContext, argument: str) -> None:
     """Creates a program from a file written by :save (optionally under another id)."""
     words = split_words(argument)
     if not words or len(words) > 2:
@@ -362,17 +309,17 @@ def load(shell: Shell, argument: str) -> None:
     for key in ("program_type", "demos"):
         if data.get(key):
             args[key] = data[key]
-    shell._create(args)
+    ctx.create_program(args)
 
 
 @meta("attach", "WORKER | local", complete=None)
-def attach(shell: Shell, argument: str) -> None:
+def attach(ctx: MetaContext, argument: str) -> None:
     """Switches the target: a live worker (pid, worker id, socket path) or `local` (in-process)."""
     from .targets import AttachTarget, InProcessTarget
 
     spec = argument.strip()
     if not spec:
-        shell.out.info(f"target: {shell.target.label()}", {"target": shell.target.label()})
+        ctx.out.info(f"target: {ctx.target.label()}", {"target": ctx.target.label()})
         return
     new_target = InProcessTarget() if spec == "local" else AttachTarget(spec)
     new_target.start()
@@ -380,12 +327,10 @@ def attach(shell: Shell, argument: str) -> None:
         # Probe so a dead worker is reported now rather than on the next command.
         probe = new_target.submit({"id": 0, "command": "ping", "args": {}}).result(10)
         if not probe.get("success"):
-            shell.fail(probe.get("error", "cannot attach"), probe.get("suggestion"),
-                       probe.get("error_type", "worker_unreachable"))
+            ctx.fail(probe.get("error", "cannot attach"), probe.get("suggestion"),
+                     probe.get("error_type", "worker_unreachable"))
             return
-    if shell.stop_recording is not None:
-        record(shell, "off")
-    old, shell.target = shell.target, new_target
-    old.close()
-    shell.lm_label = None
-    shell.out.info(f"target: {new_target.label()}", {"target": new_target.label()})
+    if ctx.recording_path is not None:
+        record(ctx, "off")
+    ctx.replace_target(new_target)
+    ctx.out.info(f"target: {new_target.label()}", {"target": new_target.label()})

@@ -90,6 +90,19 @@ class ParseError(ValueError):
         self.suggestion = suggestion
 
 
+def command_for(tag: str) -> str:
+    """The command the console sends for an effect tag (bridge.registry.CREATES_PROGRAM ...).
+
+    The friendly forms (`:def`, `qa(...)`, `:lm`, `:programs`) name effects, not commands;
+    an effect no loaded adapter provides is the user's error, with a hint.
+    """
+    try:
+        return registry().for_effect(tag).name
+    except LookupError as exc:
+        raise ParseError(f"No command of this console does that: {exc}",
+                         "start the worker with the adapter or plugin that provides it") from None
+
+
 @dataclass(frozen=True)
 class Empty:
     """A blank line or a comment."""

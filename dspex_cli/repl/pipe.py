@@ -16,6 +16,8 @@ from typing import IO, Any
 
 import orjson
 
+from dspex_cli.exit_status import ExitStatus
+
 from .parsing import is_complete
 from .shell import Shell
 
@@ -23,8 +25,10 @@ from .shell import Shell
 class JsonLinesOutput:
     """Output that writes one JSON document per line, and nothing else."""
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: IO[str], errors: IO[str] | None = None) -> None:
         self.stream = stream
+        # Where notices go (the Environment's stderr); the process's stderr by default.
+        self.errors = errors
 
     def _write(self, value: Any) -> None:
         self.stream.write(orjson.dumps(value, default=str).decode() + "\n")
@@ -46,7 +50,7 @@ class JsonLinesOutput:
     def notice(self, message: str, suggestion: str | None = None) -> None:
         # Not an answer to any input line: stderr keeps stdout one line per command.
         hint = f" ({suggestion})" if suggestion else ""
-        sys.stderr.write(f"dspex repl: {message}{hint}\n")
+        (self.errors or sys.stderr).write(f"dspex repl: {message}{hint}\n")
 
     def info(self, message: str, data: dict[str, Any] | None = None) -> None:
         self._write({"success": True, "meta": "info", "message": message, "result": data or {}})
@@ -58,7 +62,7 @@ class JsonLinesOutput:
         self.error(f"{request['command']} (id {request['id']}) was interrupted", None, "cancelled")
 
 
-def run_pipe(shell: Shell, source: IO[str]) -> int:
+def run_pipe(shell: Shell, source: IO[str]) -> ExitStatus:
     """Reads commands until end of input; the exit code says whether all succeeded."""
     buffer = ""
     for line in source:
@@ -78,4 +82,4 @@ def run_pipe(shell: Shell, source: IO[str]) -> int:
             break
     if buffer.strip():
         shell.handle(buffer)  # what is still open at the end gets its error, not silence
-    return 1 if shell.failures else 0
+    return ExitStatus.FAILURE if shell.failures else ExitStatus.OK

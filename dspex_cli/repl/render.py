@@ -18,7 +18,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from .parsing import format_assignments
+from dspex_cli.env import Environment
+
+from .parsing import format_assignments, registry
 
 
 def _json(value: Any) -> JSON:
@@ -37,10 +39,10 @@ def _cell(value: Any) -> Text:
 
 
 class RichOutput:
-    """Output for a terminal (or any rich Console: tests give one with a fixed width)."""
+    """Output for a terminal: the Environment's console, or any rich Console given."""
 
-    def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(highlight=False, soft_wrap=False)
+    def __init__(self, console: Console | None = None, env: Environment | None = None) -> None:
+        self.console = console or (env or Environment.from_process()).console()
         self._progress_lock = threading.Lock()
         self._progress_shown = 0.0
 
@@ -107,16 +109,21 @@ class RichOutput:
     # -- results by command ---------------------------------------------------------------
 
     def _result(self, command: str, result: dict[str, Any]) -> Any:
-        if command in ("execute_program", "execute_gemini_program") and isinstance(result.get("outputs"), dict):
+        """A reply's result, shown by what its command does (its tags), else as JSON."""
+        from bridge.registry import CONFIGURES_LM, CREATES_PROGRAM, LISTS_PROGRAMS, LISTS_SESSIONS, RUNS_PROGRAM
+
+        spec = registry().find(command) if isinstance(command, str) else None
+        tags = spec.tags if spec is not None else frozenset()
+        if RUNS_PROGRAM in tags and isinstance(result.get("outputs"), dict):
             return self._prediction(result)
-        if command == "list_programs":
+        if LISTS_PROGRAMS in tags:
             return self._data_programs(result)
-        if command == "list_sessions":
+        if LISTS_SESSIONS in tags:
             return self._data_sessions({"current": None, "sessions": result.get("sessions") or []})
-        if command == "create_program":
+        if CREATES_PROGRAM in tags:
             return Text.assemble(("✓ ", "green"), (str(result.get("program_id")), "bold"),
                                  f" = {result.get('signature_def') or ''} ({result.get('program_type')})")
-        if command == "configure_lm":
+        if CONFIGURES_LM in tags:
             return Text.assemble(("✓ ", "green"), "LM ", (str(result.get("model")), "bold"),
                                  f" ({result.get('scope')}{', session ' + str(result.get('session_id')) if result.get('scope') == 'session' else ''})")
         return _json(result)

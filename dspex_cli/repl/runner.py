@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from dspex_cli.env import Environment
+from dspex_cli.exit_status import ExitStatus, UserError, run_guarded
 
 from .config import WORKER_LOGS_KEPT, ModelMemory, create_private_file, load_config, prune_worker_logs, secure_state_dir, state_dir
 from .targets import AttachTarget, InProcessTarget, SpawnTarget, Target
@@ -40,14 +44,15 @@ class ReplOptions:
 class LazyRichOutput:
     """Imports rich on the first output, so it costs nothing before the first prompt."""
 
-    def __init__(self) -> None:
+    def __init__(self, env: Environment) -> None:
+        self._env = env
         self._real: Any = None
 
     def __getattr__(self, name: str) -> Any:
         if self._real is None:
             from .render import RichOutput
 
-            self._real = RichOutput()
+            self._real = RichOutput(env=self._env)
         return getattr(self._real, name)
 
 
@@ -81,23 +86,34 @@ def parse_args(argv: list[str]) -> ReplOptions:
                        read_only=ns.read_only, assume_yes=ns.yes)
 
 
-def main(argv: list[str]) -> int:
-    """Runs the console and leaves the process at once with its exit code."""
+def execute(argv: list[str], env: Environment) -> int:
+    """Parses the options and runs the console in `env`, inside the CLI's error boundary."""
     try:
-        options = parse_args(argv)
+        # argparse prints --help and its usage errors on sys.stdout/sys.stderr itself.
+        with contextlib.redirect_stdout(env.stdout), contextlib.redirect_stderr(env.stderr):
+            options = parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error already printed by argparse
-        return exc.code if isinstance(exc.code, int) else 0
-    code = run(options)
+        return ExitStatus.of_exit_code(exc.code)
+    return run_guarded("dspex repl", lambda: run(options, env), env)
+
+
+def main(argv: list[str], env: Environment | None = None) -> int:
+    """Runs the console and leaves the process at once with its exit status."""
+    environment = env or Environment.from_process()
+    code = execute(argv, environment)
     # Leave at once: a daemon thread still importing DSPy, or one of LiteLLM's threads,
     # would otherwise abort or stall the interpreter's shutdown.
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (environment.stdout, environment.stderr, sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader gone, or a closed stream: nothing left to say
+            pass
     os._exit(code)
 
 
 def make_target(options: ReplOptions, log_dir: Path) -> Target:
     if options.attach and options.spawn:
-        raise ValueError("use either --attach or --spawn, not both")
+        raise UserError("use either --attach or --spawn, not both")
     if options.attach:
         return AttachTarget(options.attach)
     if options.spawn:
@@ -107,7 +123,7 @@ def make_target(options: ReplOptions, log_dir: Path) -> Target:
     return InProcessTarget()
 
 
-def _setup_logging(interactive: bool, log_dir: Path) -> None:
+def _setup_logging(interactive: bool, log_dir: Path, env: Environment) -> None:
     # On a terminal, library warnings (DSPy, LiteLLM) would scribble over the prompt.
     if interactive:
         try:
@@ -117,7 +133,7 @@ def _setup_logging(interactive: bool, log_dir: Path) -> None:
         except OSError:
             handler = logging.NullHandler()
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = logging.StreamHandler(env.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -125,8 +141,10 @@ def _setup_logging(interactive: bool, log_dir: Path) -> None:
     logging.captureWarnings(True)
 
 
-def run(options: ReplOptions) -> int:
-    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+def run(options: ReplOptions, env: Environment | None = None) -> int:
+    """The console on a terminal, JSON lines otherwise; its exit status."""
+    env = env or Environment.from_process()
+    interactive = env.interactive
     config = load_config(options.config_path)
     if options.session:
         config.session = options.session
@@ -138,26 +156,22 @@ def run(options: ReplOptions) -> int:
     try:
         secure_state_dir(states)
     except OSError as exc:
-        print(f"dspex repl: cannot secure {states}: {exc.strerror or exc}", file=sys.stderr)
-    _setup_logging(interactive, states)
+        env.error_line("dspex repl", f"cannot secure {states}: {exc.strerror or exc}")
+    _setup_logging(interactive, states, env)
     from .parsing import use_plugins
 
     use_plugins(options.plugins)
-    try:
-        target = make_target(options, states)
-    except ValueError as exc:
-        print(f"dspex repl: {exc}", file=sys.stderr)
-        return 2
+    target = make_target(options, states)  # a UserError ends the command in the boundary
     models = ModelMemory(states / "repl_models.json")
     if not interactive:
         for problem in config.problems:
-            print(f"dspex repl: config: {problem}", file=sys.stderr)
+            env.error_line("dspex repl", f"config: {problem}")
         config.problems = []
-        return _pipe(target, config, models, config.lm or None, options)
+        return _pipe(target, config, models, config.lm or None, options, env)
     from .app import run_console, show_banner
     from .shell import Shell
 
-    shell = Shell(target, LazyRichOutput(), config=config, models=models, interactive=True,
+    shell = Shell(target, LazyRichOutput(env), config=config, models=models, interactive=True,
                   read_only=options.read_only, assume_yes=options.assume_yes)
     history_path = None
     if not options.no_history:
@@ -166,25 +180,24 @@ def run(options: ReplOptions) -> int:
             history_path = str(states / "repl_history")
         except OSError:
             history_path = None
-    show_banner(shell, config)
+    show_banner(shell, config, env)
     try:
         return run_console(shell, config, history_path)
     finally:
         shell.close()
 
 
-def _pipe(target: Target, config: Any, models: ModelMemory, lm: str | None, options: ReplOptions) -> int:
+def _pipe(target: Target, config: Any, models: ModelMemory, lm: str | None, options: ReplOptions,
+          env: Environment) -> int:
     from .pipe import JsonLinesOutput, run_pipe
     from .shell import Shell
 
-    shell = Shell(target, JsonLinesOutput(sys.stdout), config=config, models=models,
+    shell = Shell(target, JsonLinesOutput(env.stdout, env.stderr), config=config, models=models,
                   read_only=options.read_only, assume_yes=options.assume_yes)
     try:
         if lm:
             # Same as typing `:lm MODEL` first, so its reply is the first line of output.
             shell.handle(f":lm {lm}")
-        return run_pipe(shell, sys.stdin)
-    except KeyboardInterrupt:
-        return 130
+        return run_pipe(shell, env.stdin)
     finally:
         shell.close()

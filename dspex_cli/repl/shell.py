@@ -17,10 +17,15 @@ from typing import Any, Protocol
 
 from .config import ModelMemory, ReplConfig
 from .parsing import (registry, CallInput, DefineInput, Empty, MetaInput, ParseError, ProtocolInput,
-                      closest, parse, parse_assignments, split_words)
+                      closest, command_for, parse, parse_assignments, split_words)
 from .guard import Refused, check_read_only, destructive_question, is_destructive
 from .secrets import KEY_FLAG, SecretAsker, ask_secret_on_tty, mask_request, resolve_secret_args
 from .targets import AttachTarget, Target
+
+# What a reply teaches the console is read from its command's effect tags in the one
+# registry (bridge.registry.CREATES_PROGRAM ...), never from command names written here.
+# bridge.registry is imported where a tag is needed, not here: importing any part of
+# bridge loads the engine, which the first prompt must not wait for.
 
 ANONYMOUS = "anonymous"
 
@@ -37,10 +42,6 @@ ERROR_HINTS = {
     "worker_gone": "restart the console to start a new worker",
 }
 
-
-# Commands whose effect later requests depend on; a recording started mid-session
-# begins with them so that it replays on its own.
-SETUP_COMMANDS = ("configure_lm", "create_program", "create_gemini_program", "update_session_data")
 
 
 class Output(Protocol):
@@ -113,8 +114,10 @@ class Shell:
                 return
             if isinstance(parsed, MetaInput):
                 from .meta import run_meta
+                from .meta_registry import MetaContext
 
-                run_meta(self, parsed.name, parsed.argument)
+                # Meta-commands see the console through a MetaContext, never the shell itself.
+                run_meta(MetaContext(self), parsed.name, parsed.argument)
             elif isinstance(parsed, ProtocolInput):
                 self.send(parsed.command, parsed.args)
             elif isinstance(parsed, DefineInput):
@@ -241,49 +244,59 @@ class Shell:
             self.sessions.add(session)
         if not reply.get("success"):
             return
+        from bridge.registry import (CLEARS_SESSIONS, CONFIGURES_LM, CREATES_PROGRAM, DELETES_PROGRAM,
+                                     LISTS_PROGRAMS, LISTS_SESSIONS, RESETS_WORKER, RUNS_PROGRAM)
+
         result = reply.get("result") or {}
-        command = request.get("command")
-        self._log_setup(command, request, reply)
-        if command == "configure_lm":
+        spec = registry().find(request.get("command")) if isinstance(request.get("command"), str) else None
+        tags = spec.tags if spec is not None else frozenset()
+        self._log_setup(tags, request, reply)
+        if CONFIGURES_LM in tags:
             model = result.get("model") or args.get("model")
             if isinstance(model, str):
                 self.models.remember(model)
                 if session == self.session or not args.get("session_id"):
                     self.lm_label = model
-        elif command in ("create_program", "create_gemini_program"):
+        elif CREATES_PROGRAM in tags:
             self.programs.setdefault(session, set()).add(str(result.get("program_id")))
-        elif command == "delete_program":
+        elif DELETES_PROGRAM in tags:
             self.programs.get(session, set()).discard(str(args.get("program_id")))
-        elif command == "list_programs":
+        elif LISTS_PROGRAMS in tags:
             self.programs[session] = {str(p.get("id")) for p in result.get("programs") or []}
-        elif command == "list_sessions":
+        elif LISTS_SESSIONS in tags:
             for entry in result.get("sessions") or []:
                 self.sessions.add(str(entry.get("session_id")))
-        elif command in ("reset_state", "cleanup"):
+        elif RESETS_WORKER in tags or CLEARS_SESSIONS in tags:
             self.programs.clear()
-            if command == "reset_state":
+            if RESETS_WORKER in tags:
                 self.lm_label = None
-        elif command in ("execute_program", "execute_gemini_program"):
+        elif RUNS_PROGRAM in tags:
             self.last_latency_ms = result.get("duration_ms")
             usage = result.get("usage") or {}
             self.last_tokens = usage.get("total_tokens") if isinstance(usage, dict) else None
 
-    def _log_setup(self, command: Any, request: dict[str, Any], reply: dict[str, Any]) -> None:
+    def _log_setup(self, tags: frozenset[str], request: dict[str, Any], reply: dict[str, Any]) -> None:
+        """Keeps the commands that built the current state (BUILDS_STATE), minus what was undone."""
+        from bridge.registry import (BUILDS_STATE, CLEARS_SESSIONS, CONFIGURES_LM, CREATES_PROGRAM,
+                                     DELETES_PROGRAM, DROPS_SESSION, RESETS_WORKER)
+
         args = request.get("args") or {}
-        if command in SETUP_COMMANDS:
+        catalog = registry()
+        if BUILDS_STATE in tags:
             self.setup_log.append((request, reply))
-        elif command == "delete_program":
+        elif DELETES_PROGRAM in tags:
             session = args.get("session_id") or ANONYMOUS
             self.setup_log = [(q, r) for q, r in self.setup_log
-                              if not (q["command"] in ("create_program", "create_gemini_program")
+                              if not (catalog.has_tag(q["command"], CREATES_PROGRAM)
                                       and (q["args"].get("session_id") or ANONYMOUS) == session
                                       and (r.get("result") or {}).get("program_id") == args.get("program_id"))]
-        elif command == "cleanup_session":
+        elif DROPS_SESSION in tags:
             session = args.get("session_id")
             self.setup_log = [(q, r) for q, r in self.setup_log if q["args"].get("session_id") != session]
-        elif command == "cleanup":
-            self.setup_log = [(q, r) for q, r in self.setup_log if q["command"] == "configure_lm"]
-        elif command == "reset_state":
+        elif CLEARS_SESSIONS in tags:
+            # The default LM outlives the sessions; everything else went with them.
+            self.setup_log = [(q, r) for q, r in self.setup_log if catalog.has_tag(q["command"], CONFIGURES_LM)]
+        elif RESETS_WORKER in tags:
             self.setup_log = []
 
     # -- the friendly layer -------------------------------------------------------------
@@ -308,34 +321,41 @@ class Shell:
             args = parse_assignments(words)
         else:
             args = {"model": model, **parse_assignments(rest)}
-        self._check_args("configure_lm", args)
+        from bridge.registry import CONFIGURES_LM
+
+        command = command_for(CONFIGURES_LM)
+        self._check_args(command, args)
         if ask_key:
             if "api_key" in args:
                 raise ParseError(f"Give the key either as api_key=... or with {KEY_FLAG}, not both")
-            self.guard("configure_lm")  # refuse before asking for a key that would not be sent
+            self.guard(command)  # refuse before asking for a key that would not be sent
             key = self.ask_secret(f"API key for {args.get('model') or 'the LM'}: ").strip()
             if not key:
                 raise ParseError("No key was entered, so nothing was configured",
                                  f"type the key after {KEY_FLAG}, or use api_key=$VARIABLE")
             args["api_key"] = key
-        self.send("configure_lm", args)
+        self.send(command, args)
 
     def define(self, program_id: str, signature: str, program_type: str = "predict") -> None:
         args = {"id": program_id, "signature": signature}
         if program_type != "predict":
             args["program_type"] = program_type
-        self._create(args)
+        self.create_program(args)
 
-    def _create(self, args: dict[str, Any]) -> dict[str, Any] | None:
+    def create_program(self, args: dict[str, Any]) -> dict[str, Any] | None:
+        """Creates a program (replacing one of the same id in this session)."""
+        from bridge.registry import CREATES_PROGRAM, DELETES_PROGRAM
+
         program_id = str(args["id"])
         if program_id in self.programs.get(self.session, set()):
             # Redefining is the point of a console: replace, showing both commands.
-            self.send("delete_program", {"program_id": program_id}, show_reply=False)
-        reply = self.send("create_program", args, show_reply=True)
-        return reply
+            self.send(command_for(DELETES_PROGRAM), {"program_id": program_id}, show_reply=False)
+        return self.send(command_for(CREATES_PROGRAM), args, show_reply=True)
 
     def call_program(self, program_id: str, inputs: dict[str, Any]) -> None:
-        self.send("execute_program", {"program_id": program_id, "inputs": inputs})
+        from bridge.registry import RUNS_PROGRAM
+
+        self.send(command_for(RUNS_PROGRAM), {"program_id": program_id, "inputs": inputs})
 
     def _check_args(self, command: str, args: dict[str, Any]) -> None:
         spec = registry().get(command)

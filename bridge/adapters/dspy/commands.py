@@ -15,7 +15,8 @@ from typing import Any
 from ...engine import Context
 from ...errors import BridgeError, Cancelled, InvalidArguments, LimitExceeded
 from ...redact import remember_config_secrets, remember_secret, scrub_text
-from ...registry import Arg, Registry, command
+from ...registry import (BUILDS_STATE, CONFIGURES_LM, CREATES_PROGRAM, DELETES_PROGRAM, DESCRIBES_PROGRAM,
+                         LISTS_PROGRAMS, RUNS_PROGRAM, VARIANT, Arg, Registry, command)
 from . import adapter_of
 from .errors import (ExecutionFailed, InvalidInputs, InvalidSignature, LMCallFailed, LMNotConfigured, ProgramExists,
                      ProgramNotFound)
@@ -83,7 +84,7 @@ def configure_session_lm(args: dict[str, Any], ctx: Context) -> LMHandle:
     return LMHandle(lm, public)
 
 
-@command("configure_lm", registry=COMMANDS, args=_LM_ARGS)
+@command("configure_lm", registry=COMMANDS, args=_LM_ARGS, tags={CONFIGURES_LM, BUILDS_STATE})
 def configure_lm(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Sets the LM of a session (with session_id) or the worker's default LM."""
     handle = configure_session_lm(args, ctx)
@@ -180,7 +181,7 @@ _PROGRAM_ARGS = (
 )
 
 
-@command("create_program", registry=COMMANDS, args=_PROGRAM_ARGS)
+@command("create_program", registry=COMMANDS, args=_PROGRAM_ARGS, tags={CREATES_PROGRAM, BUILDS_STATE})
 def create_program(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Creates a program from a signature in the request's session."""
     program_id = args.get("id") or args.get("program_id") or f"program_{uuid.uuid4().hex[:12]}"
@@ -196,7 +197,8 @@ def create_program(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     return dict(record.description)
 
 
-@command("create_gemini_program", registry=COMMANDS, args=(*_PROGRAM_ARGS, Arg("model", "string")))
+@command("create_gemini_program", registry=COMMANDS, args=(*_PROGRAM_ARGS, Arg("model", "string")),
+         tags={CREATES_PROGRAM, BUILDS_STATE, VARIANT})
 def create_gemini_program(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Legacy alias of create_program; a `model` becomes the program's own Gemini LM."""
     return create_program(args, ctx)
@@ -312,7 +314,8 @@ _EXECUTE_ARGS = (
 )
 
 
-@command("execute_program", registry=COMMANDS, read_only=True, args=_EXECUTE_ARGS, scheduling="read")
+@command("execute_program", registry=COMMANDS, read_only=True, args=_EXECUTE_ARGS, scheduling="read",
+         tags={RUNS_PROGRAM})
 def execute_program(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Runs a program on inputs; outputs come back typed as the signature declares."""
     record = _find_program(args, ctx)
@@ -357,7 +360,8 @@ def execute_program(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
             "session_id": ctx.session_id}
 
 
-@command("execute_gemini_program", registry=COMMANDS, read_only=True, args=_EXECUTE_ARGS, scheduling="read")
+@command("execute_gemini_program", registry=COMMANDS, read_only=True, args=_EXECUTE_ARGS, scheduling="read",
+         tags={RUNS_PROGRAM, VARIANT})
 def execute_gemini_program(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Legacy alias of execute_program."""
     return execute_program(args, ctx)
@@ -398,14 +402,15 @@ def _summary(record: ProgramRecord) -> dict[str, Any]:
             "mean_latency_ms": record.mean_latency_ms, "error_count": record.error_count}
 
 
-@command("list_programs", registry=COMMANDS, read_only=True, args=(Arg("session_id", "string"),))
+@command("list_programs", registry=COMMANDS, read_only=True, args=(Arg("session_id", "string"),),
+         tags={LISTS_PROGRAMS})
 def list_programs(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """The programs of the request's session."""
     programs = [_summary(r) for r in _programs(ctx).values()]
     return {"programs": programs, "total_count": len(programs), "session_id": ctx.session_id}
 
 
-@command("get_program_info", registry=COMMANDS, read_only=True, args=(Arg("program_id", "string", required=True), Arg("session_id", "string")))
+@command("get_program_info", registry=COMMANDS, read_only=True, tags={DESCRIBES_PROGRAM}, args=(Arg("program_id", "string", required=True), Arg("session_id", "string")))
 def get_program_info(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Details and counters of one program."""
     record = _programs(ctx).get(args["program_id"])
@@ -416,7 +421,7 @@ def get_program_info(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     return info
 
 
-@command("delete_program", registry=COMMANDS, destructive=True, args=(Arg("program_id", "string", required=True), Arg("session_id", "string")))
+@command("delete_program", registry=COMMANDS, destructive=True, tags={DELETES_PROGRAM}, args=(Arg("program_id", "string", required=True), Arg("session_id", "string")))
 def delete_program(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Removes one program from the request's session."""
     if _programs(ctx).pop(args["program_id"], None) is None:
