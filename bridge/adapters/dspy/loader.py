@@ -126,13 +126,13 @@ def warm_in_background(last_activity: Callable[[], float] | None = None) -> thre
 # (5 ms), so a freshly spawned worker's ping p99 was ~100 x the floor's. Shortening the
 # interval made it worse (the import then also interrupts the reader mid-ping, and every
 # ping paid for several hand-overs). So the warm-up yields instead: before each module it
-# imports, it waits while the worker has seen a frame within QUIET_SECONDS, up to
-# MAX_PAUSE_SECONDS at a time and TOTAL_PAUSE_SECONDS in all (a client that never stops
-# sending still gets a worker that finishes warming), and not at all once a request is
-# waiting for DSPy (that request then waits only for the import itself).
+# imports, it waits while the worker has seen a frame within QUIET_SECONDS, for at most
+# TOTAL_PAUSE_SECONDS in all (a client that never stops sending still gets a worker that
+# finishes warming), and not at all once a request is waiting for DSPy (that request then
+# waits only for the import itself). An earlier cap of 50 ms per pause let one module run
+# every 50 ms during a burst of pings, and a large module held the reader for many of them.
 QUIET_SECONDS = 0.002
-MAX_PAUSE_SECONDS = 0.05
-TOTAL_PAUSE_SECONDS = 2.0
+TOTAL_PAUSE_SECONDS = 3.0
 _POLL_SECONDS = 0.0005
 _waiting_for_dspy = 0
 _waiting_lock = threading.Lock()
@@ -151,7 +151,7 @@ class _Yielding(importlib.abc.MetaPathFinder):
         if threading.get_ident() != self.thread_id or self.paused >= TOTAL_PAUSE_SECONDS:
             return None  # another thread's import is none of our business
         started = time.monotonic()
-        deadline = started + min(MAX_PAUSE_SECONDS, TOTAL_PAUSE_SECONDS - self.paused)
+        deadline = started + TOTAL_PAUSE_SECONDS - self.paused
         now = started
         while not _waiting_for_dspy and now < deadline and now - self._latest() < QUIET_SECONDS:
             time.sleep(_POLL_SECONDS)
