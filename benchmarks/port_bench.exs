@@ -327,8 +327,12 @@ defmodule Bench.Main do
   # unmeasured. Fresh spawns of both workers, alternating; per spawn the p99, the p50, the
   # worst, and (dspex) whether DSPy was still loading when the last ping was answered.
   defp early_ping_p99s(python, workers, root, spawns, count) do
+    # dspex without its warm-up tells what the background import itself costs, apart from
+    # what a busy machine does to any process that runs this long after its spawn.
+    workers = Map.put(workers, "dspex_no_warm", workers["dspex"] ++ ["--no-warm"])
+
     samples =
-      for _ <- 1..spawns, name <- ["dspex", "floor"] do
+      for _ <- 1..spawns, name <- ["dspex", "dspex_no_warm", "floor"] do
         port = P.open(python, workers[name], root)
         P.request(port, 0, "ping", %{"initialization" => true})
         rtts = for id <- 1..count, do: rtt(port, 100 + id)
