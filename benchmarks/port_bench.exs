@@ -145,7 +145,7 @@ defmodule Bench.Main do
       OptionParser.parse(argv,
         strict: [python: :string, api_base: :string, out: :string, root: :string, spawns: :integer,
                  pings: :integer, pipelined: :integer, rounds: :integer, record_overhead: :string,
-                 pairs: :integer, warm_up: :integer]
+                 pairs: :integer, warm_up: :integer, early_spawns: :integer, early_pings: :integer]
       )
 
     if opts[:record_overhead], do: record_overhead(opts), else: port_figures(opts)
@@ -236,6 +236,8 @@ defmodule Bench.Main do
 
     spawn_ms = spawn_times(python, workers, root, spawns)
     log("spawn -> first ping (median ms): #{inspect(Map.new(spawn_ms, fn {k, v} -> {k, median(v)} end))}")
+    early = early_ping_p99s(python, workers, root, opts[:early_spawns] || 5, opts[:early_pings] || 5_000)
+    log("first #{opts[:early_pings] || 5_000} pings after spawn, p99 us per spawn: #{inspect(early)}")
 
     floor = P.open(python, workers["floor"], root)
     P.request(floor, 0, "ping", %{})
@@ -271,6 +273,8 @@ defmodule Bench.Main do
       "elixir_version" => System.version(),
       "spawn_first_ping_ms" => Map.new(spawn_ms, fn {k, v} -> {k, %{"samples" => v, "median" => median(v)}} end),
       "ping_rtt_us" => %{"dspex" => summary(dspex_rtt), "floor" => summary(floor_rtt)},
+      "early_ping_p99_us" => early,
+      "early_pings" => opts[:early_pings] || 5_000,
       "pipelined_pings_per_s" => %{"dspex" => dspex_rate, "floor" => floor_rate, "in_flight" => 64,
                                      "count" => pipelined},
       "dspy_warm_ms" => warm_ms,
@@ -316,6 +320,29 @@ defmodule Bench.Main do
 
     P.close(port)
     elapsed
+  end
+
+  # What a health monitor sees right after a spawn, while `dspex serve` imports DSPy in the
+  # background: `count` pings one at a time from the reply to the init ping on, none
+  # unmeasured. Fresh spawns of both workers, alternating; per spawn the p99, the p50, the
+  # worst, and (dspex) whether DSPy was still loading when the last ping was answered.
+  defp early_ping_p99s(python, workers, root, spawns, count) do
+    # dspex without its warm-up tells what the background import itself costs, apart from
+    # what a busy machine does to any process that runs this long after its spawn.
+    workers = Map.put(workers, "dspex_no_warm", workers["dspex"] ++ ["--no-warm"])
+
+    samples =
+      for _ <- 1..spawns, name <- ["dspex", "dspex_no_warm", "floor"] do
+        port = P.open(python, workers[name], root)
+        P.request(port, 0, "ping", %{"initialization" => true})
+        rtts = for id <- 1..count, do: rtt(port, 100 + id)
+        last = P.ok!(P.request(port, 99, "ping", %{}), "ping")
+        P.close(port)
+        {name, %{"p99" => percentile(rtts, 99), "p50" => percentile(rtts, 50), "max" => Enum.max(rtts),
+                 "dspy_loaded_after" => last["dspy_loaded"]}}
+      end
+
+    Enum.group_by(samples, &elem(&1, 0), &elem(&1, 1))
   end
 
   defp wait_dspy_loaded(port, started) do

@@ -1,7 +1,7 @@
 """Entry point of the `dspex` console script.
 
 `dspex serve` is spawned by Elixir for every worker, so it takes a fast path: fd 1 is
-protected before anything else is imported, and the typer machinery the other
+protected (bridge.serve.stdio) before anything else is imported, and the typer machinery the other
 subcommands use is never loaded. `dspex repl` skips typer too, to reach its prompt fast.
 """
 
@@ -36,9 +36,12 @@ def main(argv: list[str] | None = None) -> int:
         # The parent is noted first: if it died while we import, the watcher would
         # otherwise adopt init as "the parent" and never notice.
         parent_pid = os.getppid()
-        # Before any import: the protocol gets a private copy of fd 1, fd 1 becomes stderr.
-        protocol_fd = os.dup(1)
-        os.dup2(2, 1)
+        # Before any plugin, adapter or library that might print is imported: the protocol
+        # gets a private copy of fd 1, fd 1 becomes stderr. (The bridge package's own
+        # modules load first, as this import's parents; none of them writes anything.)
+        from bridge.serve.stdio import protect_stdout
+
+        protocol_fd = protect_stdout()
         from dspex_cli.serve_cmd import run_serve
 
         return run_serve(args[1:], protocol_fd, parent_pid=parent_pid)

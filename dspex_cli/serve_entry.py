@@ -6,8 +6,6 @@ command appears in help and behaves the same if typer ever does dispatch it.
 
 from __future__ import annotations
 
-import os
-
 import typer
 
 from dspex_cli.serve_cmd import SERVE_HELP
@@ -18,8 +16,8 @@ def register(app: typer.Typer) -> None:
                  context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
                                    "help_option_names": []})
     def serve(ctx: typer.Context) -> None:
+        from bridge.serve.stdio import protect_stdout
         from dspex_cli.serve_cmd import run_serve
 
-        protocol_fd = os.dup(1)
-        os.dup2(2, 1)
+        protocol_fd = protect_stdout()
         raise typer.Exit(run_serve(list(ctx.args), protocol_fd))

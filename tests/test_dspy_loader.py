@@ -64,3 +64,42 @@ def test_missing_dspy_is_reported() -> None:
          "    raise SystemExit('no error')\n"
          "d.warm_in_background().join(10)  # logs, does not raise\n"
          "assert not d.is_loaded()\n")
+
+
+def test_warm_up_steps_aside_while_frames_arrive_and_still_finishes() -> None:
+    # A probe saying "a frame just arrived" every time: the warm-up pauses before modules,
+    # but its total pause is bounded, so the import still completes and the finder is gone.
+    _run("import sys, time\n"
+         "from bridge.adapters.dspy import loader as d\n"
+         "d.TOTAL_PAUSE_SECONDS = 0.3\n"
+         "probes = []\n"
+         "def busy():\n"
+         "    probes.append(1)\n"
+         "    return time.monotonic()\n"
+         "started = time.monotonic()\n"
+         "d.warm_in_background(busy).join(60)\n"
+         "assert d.is_loaded(), 'warm-up did not finish'\n"
+         "assert len(probes) > 10, probes\n"
+         "assert time.monotonic() - started >= 0.3  # it did step aside, for its whole budget\n"
+         "assert not any(type(f).__name__ == '_Yielding' for f in sys.meta_path)\n")
+
+
+def test_a_request_needing_dspy_is_not_held_back_by_the_warm_up() -> None:
+    # Pauses that would last for hours if nothing stopped them: a load_dspy() from another
+    # thread (a request that needs DSPy) makes the warm-up import at full speed.
+    _run("import time\n"
+         "from bridge.adapters.dspy import loader as d\n"
+         "d.TOTAL_PAUSE_SECONDS = 10_000.0\n"
+         "warm = d.warm_in_background(time.monotonic)\n"
+         "time.sleep(0.2)\n"
+         "assert not d.is_loaded()  # still stepping aside\n"
+         "d.load_dspy()\n"
+         "assert d.is_loaded(); warm.join(30); assert not warm.is_alive()\n")
+
+
+def test_a_failing_activity_probe_does_not_break_the_import() -> None:
+    _run("from bridge.adapters.dspy import loader as d\n"
+         "def broken():\n"
+         "    raise IndexError('deque emptied under us')\n"
+         "d.warm_in_background(broken).join(60)\n"
+         "assert d.is_loaded()\n")

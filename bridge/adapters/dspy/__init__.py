@@ -156,7 +156,9 @@ class DSPyAdapter(Adapter):
                              program_view)}
 
     def warm(self) -> None:
-        warm_in_background()
+        frames = self.engine.recent_frames  # (direction, monotonic time, payload), newest last
+        # While frames keep coming the import steps aside between modules (see the loader).
+        warm_in_background(lambda: frames[-1][1] if frames else 0.0)
 
     def live_replay_frame(self, frame: dict[str, Any]) -> dict[str, Any]:
         """A recorded configure_lm whose key was scrubbed: the key from the environment is

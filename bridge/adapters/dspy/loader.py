@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import gc
 import importlib
+import importlib.abc
 import importlib.util
 import logging
 import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 __all__ = ["DSPyUnavailableError", "dspy_available", "is_loaded", "load_dspy", "warm_in_background"]
 
@@ -63,7 +66,16 @@ def load_dspy() -> ModuleType:
     module = _dspy
     if module is not None:
         return module
-    return _import_locked()
+    global _waiting_for_dspy
+    if getattr(_warm_thread, "active", False):
+        return _import_locked()
+    with _waiting_lock:
+        _waiting_for_dspy += 1  # a request needs DSPy now: the warm-up stops stepping aside
+    try:
+        return _import_locked()
+    finally:
+        with _waiting_lock:
+            _waiting_for_dspy -= 1
 
 
 def _import_locked() -> ModuleType:
@@ -97,22 +109,76 @@ def is_loaded() -> bool:
     return _dspy is not None
 
 
-def warm_in_background() -> threading.Thread:
+def warm_in_background(last_activity: Callable[[], float] | None = None) -> threading.Thread:
     """Starts importing DSPy on a daemon thread so the first real request finds it loaded.
 
-    Failures are only logged: the request that needs DSPy will raise the error itself.
+    `last_activity` returns the `time.monotonic()` of the worker's latest frame; while
+    frames keep coming, the import steps aside (see _Yielding). Failures are only logged:
+    the request that needs DSPy will raise the error itself.
     """
-    thread = threading.Thread(target=_warm, name="dspex-dspy-warmup", daemon=True)
+    thread = threading.Thread(target=_warm, args=(last_activity,), name="dspex-dspy-warmup", daemon=True)
     thread.start()
     return thread
 
 
-def _warm() -> None:
+# `import dspy` runs ~700 modules for ~0.5 s of CPU, and the interpreter runs one thread at
+# a time: a ping arriving while the import holds it waits for CPython's switch interval
+# (5 ms), so a freshly spawned worker's ping p99 was ~100 x the floor's. Shortening the
+# interval made it worse (the import then also interrupts the reader mid-ping, and every
+# ping paid for several hand-overs). So the warm-up yields instead: before each module it
+# imports, it waits while the worker has seen a frame within QUIET_SECONDS, for at most
+# TOTAL_PAUSE_SECONDS in all (a client that never stops sending still gets a worker that
+# finishes warming), and not at all once a request is waiting for DSPy (that request then
+# waits only for the import itself). An earlier cap of 50 ms per pause let one module run
+# every 50 ms during a burst of pings, and a large module held the reader for many of them.
+QUIET_SECONDS = 0.002
+TOTAL_PAUSE_SECONDS = 3.0
+_POLL_SECONDS = 0.0005
+_waiting_for_dspy = 0
+_waiting_lock = threading.Lock()
+_warm_thread = threading.local()  # `active` is set on the warm-up thread only
+
+
+class _Yielding(importlib.abc.MetaPathFinder):
+    """A finder that finds nothing: it only pauses the warm-up thread between modules."""
+
+    def __init__(self, last_activity: Callable[[], float]) -> None:
+        self.last_activity = last_activity
+        self.thread_id = threading.get_ident()
+        self.paused = 0.0  # seconds spent stepping aside so far
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> None:
+        if threading.get_ident() != self.thread_id or self.paused >= TOTAL_PAUSE_SECONDS:
+            return None  # another thread's import is none of our business
+        started = time.monotonic()
+        deadline = started + TOTAL_PAUSE_SECONDS - self.paused
+        now = started
+        while not _waiting_for_dspy and now < deadline and now - self._latest() < QUIET_SECONDS:
+            time.sleep(_POLL_SECONDS)
+            now = time.monotonic()
+        self.paused += now - started
+        return None
+
+    def _latest(self) -> float:
+        try:
+            return self.last_activity()
+        except Exception:  # a failing probe must never fail the import: treat it as quiet
+            return 0.0
+
+
+def _warm(last_activity: Callable[[], float] | None) -> None:
+    _warm_thread.active = True
+    yielding = _Yielding(last_activity) if last_activity is not None else None
+    if yielding is not None:
+        sys.meta_path.insert(0, yielding)
     try:
         load_dspy()
     except Exception:  # the request that needs DSPy reports it; a warm-up must not crash
         logger.warning("background import of dspy failed", exc_info=True)
         return
+    finally:
+        if yielding is not None:
+            sys.meta_path.remove(yielding)
     # DSPy brings hundreds of thousands of long-lived objects; left to the collector, every
     # full collection walks them all while a request waits. Frozen, they are skipped.
     gc.freeze()

@@ -2,8 +2,8 @@
 
 The main thread reads frames from fd 0 and hands them to the engine; handlers run on
 the engine's pool; replies are written whole under one lock to the protocol fd, which
-is a private duplicate of the original fd 1 (fd 1 itself points at stderr, so stray
-prints can never corrupt the stream). End of input, `shutdown`, SIGTERM and the death
+is a private duplicate of the original fd 1 (see stdio.py: fd 1 itself points at stderr,
+so stray prints can never corrupt the stream). End of input, `shutdown`, SIGTERM and the death
 of the parent all lead to a drained, prompt exit.
 """
 
@@ -13,17 +13,16 @@ import importlib
 import logging
 import os
 import signal
-import struct
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from .engine import DEFAULT_MAX_CONCURRENCY, Engine, EngineConfig
-from .errors import FrameTooLarge, ShuttingDown, TruncatedFrame
-from .wire.framing import DEFAULT_MAX_FRAME, FrameReader, Oversized, write_all
+from ..engine import Engine, EngineConfig
+from ..errors import FrameTooLarge, ShuttingDown, TruncatedFrame
+from ..wire.framing import FrameReader, Oversized, pack, pack_many, unpack_length, write_all
+from .config import ServeConfig
 
 log = logging.getLogger("dspex.serve")
 
@@ -33,33 +32,13 @@ EOF_GRACE_SECONDS = 0.5
 READ_CHUNK = 1 << 20
 
 
-@dataclass
-class ServeConfig:
-    mode: str = "standalone"
-    worker_id: str | None = None
-    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
-    max_frame_size: int = DEFAULT_MAX_FRAME
-    plugins: list[str] = field(default_factory=list)
-    record: str | None = None
-    control: str = "on"  # on | read-only | off
-    drain_timeout: float = 30.0
-    warm: bool = True
-    argv: list[str] = field(default_factory=list)
-    parent_pid: int | None = None  # noted at process start; None means "now"
-    # Per adapter, what it takes from the command line (DSPy: "startup_lm", the LMConfig of
-    # --lm / DSPEX_LM). Handed to each adapter's `configure_from_serve`.
-    adapter_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # Names of the adapters to serve; None serves every known one (DSPy, entry points, plugins').
-    adapters: list[str] | None = None
-
-
 class UnknownAdapter(ValueError):
     """`--adapters` named an adapter nobody provides."""
 
 
 def choose_adapters(names: list[str] | None) -> list[Any]:
     """Fresh instances of the named adapters (all known ones for None), in that order."""
-    from .adapters import default_adapters
+    from ..adapters import default_adapters
 
     known = default_adapters()
     if names is None:
@@ -72,34 +51,22 @@ def choose_adapters(names: list[str] | None) -> list[Any]:
     return [by_name[name] for name in names]
 
 
-def protect_stdout() -> int:
-    """Moves the protocol channel off fd 1 and points fd 1 at stderr.
-
-    Must run before any library is imported: from then on print(), sys.stdout and even
-    os.write(1, ...) land on stderr, and only the returned fd carries frames.
-    """
-    protocol_fd = os.dup(1)
-    os.dup2(2, 1)
-    os.set_inheritable(protocol_fd, False)
-    return protocol_fd
-
-
-def configure_logging(level: str | None) -> None:
+def configure_logging(level: str) -> None:
+    """Logs to stderr at `level` (ServeConfig.log_level); unknown names mean warning."""
     # Every record of every library (LiteLLM logs prompts at debug level) and every stray
     # write to the console pass the secret scrubber first.
-    from .redact import install_output_scrubbing
+    from ..redact import install_output_scrubbing
 
     install_output_scrubbing()
-    name = (level or os.environ.get("DSPEX_LOG_LEVEL") or "warning").upper()
-    logging.basicConfig(stream=sys.stderr, level=getattr(logging, name, logging.WARNING),
+    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level.upper(), logging.WARNING),
                         format="%(asctime)s dspex[%(process)d] %(levelname)s %(name)s: %(message)s")
 
 
 def load_plugins(names: list[str]) -> list[str]:
-    """Imports plugin modules (their @command decorators register on import)."""
-    from_env = [n.strip() for n in os.environ.get("DSPEX_PLUGINS", "").split(",") if n.strip()]
+    """Imports plugin modules (ServeConfig.plugins: --plugin and DSPEX_PLUGINS); their
+    @command decorators and register_adapter calls take effect on import."""
     loaded = []
-    for name in [*names, *from_env]:
+    for name in names:
         if name not in loaded:
             importlib.import_module(name)
             loaded.append(name)
@@ -145,7 +112,7 @@ class Server:
         if batch is not None and threading.get_ident() == self._reader_ident:
             batch.append(payload)
             return
-        self._write(len(payload).to_bytes(4, "big") + payload, payload)
+        self._write(pack(payload), payload)
 
     def _write(self, data: bytes, single: bytes | None = None) -> None:
         try:
@@ -166,7 +133,7 @@ class Server:
     def _flush_batch(self) -> None:
         batch, self._batch = self._batch, None
         if batch:
-            self._write(b"".join([len(p).to_bytes(4, "big") + p for p in batch]))
+            self._write(pack_many(batch))
 
     def run(self) -> int:
         self._reader_ident = threading.get_ident()
@@ -180,7 +147,6 @@ class Server:
         # megabyte on every read, three syscalls and a page fault per ping.
         read_buffer = bytearray(READ_CHUNK)
         read_view = memoryview(read_buffer)
-        unpack_length = struct.Struct(">I").unpack_from
         while True:
             try:
                 count = os.readv(self.input_fd, [read_buffer])
@@ -292,17 +258,17 @@ class Server:
 
     def _start_extras(self) -> None:
         """Recording and the control socket, when enabled (see their own modules)."""
-        cassette = os.environ.get("DSPEX_REPLAY_CASSETTE")
+        cassette = self.config.replay_cassette
         if cassette:  # `dspex replay --worker` answers this worker's LM calls from a cassette
-            from .replay import install_cassette
+            from ..replay import install_cassette
             install_cassette(self.engine, cassette)
-        record = self.config.record or os.environ.get("DSPEX_RECORD")
+        record = self.config.record
         if record:
-            from .record.recorder import start_recording
+            from ..record.recorder import start_recording
             self.exit_hooks.append(start_recording(self.engine, record, stream_taps=self.stream_taps))
         if self.config.control != "off":
             try:
-                from .control import start_control_server
+                from ..control import start_control_server
             except ImportError:
                 return
             self.exit_hooks.append(start_control_server(self.engine, read_only=self.config.control == "read-only"))
