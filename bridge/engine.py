@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from orjson import JSONDecodeError
 
-from .errors import (BridgeError, InvalidArguments, InvalidRequest, Overloaded,
-                     SerializationFailed, ShuttingDown)
+from .errors import BridgeError, InvalidRequest, Overloaded, ShuttingDown
 from .redact import TooDeep, holds_known_secret, remember_environment_secrets, scrub_values
 from .registry import REGISTRY, CommandSpec, Registry
+from .context import Context, Inflight, OnceReply, session_of
 from .scheduler import SessionScheduler
-from .sessions import ANONYMOUS, Session, SessionStore
+from .stats import Stats
+from .sessions import SessionStore
 from .wire import codec, messages
 from .wire.messages import RejectedRequest, describe_error, short_repr
 
@@ -66,128 +67,6 @@ class EngineConfig:
     argv: list[str] = field(default_factory=list)
     recent_frames: int = 200
     recent_lm_calls: int = 100
-
-
-@dataclass
-class Inflight:
-    """One request being worked on; what `inspect inflight` shows."""
-
-    request_id: Any
-    command: str
-    session_id: str
-    started: float  # monotonic
-    cancel: threading.Event
-
-
-class Stats:
-    """Counters for get_stats and inspect. One lock: requests finish on many threads."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.command_count = 0
-        self.error_count = 0
-        self.protocol_errors = 0
-        self.by_command: Counter[str] = Counter()
-        self.errors_by_type: Counter[str] = Counter()
-        self.lm_calls = 0
-        self.usage: Counter[str] = Counter()
-
-    def count_command(self, name: str) -> None:
-        # No lock: only the thread that submits requests (the reader, in a worker)
-        # counts commands, and this runs for every ping, where a lock is a measurable cost.
-        self.command_count += 1
-        self.by_command[name] += 1
-
-    def count_error(self, error_type: str, protocol: bool = False) -> None:
-        with self._lock:
-            self.error_count += 1
-            self.errors_by_type[error_type] += 1
-            if protocol:
-                self.protocol_errors += 1
-
-    def count_lm_call(self, usage: dict[str, Any]) -> None:
-        with self._lock:
-            self.lm_calls += 1
-            for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
-                value = usage.get(key)
-                if isinstance(value, int):
-                    self.usage[key] += value
-
-    def reset(self) -> tuple[int, int]:
-        with self._lock:
-            commands, errors = self.command_count, self.error_count
-            self.command_count = self.error_count = self.protocol_errors = 0
-            self.by_command.clear()
-            self.errors_by_type.clear()
-            return commands, errors
-
-
-class OnceReply:
-    """The reply channel of one accepted request: lets exactly one reply through.
-
-    A drain that gives up on a request answers it with an error; the real reply, should
-    the handler finish later, must then be dropped, never sent as a second answer.
-    """
-
-    __slots__ = ("request_id", "send", "_lock", "answered")
-
-    def __init__(self, request_id: Any, send: Send) -> None:
-        self.request_id = request_id
-        self.send = send
-        self._lock = threading.Lock()
-        self.answered = False
-
-    def claim(self) -> bool:
-        """True for the first reply only."""
-        with self._lock:
-            if self.answered:
-                return False
-            self.answered = True
-            return True
-
-
-class Context:
-    """What a handler gets besides its args: the engine, its session, its request."""
-
-    __slots__ = ("engine", "request_id", "command", "session_id", "cancel", "started")
-
-    def __init__(self, engine: Engine, request_id: Any, command: str, session_id: str,
-                 cancel: threading.Event | None = None) -> None:
-        self.engine = engine
-        self.request_id = request_id
-        self.command = command
-        self.session_id = session_id
-        self.cancel = cancel or threading.Event()
-        self.started = time.monotonic()
-
-    @property
-    def session(self) -> Session:
-        """The request's session, created on first use."""
-        session = self.engine.sessions.get(self.session_id)
-        session.touch()
-        return session
-
-
-
-MAX_SESSION_ID = 256
-
-
-def session_of(args: dict[str, Any]) -> str:
-    """The namespace a request belongs to; "anonymous" when it names none.
-
-    Strings and integers only (Elixir sends one or the other), of bounded length: the id
-    becomes a key of tables the worker keeps.
-    """
-    value = args.get("session_id")
-    if value is None or value == "":
-        return ANONYMOUS
-    if type(value) is str:
-        if len(value) > MAX_SESSION_ID:
-            raise InvalidArguments(f"'session_id' is longer than {MAX_SESSION_ID} characters")
-        return value
-    if type(value) is int:
-        return str(value)
-    raise InvalidArguments(f"'session_id' must be a string or an integer, got {type(value).__name__}")
 
 
 class Engine:

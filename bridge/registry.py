@@ -7,9 +7,7 @@ same `@command` decorator the built-in DSPy commands use.
 
 from __future__ import annotations
 
-import difflib
 import functools
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -225,6 +223,8 @@ class Registry:
         """
         if not isinstance(name, str) or len(name) > MAX_SUGGESTED_NAME:
             return None
+        import difflib  # only for a mistyped name: kept off the worker's start-up
+
         close = difflib.get_close_matches(name, list(self._aliases), n=1, cutoff=0.6)
         return close[0] if close else None
 
@@ -246,7 +246,8 @@ def command(name: str, *, args: tuple[Arg, ...] | list[Arg] = (), scheduling: st
         raise ValueError(f"{name}: tags must be non-empty strings")
 
     def decorate(handler: Handler) -> Handler:
-        doc = inspect.getdoc(handler) or ""
+        # The docstring's first line (inspect.getdoc would cost an import at every start).
+        doc = (handler.__doc__ or "").strip()
         spec = CommandSpec(
             name=name, handler=handler, summary=summary or (doc.splitlines()[0] if doc else name),
             args=tuple(args), scheduling=scheduling, aliases=tuple(aliases), read_only=read_only,

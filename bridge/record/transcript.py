@@ -21,7 +21,6 @@ leaves a usable transcript. Readers stream: nothing ever loads a whole file.
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import re
 import time
@@ -262,6 +261,8 @@ def transcript_file_for(path: str, worker_id: str, started: float) -> tuple[Path
 def request_key(normalised: dict[str, Any]) -> str:
     """The cassette key of an external call: a stable hash of its normalised request (the
     same request gives the same key on any machine; adapters normalise before calling)."""
+    import hashlib
+
     data = orjson.dumps(normalised, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
     return hashlib.sha256(data).hexdigest()[:32]
 

@@ -19,10 +19,8 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import orjson
 
 from ...redact import redact
-from ...record.transcript import request_key
 from .loader import load_dspy
 
 if TYPE_CHECKING:
@@ -40,6 +38,12 @@ def normalise_request(model: str, messages: Any, params: dict[str, Any]) -> dict
     """The parts of an LM request that determine its answer, JSON-safe."""
     kept = {k: params[k] for k in KEY_PARAMS if params.get(k) is not None}
     return {"model": model, "messages": _jsonable(messages), "params": _jsonable(kept)}
+
+
+def _cassette_key(request: dict[str, Any]) -> str:
+    from ...record.transcript import request_key  # on the first LM call, not at start-up
+
+    return request_key(request)
 
 
 def _jsonable(value: Any) -> Any:
@@ -77,7 +81,7 @@ def _observer_class() -> type:
             usage = _last_usage(dspy, request.get("model"))
             record = {
                 "call_id": call_id, "request_id": ctx.request_id, "session_id": ctx.session_id,
-                "command": ctx.command, "key": request_key(request) if request else None,
+                "command": ctx.command, "key": _cassette_key(request) if request else None,
                 "model": request.get("model"), "request": redact(request),
                 "response": None if exception else {"outputs": _jsonable(outputs), "usage": usage},
                 "error": None if exception is None else f"{type(exception).__name__}: {exception}",

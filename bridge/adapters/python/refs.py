@@ -9,8 +9,8 @@ A `{"ref": "r-…"}` anywhere in a request's args stands for the object it names
 from __future__ import annotations
 
 import math
+import os
 import reprlib
-import secrets
 import threading
 import time
 import types
@@ -93,7 +93,7 @@ class RefTable:
         return len(self._refs)
 
     def add(self, value: Any) -> Ref:
-        ref = Ref(f"r-{secrets.token_hex(8)}", value, type_name(value), short_repr(value))
+        ref = Ref(f"r-{os.urandom(8).hex()}", value, type_name(value), short_repr(value))
         with self._lock:
             if len(self._refs) >= MAX_REFS_PER_SESSION:
                 raise LimitExceeded(f"This session already holds {MAX_REFS_PER_SESSION} Python references; "

@@ -1,0 +1,97 @@
+"""What one request carries through the engine: its context, its in-flight entry, and
+the once-only reply channel a drain relies on."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .errors import InvalidArguments
+from .sessions import ANONYMOUS, Session
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+Send = Callable[[bytes], None]
+
+
+@dataclass
+class Inflight:
+    """One request being worked on; what `inspect inflight` shows."""
+
+    request_id: Any
+    command: str
+    session_id: str
+    started: float  # monotonic
+    cancel: threading.Event
+
+
+class OnceReply:
+    """The reply channel of one accepted request: lets exactly one reply through.
+
+    A drain that gives up on a request answers it with an error; the real reply, should
+    the handler finish later, must then be dropped, never sent as a second answer.
+    """
+
+    __slots__ = ("request_id", "send", "_lock", "answered")
+
+    def __init__(self, request_id: Any, send: Send) -> None:
+        self.request_id = request_id
+        self.send = send
+        self._lock = threading.Lock()
+        self.answered = False
+
+    def claim(self) -> bool:
+        """True for the first reply only."""
+        with self._lock:
+            if self.answered:
+                return False
+            self.answered = True
+            return True
+
+
+class Context:
+    """What a handler gets besides its args: the engine, its session, its request."""
+
+    __slots__ = ("engine", "request_id", "command", "session_id", "cancel", "started")
+
+    def __init__(self, engine: Engine, request_id: Any, command: str, session_id: str,
+                 cancel: threading.Event | None = None) -> None:
+        self.engine = engine
+        self.request_id = request_id
+        self.command = command
+        self.session_id = session_id
+        self.cancel = cancel or threading.Event()
+        self.started = time.monotonic()
+
+    @property
+    def session(self) -> Session:
+        """The request's session, created on first use."""
+        session = self.engine.sessions.get(self.session_id)
+        session.touch()
+        return session
+
+
+
+MAX_SESSION_ID = 256
+
+
+def session_of(args: dict[str, Any]) -> str:
+    """The namespace a request belongs to; "anonymous" when it names none.
+
+    Strings and integers only (Elixir sends one or the other), of bounded length: the id
+    becomes a key of tables the worker keeps.
+    """
+    value = args.get("session_id")
+    if value is None or value == "":
+        return ANONYMOUS
+    if type(value) is str:
+        if len(value) > MAX_SESSION_ID:
+            raise InvalidArguments(f"'session_id' is longer than {MAX_SESSION_ID} characters")
+        return value
+    if type(value) is int:
+        return str(value)
+    raise InvalidArguments(f"'session_id' must be a string or an integer, got {type(value).__name__}")
