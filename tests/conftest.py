@@ -1,39 +1,21 @@
-"""Shared fixtures: the local OpenAI-compatible server and worker subprocesses."""
+"""pytest fixtures: the local OpenAI-compatible server and worker subprocesses. Plain
+helpers (paths, worker_env, ok, wait_for) live in fixtures.py."""
 
 from __future__ import annotations
 
-import os
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from fixtures import ROOT, wait_for, worker_env  # noqa: E402  (the suite's shared helpers)
 from openai_server import LocalOpenAIServer  # noqa: E402
 
 from bridge.wire.client import WorkerClient, dspex_serve_argv  # noqa: E402
-
-# Nothing in the suite may reach the internet: DSPy's price-list download is off,
-# and no provider key from the developer's shell leaks into tests.
-os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
-for _name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
-    os.environ.pop(_name, None)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
-    """Polls until predicate() is truthy and returns its value; fails the test on timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture
@@ -56,23 +38,6 @@ def openai_server() -> Iterator[LocalOpenAIServer]:
 def lm_args(openai_server: LocalOpenAIServer) -> dict[str, str]:
     """configure_lm args that point DSPy's real HTTP client at the local server."""
     return {"model": "openai/local-model", "api_base": openai_server.base_url, "api_key": "sk-test-secret-123456"}
-
-
-def worker_env(*import_paths: Path, **extra: str) -> dict[str, str]:
-    """The environment of a worker subprocess: this checkout (and any extra folders, such
-    as the test plugins) importable, info logs, plus `extra` variables."""
-    env = dict(os.environ)
-    paths = [*(str(p) for p in import_paths), str(ROOT)]
-    env["PYTHONPATH"] = os.pathsep.join(paths) + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("DSPEX_LOG_LEVEL", "info")
-    env.update(extra)
-    return env
-
-
-def ok(reply: dict[str, Any]) -> dict[str, Any]:
-    """The result of a successful reply; fails the test with the reply otherwise."""
-    assert reply["success"] is True, reply
-    return reply["result"]
 
 
 @pytest.fixture

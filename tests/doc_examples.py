@@ -2,7 +2,7 @@
 
 Every fence of a checked page is preceded (on the line just above it) by one of:
 
-    <!-- doc-test: KIND NAME -->     a test runs it; KIND NAME says which runner (tests/test_docs*.py)
+    <!-- doc-test: KIND NAME -->     a test runs it; KIND NAME says which runner (tests/integration/test_docs*.py)
     <!-- not-a-test: REASON -->      it cannot run as written, and REASON says why
 
 so the tests can tell a fence nobody runs from one that is deliberately left out.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from conftest import ROOT
+from fixtures import ROOT
 
 DOCS = ROOT / "docs"
 FENCE_OPEN = re.compile(r"^```(\S*)\s*$")

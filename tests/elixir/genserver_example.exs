@@ -3,7 +3,7 @@
 # Usage:
 #   elixir tests/elixir/genserver_example.exs BLOCKS_DIR [--slow-api-base URL]
 #
-# BLOCKS_DIR holds the page's blocks, cut out of the page by tests/test_docs_elixir.py:
+# BLOCKS_DIR holds the page's blocks, cut out of the page by tests/integration/test_docs_elixir.py:
 # runtime.exs, plain_port.exs, genserver.ex, application.ex, usage.exs. DSPEX_EXECUTABLE
 # names the dspex console script. With --slow-api-base (tests/openai_server.py), a call
 # in flight when the worker is killed must get {:error, "worker_exited", _}.
