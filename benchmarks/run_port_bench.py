@@ -76,7 +76,7 @@ def bench_env() -> dict[str, str]:
 
 def precompile() -> None:
     """Imports what a worker ever imports, so each module's bytecode is in the cache."""
-    code = ("import bridge.engine, bridge.adapters, bridge.control, bridge.recording, dspex_cli.main, "
+    code = ("import bridge.engine, bridge.adapters, bridge.control, bridge.record.recorder, bridge.serve.server, dspex_cli.main, "
             "dspex_cli.serve_cmd, dspy, litellm, orjson")
     subprocess.run([sys.executable, "-c", code], cwd=str(ROOT), env=bench_env(), check=True,
                    stdout=subprocess.DEVNULL)
