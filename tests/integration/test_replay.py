@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import subprocess
 import sys
 import threading
@@ -184,20 +186,10 @@ def test_worker_target_replays_through_real_framing(base_transcript: Path, tmp_p
     assert [m.path for m in failed.mismatches] == ["result.outputs.answer"]
 
 
-def test_one_sessions_requests_wait_for_each_other_others_overlap(tmp_path: Path) -> None:
-    """In the recording, 1 and 2 (session s) and 3 (session t) were all in flight together."""
-    path = tmp_path / "order.jsonl"
-    with TranscriptWriter(path, make_header(mode="standalone", worker_id="w", argv=[])) as writer:
-        writer.frame("in", 1, {"id": 1, "command": "slow", "args": {"session_id": "s"}})
-        writer.frame("in", 2, {"id": 2, "command": "fast", "args": {"session_id": "s"}})
-        writer.frame("in", 3, {"id": 3, "command": "fast", "args": {"session_id": "t"}})
-        for rid in (1, 2, 3):
-            writer.frame("out", 10 + rid, {"id": rid, "success": True, "result": {}})
-        writer.frame("in", 20, {"id": 4, "command": "fast", "args": {"session_id": "t"}})
-        writer.frame("out", 21, {"id": 4, "success": True, "result": {}})
-    log: list[str] = []
-
-    def submit(payload: bytes, send) -> None:
+def _logging_target(log: list[str]) -> Callable[[bytes, Callable[[bytes], None]], None]:
+    """A replay target that answers each request on its own thread ("slow" ones after
+    200 ms) and logs when each was sent and answered, to check the replay's order."""
+    def submit(payload: bytes, send: Callable[[bytes], None]) -> None:
         request = orjson.loads(payload)
         rid = request["id"]
         log.append(f"sent {rid}")
@@ -210,6 +202,22 @@ def test_one_sessions_requests_wait_for_each_other_others_overlap(tmp_path: Path
 
         threading.Thread(target=answer).start()
 
+    return submit
+
+
+def test_one_sessions_requests_wait_for_each_other_others_overlap(tmp_path: Path) -> None:
+    """In the recording, 1 and 2 (session s) and 3 (session t) were all in flight together."""
+    path = tmp_path / "order.jsonl"
+    with TranscriptWriter(path, make_header(mode="standalone", worker_id="w", argv=[])) as writer:
+        writer.frame("in", 1, {"id": 1, "command": "slow", "args": {"session_id": "s"}})
+        writer.frame("in", 2, {"id": 2, "command": "fast", "args": {"session_id": "s"}})
+        writer.frame("in", 3, {"id": 3, "command": "fast", "args": {"session_id": "t"}})
+        for rid in (1, 2, 3):
+            writer.frame("out", 10 + rid, {"id": rid, "success": True, "result": {}})
+        writer.frame("in", 20, {"id": 4, "command": "fast", "args": {"session_id": "t"}})
+        writer.frame("out", 21, {"id": 4, "success": True, "result": {}})
+    log: list[str] = []
+    submit = _logging_target(log)
     result = replay_transcript(str(path), submit=submit)
     assert result.ok, result.mismatches
     # 2 waits for 1 (same session); 3 overlaps 1; 4 waits for every reply recorded before it.
@@ -229,20 +237,7 @@ def test_a_worker_wide_command_waits_for_every_held_back_request(tmp_path: Path)
         for rid in (1, 2, 3):
             writer.frame("out", 10 + rid, {"id": rid, "success": True, "result": {}})
     log: list[str] = []
-
-    def submit(payload: bytes, send) -> None:
-        request = orjson.loads(payload)
-        rid = request["id"]
-        log.append(f"sent {rid}")
-
-        def answer() -> None:
-            if request["command"] == "slow":
-                time.sleep(0.2)
-            log.append(f"replied {rid}")
-            send(orjson.dumps({"id": rid, "success": True, "result": {}}))
-
-        threading.Thread(target=answer).start()
-
+    submit = _logging_target(log)
     result = replay_transcript(str(path), submit=submit)
     assert result.ok and result.requests == 3, result.mismatches
     assert log.index("sent 2") > log.index("replied 1")
