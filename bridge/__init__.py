@@ -6,7 +6,8 @@ package is cheap: DSPy is loaded only when a command needs it.
 
 from .adapter import Adapter
 from .adapters import register_adapter
-from .engine import Context, Engine, EngineConfig, catalog
+from .catalog import catalog
+from .engine import Context, Engine, EngineConfig
 from .errors import BridgeError
 from .registry import REGISTRY, Arg, command
 

@@ -7,6 +7,7 @@ replies through the adapters' hooks (see bridge.adapter.Adapter).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .adapter import session_states
@@ -17,6 +18,15 @@ from .registry import (BUILDS_STATE, CLEARS_SESSIONS, DROPS_SESSION, LISTS_SESSI
 from .system import memory_usage
 
 COMMANDS = Registry()
+
+
+def _from_adapters(engine: Any, hook: Callable[[Any, list[Any]], dict[str, Any]],
+                   sessions: list[Any] | None = None) -> dict[str, Any]:
+    """The reply fields every adapter contributes, each given its slot of every session."""
+    fields: dict[str, Any] = {}
+    for adapter in engine.adapters:
+        fields.update(hook(adapter, session_states(engine, adapter, sessions)))
+    return fields
 
 
 # The contract allows any args on a ping, so none is type-checked: a pool sending
@@ -60,19 +70,15 @@ def get_stats(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
         "mode": engine.config.mode,
         "worker_id": engine.worker_id,
     }
-    for adapter in engine.adapters:
-        reply.update(adapter.stats_fields(session_states(engine, adapter)))
+    reply.update(_from_adapters(engine, lambda adapter, states: adapter.stats_fields(states)))
     return reply
 
 
 @command("cleanup", destructive=True, scheduling="global", registry=COMMANDS, tags={CLEARS_SESSIONS})
 def cleanup(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Drops what every adapter holds in every session (the standalone bridge's farewell)."""
-    engine = ctx.engine
-    reply: dict[str, Any] = {"status": "cleaned"}
-    for adapter in engine.adapters:
-        reply.update(adapter.on_cleanup(session_states(engine, adapter)))
-    return reply
+    return {"status": "cleaned",
+            **_from_adapters(ctx.engine, lambda adapter, states: adapter.on_cleanup(states))}
 
 
 @command("reset_state", destructive=True, scheduling="global", registry=COMMANDS, tags={RESETS_WORKER})
@@ -80,9 +86,8 @@ def reset_state(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Drops all sessions and what adapters hold, and zeroes the counters."""
     engine = ctx.engine
     dropped = engine.sessions.clear()
-    reply: dict[str, Any] = {"status": "reset"}
-    for adapter in engine.adapters:
-        reply.update(adapter.on_reset(session_states(engine, adapter, dropped)))
+    reply: dict[str, Any] = {"status": "reset",
+                             **_from_adapters(engine, lambda adapter, states: adapter.on_reset(states), dropped)}
     commands, errors = engine.stats.reset()
     reply.update({"sessions_cleared": len(dropped), "commands_reset": commands, "errors_reset": errors})
     return reply

@@ -22,9 +22,10 @@ import orjson
 from orjson import JSONDecodeError
 
 from .errors import BridgeError, InvalidRequest, Overloaded, ShuttingDown
-from .redact import TooDeep, holds_known_secret, remember_environment_secrets, scrub_values
+from .redact import holds_known_secret, remember_environment_secrets
 from .registry import REGISTRY, CommandSpec, Registry
 from .context import Context, Inflight, OnceReply, session_of
+from .catalog import build_registry
 from .scheduler import SessionScheduler
 from .stats import Stats
 from .sessions import SessionStore
@@ -313,7 +314,7 @@ class Engine:
         if holds_known_secret(data):
             # A handler's reply quotes a configured key (an LM that echoes headers, a key
             # used as input): masked here, the one door every handled reply goes through.
-            data = _scrubbed_reply(data)
+            data = messages.scrubbed_reply(data)
         if type(send) is OnceReply:
             if not send.claim():  # already answered by a drain that gave up on it
                 log.info("late reply to request %r dropped: it was already answered", send.request_id)
@@ -397,39 +398,3 @@ class Engine:
     def close(self, wait: bool = False) -> None:
         self.cancel_all()
         self.executor.shutdown(wait=wait, cancel_futures=True)
-
-
-def _scrubbed_reply(data: bytes) -> bytes:
-    """A reply with every registered secret value masked, except in its id: the client
-    matches replies by id, which must come back exactly as sent."""
-    reply = codec.decode_reply(data)
-    rest = {key: value for key, value in reply.items() if key != "id"}
-    try:
-        cleaned = {"id": reply.get("id"), **scrub_values(rest)}
-    except TooDeep:
-        cleaned = messages.error_reply(reply.get("id"), "serialization_error",
-                                       "Reply nested too deeply to be checked for secrets")
-    return codec.encode(cleaned)
-
-
-def build_registry(adapters: Iterable[Adapter], extra: Registry | None = None) -> Registry:
-    """The commands an engine serves: the core's, each adapter's, then `extra`'s
-    (plugins' commands). Also what `dspex commands`, completion and docs list."""
-    from .core_commands import COMMANDS as CORE
-
-    registry = Registry()
-    for spec in CORE.specs():
-        registry.add(spec)
-    for adapter in adapters:
-        for spec in adapter.commands():
-            registry.add(spec)
-    for spec in (REGISTRY if extra is None else extra).specs():
-        registry.add(spec)
-    return registry
-
-
-def catalog() -> Registry:
-    """Every command a default worker would serve (for help, completion and docs)."""
-    from .adapters import default_adapters
-
-    return build_registry(default_adapters())

@@ -70,7 +70,7 @@ def drop_redacted(frame: Any) -> Any:
 
 @functools.cache
 def _catalog() -> Any:
-    from ..engine import catalog
+    from ..catalog import catalog
 
     return catalog()
 

@@ -175,4 +175,17 @@ def describe_error(exc: BaseException) -> tuple[str, str, dict[str, Any] | None]
 
 __all__ = ["MAX_ERROR_TEXT", "RejectedRequest", "Request", "describe_error", "encode_or_error", "error_reply",
            "error_reply_for", "event", "is_reply", "parse_request", "reply", "request", "safe_text",
-           "short_repr", "usable_id"]
+           "scrubbed_reply", "short_repr", "usable_id"]
+
+
+def scrubbed_reply(data: bytes) -> bytes:
+    """A reply with every registered secret value masked, except in its id: the client
+    matches replies by id, which must come back exactly as sent."""
+    reply = codec.decode_reply(data)
+    rest = {key: value for key, value in reply.items() if key != "id"}
+    try:
+        cleaned = {"id": reply.get("id"), **scrub_values(rest)}
+    except TooDeep:
+        cleaned = error_reply(reply.get("id"), "serialization_error",
+                                       "Reply nested too deeply to be checked for secrets")
+    return codec.encode(cleaned)

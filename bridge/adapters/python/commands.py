@@ -34,6 +34,19 @@ def _table(ctx: Context, adapter: PythonAdapter) -> RefTable:
     return ctx.session.slot(adapter).refs  # type: ignore[no-any-return]
 
 
+def _reach(args: dict[str, Any], ctx: Context, name_key: str) -> tuple[PythonAdapter, RefTable, Any, str]:
+    """What a request reaches: the target, then its attribute `args[name_key]` if given;
+    with the adapter, the session's references and how to name it in messages."""
+    adapter = _adapter(ctx)
+    table = _table(ctx, adapter)
+    target, shown = _target(args, ctx, adapter, table)
+    name = args.get(name_key)
+    if name is not None:
+        target = public_attribute(target, name, adapter.allow, shown)
+        shown = f"{shown}.{name}"
+    return adapter, table, target, shown
+
+
 def _target(args: dict[str, Any], ctx: Context, adapter: PythonAdapter, table: RefTable) -> tuple[Any, str]:
     """The object a request's target names, and how to name it in messages."""
     target = args.get("target")
@@ -56,13 +69,7 @@ def _target(args: dict[str, Any], ctx: Context, adapter: PythonAdapter, table: R
 ))
 def python_call(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Calls an allowed function, class or method; a result that is not JSON comes back as a reference."""
-    adapter = _adapter(ctx)
-    table = _table(ctx, adapter)
-    target, shown = _target(args, ctx, adapter, table)
-    method = args.get("method")
-    if method is not None:
-        target = public_attribute(target, method, adapter.allow, shown)
-        shown = f"{shown}.{method}"
+    adapter, table, target, shown = _reach(args, ctx, "method")
     if not callable(target):
         raise InvalidArguments(f"{shown} is a {type(target).__qualname__}, which cannot be called "
                                "(python.get reads attributes)")
@@ -85,13 +92,7 @@ def python_call(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
 ))
 def python_get(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Reads an attribute of an allowed module or of a reference."""
-    adapter = _adapter(ctx)
-    table = _table(ctx, adapter)
-    target, shown = _target(args, ctx, adapter, table)
-    attribute = args.get("attribute")
-    if attribute is not None:
-        target = public_attribute(target, attribute, adapter.allow, shown)
-        shown = f"{shown}.{attribute}"
+    adapter, table, target, shown = _reach(args, ctx, "attribute")
     return to_reply(target, table, adapter.allow, shown)
 
 
