@@ -21,4 +21,6 @@ fi
 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[test]"
 # The suite must never reach the internet (DSPy's price list download is off too).
 export LITELLM_LOCAL_MODEL_COST_MAP=True
+# CI also runs the tests marked slow (optimizers); a developer's default run skips them.
+if [ -n "${CI:-}" ]; then export DSPEX_SLOW=1; fi
 exec python3 -m pytest -q "$@"

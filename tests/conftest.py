@@ -18,6 +18,22 @@ from openai_server import LocalOpenAIServer  # noqa: E402
 from bridge.wire.client import WorkerClient, dspex_serve_argv  # noqa: E402
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true", help="also run tests marked slow (CI does)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Long tests (optimizers) run in CI and with --slow; the default suite stays short."""
+    import os
+
+    if config.getoption("--slow") or os.environ.get("DSPEX_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: run with --slow or DSPEX_SLOW=1 (CI runs it)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def runtime(tmp_path: Path) -> Path:
     """A private XDG_RUNTIME_DIR per test, so tests never see each other's workers."""
