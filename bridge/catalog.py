@@ -18,9 +18,10 @@ def build_registry(adapters: Iterable[Adapter], extra: Registry | None = None) -
     """The commands an engine serves: the core's, each adapter's, then `extra`'s
     (plugins' commands). Also what `dspex commands`, completion and docs list."""
     from .core_commands import COMMANDS as CORE
+    from .jobs import COMMANDS as JOBS
 
     registry = Registry()
-    for spec in CORE.specs():
+    for spec in (*CORE.specs(), *JOBS.specs()):
         registry.add(spec)
     for adapter in adapters:
         for spec in adapter.commands():

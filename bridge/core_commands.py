@@ -77,8 +77,15 @@ def get_stats(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
 @command("cleanup", destructive=True, scheduling="global", registry=COMMANDS, tags={CLEARS_SESSIONS})
 def cleanup(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Drops what every adapter holds in every session (the standalone bridge's farewell)."""
-    return {"status": "cleaned",
-            **_from_adapters(ctx.engine, lambda adapter, states: adapter.on_cleanup(states))}
+    reply = {"status": "cleaned", **_from_adapters(ctx.engine, lambda adapter, states: adapter.on_cleanup(states))}
+    return _with_cancelled_jobs(reply, ctx.engine.jobs.cancel_all())
+
+
+def _with_cancelled_jobs(reply: dict[str, Any], cancelled: int) -> dict[str, Any]:
+    # Only when there were any: the replies of clients that never start jobs stay as they were.
+    if cancelled:
+        reply["jobs_cancelled"] = cancelled
+    return reply
 
 
 @command("reset_state", destructive=True, scheduling="global", registry=COMMANDS, tags={RESETS_WORKER})
@@ -86,11 +93,12 @@ def reset_state(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Drops all sessions and what adapters hold, and zeroes the counters."""
     engine = ctx.engine
     dropped = engine.sessions.clear()
+    cancelled = engine.jobs.cancel_all()
     reply: dict[str, Any] = {"status": "reset",
                              **_from_adapters(engine, lambda adapter, states: adapter.on_reset(states), dropped)}
     commands, errors = engine.stats.reset()
     reply.update({"sessions_cleared": len(dropped), "commands_reset": commands, "errors_reset": errors})
-    return reply
+    return _with_cancelled_jobs(reply, cancelled)
 
 
 @command("cleanup_session", destructive=True, registry=COMMANDS, tags={DROPS_SESSION},
@@ -106,7 +114,8 @@ def cleanup_session(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     for adapter in engine.adapters:
         state = dropped.state.get(adapter.name) if dropped is not None else None
         reply.update(adapter.on_cleanup_session(state if state is not None else adapter.new_session_state()))
-    return reply
+    # No job is left running without an owner.
+    return _with_cancelled_jobs(reply, engine.jobs.cancel_session(session_id))
 
 
 @command("list_sessions", read_only=True, scheduling="inline", registry=COMMANDS, tags={LISTS_SESSIONS})

@@ -115,6 +115,9 @@ class Engine:
         # Replay installs this to answer LM calls from a cassette instead of the network.
         self.lm_responder: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
         self.shutting_down = threading.Event()
+        from .jobs import JobTable  # here, not at import: engine <- jobs <- context
+
+        self.jobs = JobTable(self)
         self.on_shutdown: Callable[[], None] | None = None
         for adapter in self.adapters:
             adapter.bind(self)
@@ -397,4 +400,5 @@ class Engine:
 
     def close(self, wait: bool = False) -> None:
         self.cancel_all()
+        self.jobs.cancel_all()
         self.executor.shutdown(wait=wait, cancel_futures=True)

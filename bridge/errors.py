@@ -78,3 +78,9 @@ class Overloaded(BridgeError):
     """More requests are queued than the worker accepts; the client should retry later."""
 
     error_type = "overloaded"
+
+
+class JobNotFound(BridgeError):
+    """get_job/cancel_job of an id this worker never started, or forgot (after 10 min)."""
+
+    error_type = "job_not_found"

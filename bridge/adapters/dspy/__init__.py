@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dspex.dspy")
 
+# The modules whose commands this adapter serves (each adds to commands.COMMANDS).
+COMMAND_MODULES: tuple[str, ...] = ("commands",)
+
 # Program ids the worker makes up when create_program names none (replay maps them).
 GENERATED_PROGRAM_ID = re.compile(r"^program_[0-9a-f]{12}$")
 
@@ -54,8 +57,13 @@ class DSPyAdapter(Adapter):
         self.engine = engine
 
     def commands(self) -> Iterable[CommandSpec]:
+        import importlib
+
         from .commands import COMMANDS
 
+        # Each module registers its commands into commands.COMMANDS when imported.
+        for module in COMMAND_MODULES:
+            importlib.import_module(f"{__name__}.{module}")
         return COMMANDS.specs()
 
     # -- state of a request --------------------------------------------------------------

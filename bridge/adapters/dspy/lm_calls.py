@@ -52,9 +52,10 @@ def _jsonable(value: Any) -> Any:
     return to_jsonable_python(value, fallback=str)
 
 
-def make_observer(ctx: Context) -> Any:
-    """A DSPy callback that reports each LM call of this request to the engine."""
-    return _observer_class()(ctx)
+def make_observer(ctx: Context, on_call: Callable[[dict[str, Any]], None] | None = None) -> Any:
+    """A DSPy callback that reports each LM call of this request to the engine, and to
+    `on_call` (a job counting its own calls, tokens and cost) with the call's record."""
+    return _observer_class()(ctx, on_call)
 
 
 @functools.cache
@@ -63,8 +64,9 @@ def _observer_class() -> type:
     dspy = load_dspy()
 
     class LMCallObserver(dspy.utils.callback.BaseCallback):  # type: ignore[name-defined,misc]
-        def __init__(self, ctx: Context) -> None:
+        def __init__(self, ctx: Context, on_call: Callable[[dict[str, Any]], None] | None) -> None:
             self.ctx = ctx
+            self.on_call = on_call
             self.pending: dict[str, tuple[float, dict[str, Any]]] = {}
 
         def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
@@ -88,7 +90,10 @@ def _observer_class() -> type:
                 "latency_ms": round((time.monotonic() - started) * 1000, 3),
                 "usage": usage, "timestamp": time.time(),
             }
-            ctx.engine.record_lm_call(redact(record))
+            record = redact(record)
+            ctx.engine.record_lm_call(record)
+            if self.on_call is not None:
+                self.on_call(record)
 
     return LMCallObserver
 
@@ -178,3 +183,37 @@ def call_with_deadline(run: Callable[[], T], seconds: float | None) -> T:
     except FutureTimeout:
         raise DeadlineExceeded(f"timed out after {seconds:g} s (the LM timeout bounds the whole call, "
                                "retries included)") from None
+
+
+class LMCallRefused(Exception):
+    """An LM call that a cancelled request or job must not start."""
+
+
+def cancellable_lm(lm: Any, cancel: threading.Event) -> Any:
+    """A copy of `lm` that refuses every call once `cancel` is set.
+
+    DSPy swallows exceptions raised in callbacks, so a callback cannot stop a call; the
+    copy's class is a subclass of the LM's own, so DSPy's `isinstance(lm, BaseLM)` checks
+    hold, and the copies optimizers make of it (`lm.copy(...)`) keep refusing.
+    """
+    clone = lm.copy()
+    clone.__class__ = _cancellable_class(type(lm))
+    clone._dspex_cancel = cancel
+    return clone
+
+
+@functools.cache
+def _cancellable_class(base: type) -> type:
+    def refuse_if_cancelled(self: Any) -> None:
+        if self._dspex_cancel.is_set():
+            raise LMCallRefused("cancelled: no further LM calls start")
+
+    def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
+        refuse_if_cancelled(self)
+        return base.__call__(self, *args, **kwargs)
+
+    async def acall(self: Any, *args: Any, **kwargs: Any) -> Any:
+        refuse_if_cancelled(self)
+        return await base.acall(self, *args, **kwargs)
+
+    return type(f"Cancellable{base.__name__}", (base,), {"__call__": __call__, "acall": acall})
