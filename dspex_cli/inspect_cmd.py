@@ -58,13 +58,14 @@ def collect_overview(client: Any) -> dict[str, Any]:
     inflight = client.call("inflight")["inflight"]
     return {"pid": status["pid"], "worker_id": status["worker_id"], "mode": status["mode"],
             "uptime": status["uptime"], "status": status, "sessions": sessions, "programs": programs,
-            "inflight": inflight}
+            "inflight": inflight, "jobs": client.call("jobs")["jobs"]}
 
 
 def collect_dashboard(client: Any) -> dict[str, Any]:
     """One refresh of --watch."""
     return {"status": client.call("status"), "sessions": client.call("sessions")["sessions"],
             "inflight": client.call("inflight")["inflight"],
+            "jobs": client.call("jobs")["jobs"],
             "lm": client.call("lm", {"limit": 40, "preview": 60})["calls"]}
 
 
@@ -124,7 +125,7 @@ def inspect_workers(as_json: bool, env: Environment) -> int:
 def inspect_transcript(path: str, view: str | None, as_json: bool, limit: int, env: Environment) -> int:
     from bridge.record.transcript import TranscriptError
 
-    from dspex_cli.inspect_views import TRANSCRIPT_RENDERERS, transcript_overview
+    from dspex_cli.transcript_views import TRANSCRIPT_RENDERERS, transcript_overview
 
     if view is not None:
         view = TRANSCRIPT_ALIASES.get(view, view)

@@ -200,6 +200,33 @@ def inflight_table(inflight: list[dict[str, Any]]) -> RenderableType:
     return table
 
 
+def _progress(job: dict[str, Any]) -> str:
+    progress = job.get("progress") or {}
+    done, total = progress.get("done") or 0, progress.get("total")
+    if not total:
+        return str(done)
+    filled = min(10, round(10 * done / total))
+    return f"{'█' * filled}{'░' * (10 - filled)} {done}/{total}"
+
+
+def _score(value: Any) -> str:
+    return "-" if value is None else f"{value:.1f}" if isinstance(value, (int, float)) else str(value)
+
+
+def jobs_table(jobs: list[dict[str, Any]]) -> RenderableType:
+    table = _table("jobs", "job", "kind", "status", "session", "progress", "score", "best", "LM calls",
+                   "tokens", "cost", "elapsed", empty=None if jobs else "no jobs")
+    for j in jobs:
+        status = str(j.get("status"))
+        if j.get("error_type"):
+            status += f" ({j.get('error_type')})"
+        table.add_row(str(j.get("job_id")), str(j.get("kind")), status, str(j.get("session_id")),
+                      _progress(j), _score(j.get("score")), _score(j.get("best_score")),
+                      str(j.get("lm_calls", 0)), tokens(j.get("tokens")),
+                      f"${j.get('cost'):.4f}" if j.get("cost") else "-", duration(j.get("elapsed")))
+    return table
+
+
 def _frame_summary(entry: dict[str, Any]) -> str:
     frame = entry.get("frame")
     if entry.get("raw") is not None:
@@ -248,6 +275,7 @@ VIEW_RENDERERS = {
     "sessions": lambda data: sessions_table(data.get("sessions") or []),
     "programs": lambda data: programs_table(data.get("programs") or []),
     "inflight": lambda data: inflight_table(data.get("inflight") or []),
+    "jobs": lambda data: jobs_table(data.get("jobs") or []),
     "frames": lambda data: frames_table(data.get("frames") or []),
     "lm": lambda data: lm_table(data.get("calls") or []),
 }
@@ -261,9 +289,12 @@ def render_view(name: str, data: dict[str, Any]) -> RenderableType:
 
 
 def overview(snapshot: dict[str, Any]) -> RenderableType:
-    """`dspex inspect WORKER`: status, sessions, programs and in-flight work."""
-    return Group(status_view(snapshot["status"]), sessions_table(snapshot["sessions"]),
-                 programs_table(snapshot["programs"]), inflight_table(snapshot["inflight"]))
+    """`dspex inspect WORKER`: status, sessions, programs, in-flight work and jobs (if any)."""
+    parts = [status_view(snapshot["status"]), sessions_table(snapshot["sessions"]),
+             programs_table(snapshot["programs"]), inflight_table(snapshot["inflight"])]
+    if snapshot.get("jobs"):
+        parts.append(jobs_table(snapshot["jobs"]))
+    return Group(*parts)
 
 
 # -- the --watch dashboard ---------------------------------------------------------------------
@@ -297,6 +328,7 @@ def dashboard(snapshot: dict[str, Any], now: float | None = None) -> RenderableT
               subtitle=f"refreshed {clock(now or time.time())}  Ctrl-C to quit", subtitle_align="right"),
         sessions_table(sessions[:10], now),
         inflight_table(inflight[:10]),
+        *([jobs_table(snapshot["jobs"][:10])] if snapshot.get("jobs") else []),
         lm_summary,
         lm_table(calls[-5:], width=30),
     )
@@ -327,79 +359,3 @@ def follow_line(event: dict[str, Any]) -> Text:
     if kind == "dropped":
         return Text(f"{when}  … {data.get('count')} event(s) dropped (inspector too slow)", style="red")
     return Text.assemble(when, (f"  {kind} ", "blue"), one_line(data, 120))
-
-
-# -- transcripts ----------------------------------------------------------------------------------
-
-
-def transcript_summary(report: dict[str, Any]) -> RenderableType:
-    header = report.get("header") or {}
-    counts = report.get("counts") or {}
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column()
-    grid.add_row("file", str(report.get("path")))
-    grid.add_row("format", f"{header.get('format')} v{header.get('version')}")
-    grid.add_row("recorded", f"{header.get('created_at', '-')}  worker {header.get('worker_id')}  "
-                 f"mode {header.get('mode')}  pid {header.get('pid', '-')}")
-    versions = header.get("versions") or {}
-    if versions:
-        grid.add_row("versions", "  ".join(f"{k} {v}" for k, v in versions.items() if v))
-    grid.add_row("frames", f"{counts.get('frames_in', 0)} in, {counts.get('frames_out', 0)} out  "
-                 f"requests {counts.get('requests', 0)}  errors {counts.get('errors', 0)}  "
-                 f"unanswered {counts.get('unanswered', 0)}")
-    grid.add_row("LM calls", str(counts.get("lm_calls", 0)))
-    grid.add_row("duration", millis(report.get("duration_ms")))
-    grid.add_row("complete", "yes (clean end)" if report.get("complete") else
-                 "no end line (worker killed or still recording)" + (", torn last line" if report.get("torn") else ""))
-    return Panel(grid, title="transcript", title_align="left", box=box.ROUNDED, expand=False)
-
-
-def transcript_sessions_table(sessions: list[dict[str, Any]]) -> RenderableType:
-    table = _table("sessions", "session", "requests", "errors", "programs", "LM", "first", "last",
-                   empty=None if sessions else "no sessions")
-    for s in sessions:
-        table.add_row(str(s.get("session_id")), str(s.get("requests")), str(s.get("errors")),
-                      ", ".join(s.get("programs") or []) or "-", str(s.get("lm") or "-"),
-                      millis(s.get("first_ms")), millis(s.get("last_ms")))
-    return table
-
-
-def transcript_programs_table(programs: list[dict[str, Any]]) -> RenderableType:
-    table = _table("programs", "session", "program", "type", "signature", "runs", "errors", "mean",
-                   empty=None if programs else "no programs")
-    for p in programs:
-        table.add_row(str(p.get("session_id")), str(p.get("program_id")), str(p.get("program_type") or "-"),
-                      str(p.get("signature") or "-"), str(p.get("execution_count", 0)),
-                      str(p.get("error_count", 0)), millis(p.get("mean_latency_ms")))
-    return table
-
-
-def timeline_table(timeline: list[dict[str, Any]], width: int = 50) -> RenderableType:
-    table = _table("timeline", "at", "dir", "id", "command / outcome", "latency", "content",
-                   empty=None if timeline else "no frames")
-    for f in timeline:
-        if f.get("direction") == "in":
-            what = str(f.get("command") or "-")
-        elif f.get("success") is False:
-            what = f"error {f.get('error_type')}"
-        else:
-            what = "ok" if f.get("success") else str(f.get("error") or "-")
-        table.add_row(millis(f.get("offset_ms")), "→ in" if f.get("direction") == "in" else "← out",
-                      str(f.get("id", "-")), what,
-                      millis(f.get("latency_ms")) if f.get("latency_ms") is not None else "",
-                      one_line(f.get("summary") or "", width))
-    return table
-
-
-TRANSCRIPT_RENDERERS = {
-    "summary": transcript_summary,
-    "sessions": lambda r: transcript_sessions_table(r.get("sessions") or []),
-    "programs": lambda r: transcript_programs_table(r.get("programs") or []),
-    "timeline": lambda r: timeline_table(r.get("timeline") or []),
-    "lm": lambda r: lm_table(r.get("lm_calls") or []),
-}
-
-
-def transcript_overview(report: dict[str, Any]) -> RenderableType:
-    return Group(*(render(report) for render in TRANSCRIPT_RENDERERS.values()))

@@ -134,6 +134,14 @@ def _inflight(args: dict[str, Any], server: ControlServer) -> dict[str, Any]:
     return public({"inflight": work, "total": len(work)})
 
 
+@view("jobs", "jobs (evaluate, compile, batch): status, progress, scores, LM calls, tokens, cost, age")
+def _jobs(args: dict[str, Any], server: ControlServer) -> dict[str, Any]:
+    jobs = [job.view(with_result=False) for job in server.engine.jobs.all()]
+    jobs.sort(key=lambda j: (j["status"] != "running", -j["created_at"]))
+    return public({"jobs": jobs, "total": len(jobs),
+                   "running": sum(1 for j in jobs if j["status"] == "running")})
+
+
 @view("frames", "the last N frames in and out, decoded, redacted, long values cut")
 def _frames(args: dict[str, Any], server: ControlServer) -> dict[str, Any]:
     engine = server.engine

@@ -338,7 +338,7 @@ def test_control_requests_follow_the_wire_rules_and_echo_ids(start, runtime: Pat
         assert reply["id"] == 123456789012345678901234567890 and reply["success"] is True
         assert list(reply) == ["id", "success", "result", "timestamp"]
         names = list(reply["result"]["commands"])
-        assert names[:6] == ["status", "sessions", "inflight", "frames", "lm", "commands"]
+        assert names[:7] == ["status", "sessions", "inflight", "jobs", "frames", "lm", "commands"]
         assert "programs" in names and names[-2:] == ["subscribe", "exec"]
     finally:
         raw.close()

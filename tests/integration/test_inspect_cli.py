@@ -103,7 +103,7 @@ def test_worker_overview_by_pid_id_and_socket(busy_worker, runtime: Path, lm_arg
 
 
 def test_each_view_and_no_secret_anywhere(busy_worker, runtime: Path) -> None:
-    views = ("status", "sessions", "programs", "inflight", "frames", "lm")
+    views = ("status", "sessions", "programs", "inflight", "jobs", "frames", "lm")
     calls = [("busy-one", view, "--limit", "200") for view in views]
     # JSON of the other views is checked in test_control.py, in-process.
     json_views = ("status", "frames", "lm")

@@ -73,7 +73,7 @@ def test_a_planted_key_appears_on_no_surface(spawn_worker, openai_server, runtim
 
     pid = str(worker.pid)
     views = [inspect(runtime, pid)] + [inspect(runtime, pid, view) for view in
-                                       ("status", "sessions", "programs", "inflight", "frames", "lm")]
+                                       ("status", "sessions", "programs", "inflight", "jobs", "frames", "lm")]
     assert worker.close() == 0
     views += [inspect(runtime, str(record), view) for view in ("summary", "sessions", "programs", "timeline", "lm")]
 
