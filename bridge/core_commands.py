@@ -160,7 +160,8 @@ def get_session_data(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
 
 @command("update_session_data", registry=COMMANDS, tags={BUILDS_STATE}, args=(
     Arg("session_id", "string"),
-    Arg("operation", "string", help="set (default), delete, merge or clear"),
+    Arg("operation", "string", help="set (default), delete, merge or clear",
+        choices=("set", "delete", "merge", "clear")),
     Arg("key", "string"), Arg("value", "any"), Arg("data", "object", help="for merge"),
 ))
 def update_session_data(args: dict[str, Any], ctx: Context) -> dict[str, Any]:

@@ -64,6 +64,9 @@ class Arg:
     type: str = "any"
     required: bool = False
     help: str = ""
+    # The values completion offers and the docs list. The handler checks the value (it may
+    # accept other spellings, such as "ChainOfThought" for chain_of_thought).
+    choices: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.type not in _ARG_TYPES:

@@ -48,7 +48,8 @@ def commands_data() -> list[dict[str, Any]]:
     """Every registered command as plain data (what `dspex commands --json` prints)."""
     return [{"name": spec.name, "aliases": list(spec.aliases), "scheduling": spec.scheduling,
              "summary": spec.summary, "plugin": spec.plugin, "tags": sorted(spec.tags),
-             "args": [{"name": a.name, "type": a.type, "required": a.required, "help": a.help} for a in spec.args]}
+             "args": [{"name": a.name, "type": a.type, "required": a.required, "help": a.help,
+                       **({"choices": list(a.choices)} if a.choices else {})} for a in spec.args]}
             for spec in _specs()]
 
 

@@ -19,12 +19,6 @@ from prompt_toolkit.document import Document
 
 from .parsing import ParseError, command_for, registry
 
-VALUE_CHOICES = {
-    "program_type": ("predict", "chain_of_thought"),
-    "operation": ("set", "delete", "merge", "clear"),
-}
-
-
 class Known(Protocol):
     """What the console has learnt (the Shell provides it)."""
 
@@ -146,11 +140,12 @@ def _command_argument(command: str, typed: list[str], word: str, known: Known,
             options = sorted(known.sessions)
         elif key == "model":
             options = _models(known)
-        elif key in VALUE_CHOICES:
-            options = VALUE_CHOICES[key]
         else:
             arg = next((a for a in spec.args if a.name == key), None)
-            options = ("true", "false") if arg is not None and arg.type == "boolean" else ()
+            if arg is not None and arg.choices:  # declared on the command's Arg: the registry's list
+                options = arg.choices
+            else:
+                options = ("true", "false") if arg is not None and arg.type == "boolean" else ()
         return [Candidate(f"{key}={c.text}", word, c.meta) for c in _matching(value, options, key)]
     if word.startswith("{"):
         return []

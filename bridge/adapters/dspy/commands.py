@@ -175,7 +175,8 @@ _PROGRAM_ARGS = (
     Arg("id", "string", help="program id (generated when absent)"),
     Arg("signature", "string|object", required=True,
         help='DSPex map {name, inputs:[{name,type}], outputs:[...]} or "question -> answer: int"'),
-    Arg("program_type", "string", help="predict (default) or chain_of_thought"),
+    Arg("program_type", "string", help="predict (default) or chain_of_thought",
+        choices=("predict", "chain_of_thought")),
     Arg("demos", "array", help="few-shot examples: objects with input and output fields"),
     Arg("session_id", "string"),
 )
