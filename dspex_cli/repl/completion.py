@@ -112,6 +112,13 @@ def _meta_argument(name: str, position: int, word: str, known: Known) -> list[Ca
         if position == 0:
             return _matching(word, known.known_programs(), "program")
         return _files(word) if position == 1 else []
+    if kind == "program_then_optimizer":  # :compile PROGRAM OPTIMIZER TRAINFILE [option=value ...]
+        if position == 0:
+            return _matching(word, known.known_programs(), "program")
+        if position == 1:
+            optimizer = next((a for a in registry().get("compile_program").args if a.name == "optimizer"), None)
+            return _matching(word, optimizer.choices if optimizer is not None else (), "optimizer")
+        return _files(word) if position == 2 else []
     if kind == "model":
         if position == 0:
             return _matching(word, _models(known), "model")

@@ -262,35 +262,23 @@ def replay(ctx: MetaContext, argument: str) -> None:
     ctx.replay(argument)
 
 
-PROGRAM_FILE_FORMAT = "dspex-program"
-
-
 @meta("save", "PROGRAM [FILE]", complete="program_then_file")
 def save(ctx: MetaContext, argument: str) -> None:
-    """Saves a program's description (its program_data) to a JSON file (default PROGRAM.json)."""
+    """Saves a program, compiled state included, as a portable document (default PROGRAM.json)."""
+    from .lifecycle import save_document
+
     words = split_words(argument)
     if not words or len(words) > 2:
         raise ParseError(":save needs a program id and optionally a file", ":save qa qa.json")
     program_id = words[0]
-    path = Path(words[1] if len(words) > 1 else f"{program_id}.json").expanduser()
-    reply = ctx.send(command_for(DESCRIBES_PROGRAM), {"program_id": program_id}, show_reply=False)
-    if not reply or not reply.get("success"):
-        return
-    program_data = reply["result"].get("program_data")
-    if not isinstance(program_data, dict):
-        raise ParseError(f"The worker returned no program_data for {program_id}")
-    document = {"format": PROGRAM_FILE_FORMAT, "version": 1, "program_id": program_id,
-                "saved_at": time.time(), "program_data": program_data}
-    try:
-        path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
-    except OSError as exc:
-        raise ParseError(f"Cannot write {path}: {exc.strerror or exc}") from None
-    ctx.out.info(f"saved {program_id} to {path}", {"saved": str(path), "program_id": program_id})
+    save_document(ctx, program_id, Path(words[1] if len(words) > 1 else f"{program_id}.json").expanduser())
 
 
 @meta("load", "FILE [PROGRAM]", complete="file")
 def load(ctx: MetaContext, argument: str) -> None:
-    """Creates a program from a file written by :save (optionally under another id)."""
+    """Rebuilds a program from a file written by :save or :export (optionally under another id)."""
+    from .lifecycle import PROGRAM_DOCUMENT, load_document
+
     words = split_words(argument)
     if not words or len(words) > 2:
         raise ParseError(":load needs a file and optionally a program id", ":load qa.json qa2")
@@ -301,9 +289,13 @@ def load(ctx: MetaContext, argument: str) -> None:
         raise ParseError(f"Cannot read {path}: {exc.strerror or exc}") from None
     except ValueError as exc:
         raise ParseError(f"{path} is not JSON: {exc}") from None
+    if isinstance(document, dict) and document.get("format") == PROGRAM_DOCUMENT:
+        load_document(ctx, path, words[1] if len(words) > 1 else None)
+        return
+    # A file of :save from before portable documents: its program_data (no compiled state).
     data = document.get("program_data") if isinstance(document, dict) else None
     if not isinstance(data, dict) or "signature" not in data:
-        raise ParseError(f"{path} holds no program", "load files written by :save")
+        raise ParseError(f"{path} holds no program", "load files written by :save or :export")
     program_id = words[1] if len(words) > 1 else str(document.get("program_id") or data.get("program_id"))
     args: dict[str, Any] = {"id": program_id, "signature": data["signature"]}
     for key in ("program_type", "demos"):
@@ -334,3 +326,8 @@ def attach(ctx: MetaContext, argument: str) -> None:
         record(ctx, "off")
     ctx.replace_target(new_target)
     ctx.out.info(f"target: {new_target.label()}", {"target": new_target.label()})
+
+
+# The life-cycle meta-commands (:eval, :compile, :jobs, :export, :import, :tools, :metrics)
+# register into the same META when this module is imported.
+from . import lifecycle  # noqa: E402,F401

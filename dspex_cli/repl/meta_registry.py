@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from .targets import Target
 
 # What completion offers after a meta-command's name.
-COMPLETE_KINDS = ("command", "session", "program", "file", "onoff", "model", "program_then_file", "kwargs")
+COMPLETE_KINDS = ("command", "session", "program", "file", "onoff", "model", "program_then_file", "kwargs",
+                  "program_then_optimizer")
 
 
 class MetaContext:

@@ -87,14 +87,14 @@ class RichOutput:
                                 "the console stopped waiting; the worker may still finish it",
                                 style="bold red"))
 
-    def progress(self, label: str, done: int, total: int, final: bool = False) -> None:
+    def progress(self, label: str, done: int, total: int, final: bool = False, note: str = "replies") -> None:
         """One status line rewritten in place (at most 10 times a second), ended when final."""
         with self._progress_lock:
             now = time.monotonic()
             if not final and done not in (0, total) and now - self._progress_shown < 0.1:
                 return
             self._progress_shown = now
-            line = f"{label}: {done}/{total} replies"
+            line = f"{label}: {done}/{total} {note}"
             if not self.console.is_terminal:
                 if final:
                     self.console.print(Text(line, style="dim"))
