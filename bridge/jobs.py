@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 import secrets
 import threading
 import time
@@ -39,6 +40,9 @@ MAX_JOBS = 1000
 MAX_RUNNING_JOBS = 32
 # The issue promises a finished job's result for at least ten minutes.
 KEEP_FINISHED_S = 600.0
+
+# The ids start_job makes up (replay maps recorded ones to those of the replay).
+GENERATED_JOB_ID = re.compile(r"^job-[0-9]+-[0-9a-f]{8}$")
 
 RUNNING, SUCCEEDED, FAILED, CANCELLED = "running", "succeeded", "failed", "cancelled"
 

@@ -31,11 +31,12 @@ _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 def _from_adapters() -> tuple[frozenset[str], re.Pattern[str]]:
     from ..adapters import default_adapters
+    from ..jobs import GENERATED_JOB_ID
 
     adapters = default_adapters()
     keys = _CORE_VARYING_KEYS.union(*(adapter.replay_varying_keys() for adapter in adapters))
-    patterns = [p.pattern.lstrip("^").rstrip("$") for adapter in adapters
-                for p in adapter.generated_id_patterns()]
+    patterns = [p.pattern.lstrip("^").rstrip("$") for p in (GENERATED_JOB_ID, *(
+        pattern for adapter in adapters for pattern in adapter.generated_id_patterns()))]
     return keys, re.compile("|".join([*patterns, _UUID]))
 
 
