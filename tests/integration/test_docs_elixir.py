@@ -105,3 +105,17 @@ def test_elixir_md_running_pools_gives_every_worker_its_default_lm(tmp_path: Pat
                                capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert SUMMARY.search(completed.stdout).groups() == ("2", "0"), completed.stdout
+
+
+def test_elixir_md_compiled_programs_travel_across_two_nodes(openai_server: LocalOpenAIServer,
+                                                             tmp_path: Path) -> None:
+    """Two Erlang nodes on loopback, each owning a worker: the compiled program's document
+    goes from node A to node B in a message and serves the same outputs there."""
+    block = tmp_path / "programs_across_nodes.ex"
+    block.write_text(doc_test("elixir.md", "elixir programs-across-nodes").body)
+    env = worker_env(DSPEX_LOG_LEVEL="warning", DSPEX_EXECUTABLE=_dspex_executable(tmp_path),
+                     XDG_RUNTIME_DIR=str(tmp_path), HOME=os.environ.get("HOME", str(tmp_path)))
+    completed = subprocess.run([_elixir(), str(ROOT / "tests" / "elixir" / "programs_across_nodes.exs"), str(block),
+                                openai_server.base_url], capture_output=True, text=True, timeout=240, env=env, cwd=ROOT)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert SUMMARY.search(completed.stdout).groups() == ("4", "0"), completed.stdout
