@@ -357,12 +357,55 @@ defmodule Scenarios do
     0 = await_exit(port)
     path
   end
+
+  # DSPy's life cycle through the port: evaluate a plain program, compile it with
+  # bootstrap_few_shot (a seed makes its choices repeat on replay), evaluate the compiled
+  # program, move it through a portable document. The LM is the learnable test task: the
+  # right answer is the question reversed, given untaught only to `easy-` questions.
+  def evaluate_and_compile(ctx) do
+    {port, path} = open(ctx, "evaluate_and_compile", [])
+    ok!(call(port, 1, "ping", %{}), "ping")
+    ok!(call(port, 2, "configure_lm", lm(ctx, "openai/learn", %{"cache" => false})), "configure_lm")
+    ok!(call(port, 3, "create_program", %{"id" => "reverser", "signature" => "question -> answer"}), "create")
+    devset = for q <- ["alpha", "bravo", "charlie", "delta"], do: %{"question" => q, "answer" => String.reverse(q)}
+    trainset = for q <- ["easy-one", "two", "easy-three", "four", "easy-five", "six"],
+                   do: %{"question" => q, "answer" => String.reverse(q)}
+    metric = %{"metric" => "exact_match", "field" => "answer"}
+
+    plain = ok!(call(port, 4, "evaluate_program", %{"program_id" => "reverser", "devset" => devset,
+                                                    "metric" => metric, "num_threads" => 2, "wait" => true}), "evaluate plain")
+    true = plain["score"] == 0
+
+    compiled =
+      ok!(call(port, 5, "compile_program", %{"program_id" => "reverser", "optimizer" => "bootstrap_few_shot",
+                                             "trainset" => trainset, "metric" => metric, "seed" => 7,
+                                             "new_program_id" => "reverser_compiled",
+                                             "options" => %{"max_bootstrapped_demos" => 2, "max_labeled_demos" => 2},
+                                             "wait" => true}), "compile")
+    "reverser_compiled" = compiled["program_id"]
+    job = ok!(call(port, 6, "get_job", %{"job_id" => compiled["job_id"]}), "get_job")
+    "succeeded" = job["status"]
+
+    scored = ok!(call(port, 7, "evaluate_program", %{"program_id" => "reverser_compiled", "devset" => devset,
+                                                     "metric" => metric, "wait" => true}), "evaluate compiled")
+    true = scored["score"] == 100
+
+    document = ok!(call(port, 8, "export_program", %{"program_id" => "reverser_compiled"}), "export")["program"]
+    ok!(call(port, 9, "import_program", %{"program" => document, "program_id" => "reverser_copy"}), "import")
+    out = ok!(call(port, 10, "execute_program", %{"program_id" => "reverser_copy", "inputs" => %{"question" => "port"}}), "execute copy")["outputs"]
+    "trop" = out["answer"]
+    ok!(call(port, 11, "list_jobs", %{}), "list_jobs")
+    ok!(call(port, 999_999, "cleanup", %{}), "cleanup")
+    close_and_wait(port)
+    path
+  end
 end
 
 [out_dir, api_base, python, root, api_key | only] = System.argv()
 File.mkdir_p!(out_dir)
 ctx = %{out_dir: out_dir, api_base: api_base, python: python, root: root, api_key: api_key}
-all = [:standalone_bridge, :pool_session, :typed_outputs, :chain_of_thought, :concurrent_requests]
+all = [:standalone_bridge, :pool_session, :typed_outputs, :chain_of_thought, :concurrent_requests,
+       :evaluate_and_compile]
 wanted = if only == [], do: all, else: Enum.map(only, &String.to_atom/1)
 
 for scenario <- wanted do
