@@ -73,7 +73,8 @@ RUN_BY_TESTS = {
     "adapters.md": {"python notebook-adapter"},  # run by tests/adapters/python/test_python_adapter.py
     "protocol.md": {"json request", "json reply-success", "json reply-failure"},
     "plugins.md": {"python plugin-shape", "python raises", "sh loading-plugins", "python text-tools",
-                   "sh serve-text-tools", "exchange text-tools"},
+                   "sh serve-text-tools", "exchange text-tools",
+                   "python tools-plugin"},  # run by tests/adapters/dspy/test_tools.py
     "inspect.md": {"sh inspect-forms", "python control-client"},
     "elixir.md": {"elixir runtime-config", "elixir plain-port", "elixir genserver", "elixir application",
                   "elixir usage", "sh shim", "sh inspect-w1", "elixir running-pools"},

@@ -202,3 +202,16 @@ def test_configure_lm_refuses_an_unknown_adapter(worker: Any, lm: dict[str, str]
     reply = worker.request("configure_lm", {**lm, "adapter": "XML!"}, timeout=30)
     assert error_of(reply)[0] == "invalid_arguments" and "chat, json, xml" in reply["error"]
     assert "sk-test-secret" not in reply["error"]
+
+
+def test_protocol_md_program_type_table_matches_the_table_in_code() -> None:
+    from bridge.adapters.dspy.modules import PROGRAM_TYPES
+    from fixtures import ROOT
+
+    section = (ROOT / "docs" / "protocol.md").read_text().split("## Program types, adapters and tools", 1)[1]
+    rows = {line.split("|")[1].strip().strip("`"): line for line in section.splitlines() if line.startswith("| `")}
+    assert list(rows) == [row.name for row in PROGRAM_TYPES]
+    for row in PROGRAM_TYPES:
+        line = rows[row.name]
+        for word in (*row.spellings, row.dspy_class, *(o.name for o in row.options), *row.extra_outputs):
+            assert f"`{word}`" in line or (row.name == "refine" and "as `best_of_n`" in line), (row.name, word)
