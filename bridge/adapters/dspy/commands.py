@@ -151,8 +151,10 @@ def build_record(program_id: str, args: dict[str, Any]) -> ProgramRecord:
         "program_type": row.name, "signature_class": class_name,
         "field_mapping": field_mapping(spec), "fallback_used": False,
         "signature_def": signature_def(spec), "demos": demos,
-        "options": options, "tools": [tool.name for tool in tools], "adapter": adapter,
     }
+    # Only what differs from a plain program, so replies recorded before these existed replay unchanged.
+    extra = {"options": options, "tools": [tool.name for tool in tools], "adapter": adapter}
+    description.update({key: value for key, value in extra.items() if value})
     if args.get("model"):
         description["model"] = args["model"]
     return ProgramRecord(program_id=program_id, program=module, program_type=row.name,
