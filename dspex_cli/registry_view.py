@@ -76,3 +76,24 @@ def render_commands(markdown: bool = False, as_json: bool = False, plugins: list
         args = ", ".join(f"{a.name}{'*' if a.required else ''}:{a.type}" for a in spec.args)
         table.add_row(spec.name, spec.scheduling, args, spec.summary)
     env.console().print(table)
+    _print_tools(env)
+
+
+def _print_tools(env: Environment) -> None:
+    """The ReAct tools plugins registered (@tool), when there are any."""
+    from bridge.adapters.dspy.tools import TOOLS
+
+    if not TOOLS.names():
+        return
+    from rich.table import Table
+
+    table = Table(title="tools (for react programs' `tools`)")
+    table.add_column("tool", style="bold cyan")
+    table.add_column("parameters")
+    table.add_column("description")
+    for spec in TOOLS.specs():
+        required = set(spec.parameters.get("required", []))
+        params = ", ".join(f"{name}{'*' if name in required else ''}:{schema.get('type', 'any')}"
+                           for name, schema in spec.parameters.get("properties", {}).items())
+        table.add_row(spec.name, params, spec.description)
+    env.console().print(table)

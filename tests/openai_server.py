@@ -1,7 +1,10 @@
 """A local OpenAI-compatible chat server for tests and benchmarks.
 
-It answers `POST /v1/chat/completions` in DSPy's ChatAdapter format, computing each
-output from the request itself (so a test cannot pass on a canned answer), and sleeps
+It answers `POST /v1/chat/completions` in the format the prompt asks for (DSPy's
+ChatAdapter, JSONAdapter or XMLAdapter), computing each output from the request itself
+(so a test cannot pass on a canned answer). ReAct prompts get a deterministic agent: each
+tool the prompt lists is called once, in order, then `finish`; the final answer is computed
+from the inputs plus the observations of the trajectory. It sleeps
 when the model name asks for it (`delay-200` waits 200 ms) so concurrency can be measured.
 `drip-300` sends the reply body one byte every 300 ms (a server that is alive but never
 done, for total-deadline tests); `echo-headers` repeats the Authorization header in every
@@ -11,6 +14,7 @@ answer. Only ever binds 127.0.0.1.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 import hashlib
 import json
 import re
@@ -26,12 +30,20 @@ except ImportError:  # pragma: no cover
     from tests.learnable_task import learned_value
 
 OUTPUT_FIELD = re.compile(r"^\d+\. `(?P<name>\w+)` \((?P<type>[^)]*)\)", re.M)
-RESPOND_MARKER = "\n\nRespond with the corresponding output fields"
+# Every adapter ends its last user message with an instruction that is not part of the last input.
+RESPOND_MARKER = "\n\nRespond with "
 INPUT_BLOCK = re.compile(r"\[\[ ## (?P<name>\w+) ## \]\]\n(?P<value>.*?)(?=\n\n\[\[ ## |\Z)", re.S)
+XML_BLOCK = re.compile(r"<(?P<name>\w+)>\n(?P<value>.*?)\n</(?P=name)>", re.S)
+# ReAct lists its tools in the instructions: "(1) search, whose description is <desc>..</desc>. It takes arguments {...}."
+TOOL_LINE = re.compile(r"^\s*\(\d+\) (?P<name>\w+)(?:, whose description is <desc>(?s:.*?)</desc>)?\. "
+                       r"It takes arguments (?P<args>\{[^\n]*\})\.[ \t]*$", re.M)
+TRAJECTORY_ENTRY = re.compile(r"(?:\[\[ ## |<)(?P<kind>tool_name|tool_args|observation|thought)_(?P<index>\d+)"
+                              r"(?: ## \]\]|>)\n(?P<value>.*?)(?=\n\n\[\[ ## |\n</|\Z)", re.S)
 
 
 def _output_fields(system: str) -> list[tuple[str, str]]:
-    """Reads the output fields and their types from ChatAdapter's system message."""
+    """Reads the output fields and their types from the adapter's system message (the
+    chat, JSON and XML adapters all list them the same way)."""
     _, _, tail = system.partition("Your output fields are:")
     section, _, _ = tail.partition("All interactions will be structured")
     return [(m["name"], m["type"]) for m in OUTPUT_FIELD.finditer(section)]
@@ -54,6 +66,112 @@ def _value_for(name: str, type_text: str, inputs: dict[str, str]) -> str:
     if name == "reasoning":
         return f"Thinking about {joined}."
     return f"{name} for {joined}"
+
+
+def value_for(name: str, type_text: str, inputs: dict[str, str]) -> str:
+    """What the server answers for an output field (tests compute their expectations with it)."""
+    return _value_for(name, type_text, inputs)
+
+
+def _typed(value: str, type_text: str) -> Any:
+    """A field's answer as the JSON value JSONAdapter expects (numbers as numbers, lists as lists)."""
+    t = type_text.lower()
+    if t in ("int", "float", "bool") or t.startswith(("list", "dict")):
+        return json.loads(value)
+    return value
+
+
+def _split_trajectory(user: str, xml: bool) -> tuple[str, str | None]:
+    """The user message before ReAct's `trajectory` input, and the trajectory itself."""
+    header = "<trajectory>\n" if xml else "[[ ## trajectory ## ]]\n"
+    if header not in user:
+        return user, None
+    head, _, trajectory = user.partition(header)
+    return head, trajectory
+
+
+def _trajectory_steps(trajectory: str) -> dict[str, dict[int, str]]:
+    steps: dict[str, dict[int, str]] = {}
+    for m in TRAJECTORY_ENTRY.finditer(trajectory):
+        steps.setdefault(m["kind"], {})[int(m["index"])] = m["value"].strip()
+    return steps
+
+
+def _tool_args(schema: dict[str, Any], inputs: dict[str, str]) -> dict[str, Any]:
+    """Arguments for a tool, derived from the inputs: a string gets the first input's text."""
+    text = next(iter(inputs.values()), "")
+    args: dict[str, Any] = {}
+    for name, spec in schema.items():
+        kind = (spec or {}).get("type") if isinstance(spec, dict) else None
+        if kind == "integer":
+            args[name] = len(text)
+        elif kind == "number":
+            args[name] = len(text) / 2
+        elif kind == "boolean":
+            args[name] = len(text) % 2 == 0
+        elif kind == "array":
+            args[name] = text.split()[:2]
+        else:
+            args[name] = text
+    return args
+
+
+def react_step(system: str, inputs: dict[str, str], trajectory: str) -> dict[str, Any]:
+    """ReAct's next move: each listed tool once, in the order listed, then `finish`."""
+    import ast
+
+    tools = [(m["name"], ast.literal_eval(m["args"])) for m in TOOL_LINE.finditer(system)]
+    called = len(_trajectory_steps(trajectory).get("tool_name", {}))
+    real = [tool for tool in tools if tool[0] != "finish"]
+    if called < len(real):
+        name, schema = real[called]
+        return {"next_thought": f"Step {called}: I will call {name}.", "next_tool_name": name,
+                "next_tool_args": _tool_args(schema, inputs)}
+    return {"next_thought": f"Step {called}: I have what I need.", "next_tool_name": "finish",
+            "next_tool_args": {}}
+
+
+def observations_of(trajectory: str) -> str:
+    """The tool results a trajectory holds, joined: the final answer is computed from them."""
+    observed = _trajectory_steps(trajectory).get("observation", {})
+    return " ; ".join(observed[index] for index in sorted(observed))
+
+
+def answer_fields(system: str, user: str, extra_inputs: dict[str, str] | None = None,
+                  learned: Callable[[str, dict[str, str]], str | None] | None = None) -> tuple[str, dict[str, Any]]:
+    """The adapter format a prompt asks for ("chat", "json" or "xml") and each output field's
+    answer; `learned(name, inputs)` may answer a field instead (the learnable task)."""
+    fmt = "json" if "Respond with a JSON object" in user else "xml" if "wrapped in XML tags" in user else "chat"
+    user = user.split(RESPOND_MARKER, 1)[0]
+    head, trajectory = _split_trajectory(user, fmt == "xml")
+    pattern = XML_BLOCK if fmt == "xml" else INPUT_BLOCK
+    inputs = {m["name"]: m["value"].strip() for m in pattern.finditer(head)}
+    inputs.update(extra_inputs or {})
+    fields = _output_fields(system) or [("answer", "str")]
+    names = [name for name, _ in fields]
+    if trajectory is not None and "next_tool_name" in names:
+        return fmt, react_step(system, inputs, trajectory)
+    if trajectory is not None:
+        inputs["observations"] = observations_of(trajectory)
+    values = {}
+    for name, type_text in fields:
+        taught = learned(name, inputs) if learned is not None else None
+        values[name] = taught if taught is not None else _typed(_value_for(name, type_text, inputs), type_text)
+    return fmt, values
+
+
+def render(fmt: str, values: dict[str, Any]) -> str:
+    """The answer in the shape the prompt's adapter parses."""
+    if fmt == "json":
+        return json.dumps(values)
+
+    def text(value: Any) -> str:
+        return value if isinstance(value, str) else json.dumps(value)
+
+    if fmt == "xml":
+        return "\n\n".join(f"<{name}>\n{text(value)}\n</{name}>" for name, value in values.items())
+    parts = [f"[[ ## {name} ## ]]\n{text(value)}" for name, value in values.items()]
+    return "\n\n".join(parts) + "\n\n[[ ## completed ## ]]"
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -87,16 +205,11 @@ class Handler(BaseHTTPRequestHandler):
         messages = request.get("messages") or []
         system = next((str(m.get("content")) for m in messages if m.get("role") == "system"), "")
         last_user = next((str(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
-        # ChatAdapter ends the message with an instruction that is not part of the last input.
-        last_user = last_user.split(RESPOND_MARKER, 1)[0]
-        inputs = {m["name"]: m["value"].strip() for m in INPUT_BLOCK.finditer(last_user)}
-        if "echo-headers" in model:  # a misbehaving LM that repeats the request's credentials
-            inputs["authorization"] = str(self.headers.get("authorization"))
-        fields = _output_fields(system) or [("answer", "str")]
-        parts = [f"[[ ## {name} ## ]]\n"
-                 f"{learned_value(model, name, messages, system, inputs) or _value_for(name, type_text, inputs)}"
-                 for name, type_text in fields]
-        content = "\n\n".join(parts) + "\n\n[[ ## completed ## ]]"
+        # "echo-headers": a misbehaving LM that repeats the request's credentials.
+        extra = {"authorization": str(self.headers.get("authorization"))} if "echo-headers" in model else {}
+        fmt, values = answer_fields(system, last_user, extra,
+                                    lambda name, inputs: learned_value(model, name, messages, system, inputs))
+        content = render(fmt, values)
         digest = hashlib.sha256(raw).hexdigest()[:12]
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
         completion_tokens = len(content.split())

@@ -73,10 +73,11 @@ RUN_BY_TESTS = {
     "adapters.md": {"python notebook-adapter"},  # run by tests/adapters/python/test_python_adapter.py
     "protocol.md": {"json request", "json reply-success", "json reply-failure"},
     "plugins.md": {"python plugin-shape", "python raises", "sh loading-plugins", "python text-tools",
-                   "sh serve-text-tools", "exchange text-tools"},
+                   "sh serve-text-tools", "exchange text-tools",
+                   "python tools-plugin"},  # run by tests/adapters/dspy/test_tools.py
     "inspect.md": {"sh inspect-forms", "python control-client"},
     "elixir.md": {"elixir runtime-config", "elixir plain-port", "elixir genserver", "elixir application",
-                  "elixir usage", "sh shim", "sh inspect-w1", "elixir running-pools"},
+                  "elixir usage", "sh shim", "sh inspect-w1", "elixir running-pools", "elixir programs-across-nodes"},
 }
 # Values that differ from run to run: a number in the doc stands for any number here.
 VARYING_NUMBERS = {"timestamp", "execution_time", "duration_ms", "uptime",

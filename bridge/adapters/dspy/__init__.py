@@ -23,6 +23,7 @@ from ...registry import CommandSpec
 from .errors import ERROR_TYPES
 from .loader import dspy_available, is_loaded, warm_in_background
 from .state import DSPySession, LMHandle
+from .tools import tool
 
 if TYPE_CHECKING:
     from ...engine import Context, Engine
@@ -206,4 +207,4 @@ def adapter_of(ctx: Context) -> DSPyAdapter:
     return ctx.engine.adapter(DSPyAdapter.name)  # type: ignore[return-value]
 
 
-__all__ = ["DSPyAdapter", "adapter_of", "gemini_available"]
+__all__ = ["DSPyAdapter", "adapter_of", "gemini_available", "tool"]

@@ -23,8 +23,11 @@ from .lm_calls import DeadlineExceeded, call_with_deadline, make_observer, make_
 from .loader import load_dspy
 from .options import GENERATION_OPTIONS, parse_options
 from .state import MAX_PROGRAMS, LMHandle, ProgramRecord
-from .signatures import (SignatureError, SignatureSpec, build_dspy_signature, coerce_inputs,
-                          field_mapping, parse_signature, signature_def, to_json_safe)
+from .modules import (PROGRAM_TYPES, apply_demos, build_module, make_adapter, output_names, parse_adapter,
+                      parse_program_options, parse_program_type, recording_rewards, run_details)
+from .signatures import (SignatureError, SignatureSpec, coerce_inputs, field_mapping, parse_signature,
+                         signature_def, to_json_safe)
+from .tools import TOOLS, resolve_tools
 
 COMMANDS = Registry()
 
@@ -42,13 +45,6 @@ def _check_program_room(ctx: Context) -> None:
         raise LimitExceeded(f"This worker already holds {MAX_PROGRAMS} programs; delete some first")
 
 
-# Accepted spellings of each program type, as Elixir and Python users write them.
-PROGRAM_TYPES = {
-    "predict": "predict", "Predict": "predict",
-    "chain_of_thought": "chain_of_thought", "ChainOfThought": "chain_of_thought",
-    "cot": "chain_of_thought", "chain-of-thought": "chain_of_thought",
-}
-
 _LM_ARGS = (
     Arg("model", "string", help="e.g. openai/gpt-4o-mini, gemini/gemini-2.0-flash, mock"),
     Arg("provider", "string", help="legacy: google, openai, anthropic, mock"),
@@ -58,6 +54,7 @@ _LM_ARGS = (
     Arg("num_retries", "integer"), Arg("timeout", "number"),
     Arg("session_id", "string", help="configure this session's LM instead of the default"),
     Arg("test_call", "boolean", help="make one tiny call to check the LM answers"),
+    Arg("adapter", "string", help="chat (default), json or xml: how this LM's programs format prompts"),
 )
 
 
@@ -66,12 +63,15 @@ def configure_session_lm(args: dict[str, Any], ctx: Context) -> LMHandle:
     from .lm_config import LMConfigError, build_lm, parse_lm_args
 
     remember_config_secrets(args)
+    adapter = parse_adapter(args.get("adapter"))
     try:
         config = parse_lm_args(args)
     except LMConfigError as exc:
         raise InvalidArguments(scrub_text(str(exc))) from None
     remember_secret(config.api_key)
     public = config.public_dict()
+    if adapter is not None:  # only when given, so recorded replies without one replay unchanged
+        public["adapter"] = adapter
     if ctx.engine.lm_responder is not None:
         return LMHandle(make_replay_lm(public, ctx), public)
     try:
@@ -113,24 +113,6 @@ def _test_call(handle: LMHandle, ctx: Context) -> None:
         raise LMCallFailed(f"Test call to {handle.model} failed: {scrub_text(str(exc))}") from None
 
 
-def _build_program(spec: SignatureSpec, program_type: str, demos: list[dict[str, Any]]) -> tuple[Any, str]:
-    dspy = load_dspy()
-    signature = build_dspy_signature(spec)
-    module = dspy.ChainOfThought(signature) if program_type == "chain_of_thought" else dspy.Predict(signature)
-    if demos:
-        examples = [dspy.Example(**demo).with_inputs(*spec.input_names) for demo in demos]
-        for predictor in module.predictors():
-            predictor.demos = list(examples)
-    return module, signature.__name__
-
-
-def _parse_program_type(value: Any) -> str:
-    program_type = PROGRAM_TYPES.get(value or "predict")
-    if program_type is None:
-        raise InvalidArguments(f"Unknown program_type {value!r}; use one of: predict, chain_of_thought")
-    return program_type
-
-
 def _parse_demos(value: Any, spec: SignatureSpec) -> list[dict[str, Any]]:
     if value is None:
         return []
@@ -153,21 +135,29 @@ def build_record(program_id: str, args: dict[str, Any]) -> ProgramRecord:
         spec = parse_signature(raw_signature)
     except SignatureError as exc:
         raise InvalidSignature(str(exc)) from None
-    program_type = _parse_program_type(args.get("program_type"))
+    row = parse_program_type(args.get("program_type"))
+    options = parse_program_options(row, args.get("options"))
+    tools = resolve_tools(args.get("tools"))
+    adapter = parse_adapter(args.get("adapter"))
     demos = _parse_demos(args.get("demos"), spec)
     try:
-        module, class_name = _build_program(spec, program_type, demos)
+        module, class_name = build_module(spec, row, options, tools)
+        apply_demos(module, spec, demos)
     except SignatureError as exc:
         raise InvalidSignature(str(exc)) from None
+    # Everything build_record needs to rebuild the same module elsewhere (program_data).
     description = {
         "program_id": program_id, "status": "created", "signature": spec.to_dict(),
-        "program_type": program_type, "signature_class": class_name,
+        "program_type": row.name, "signature_class": class_name,
         "field_mapping": field_mapping(spec), "fallback_used": False,
         "signature_def": signature_def(spec), "demos": demos,
     }
+    # Only what differs from a plain program, so replies recorded before these existed replay unchanged.
+    extra = {"options": options, "tools": [tool.name for tool in tools], "adapter": adapter}
+    description.update({key: value for key, value in extra.items() if value})
     if args.get("model"):
         description["model"] = args["model"]
-    return ProgramRecord(program_id=program_id, program=module, program_type=program_type,
+    return ProgramRecord(program_id=program_id, program=module, program_type=row.name,
                          signature=spec.to_dict(), description=description)
 
 
@@ -175,8 +165,11 @@ _PROGRAM_ARGS = (
     Arg("id", "string", help="program id (generated when absent)"),
     Arg("signature", "string|object", required=True,
         help='DSPex map {name, inputs:[{name,type}], outputs:[...]} or "question -> answer: int"'),
-    Arg("program_type", "string", help="predict (default) or chain_of_thought",
-        choices=("predict", "chain_of_thought")),
+    Arg("program_type", "string", help=", ".join(row.name for row in PROGRAM_TYPES) + " (default predict)",
+        choices=tuple(row.name for row in PROGRAM_TYPES)),
+    Arg("options", "object", help="the program type's own options, e.g. {\"max_iters\": 5} for react"),
+    Arg("tools", "array", help="names of registered tools (see list_tools), for react"),
+    Arg("adapter", "string", help="chat, json or xml (default: the LM's, else chat)"),
     Arg("demos", "array", help="few-shot examples: objects with input and output fields"),
     Arg("session_id", "string"),
 )
@@ -260,13 +253,17 @@ def execute_program(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     if ctx.cancel.is_set():
         raise Cancelled("Request cancelled before it started")
     dspy = load_dspy()
+    row = parse_program_type(record.program_type)
+    program_options = record.description.get("options") or {}
+    settings = {"adapter": adapter} if (adapter := program_adapter(record, handle)) is not None else {}
     started = time.perf_counter()
     ok = False
     try:
         call_kwargs = dict(inputs)
         if options:
             call_kwargs["config"] = options
-        with dspy.context(lm=handle.lm, callbacks=[make_observer(ctx)], track_usage=True):
+        with recording_rewards() as rewards, \
+                dspy.context(lm=handle.lm, callbacks=[make_observer(ctx)], track_usage=True, **settings):
             prediction = call_with_deadline(lambda: record.program(**call_kwargs), handle.public.get("timeout"))
         ok = True
     except BridgeError:
@@ -278,14 +275,20 @@ def execute_program(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     finally:
         elapsed = time.perf_counter() - started
         record.record_execution(elapsed * 1000, ok)
-    names = list(spec.output_names)
-    if record.program_type == "chain_of_thought":
-        names.insert(0, "reasoning")
+    if prediction is None:  # best_of_n/refine when every attempt failed
+        raise ExecutionFailed(f"Every attempt of {record.program_type} failed")
+    names = output_names(row, spec, program_options)
     outputs = {name: to_json_safe(prediction.get(name)) for name in names}
     usage = _usage(prediction)
     return {"program_id": record.program_id, "outputs": outputs, "execution_time": elapsed,
             "duration_ms": round(elapsed * 1000, 3), "usage": usage, "model": handle.model,
-            "session_id": ctx.session_id}
+            "session_id": ctx.session_id, **run_details(row, prediction, program_options, rewards)}
+
+
+def program_adapter(record: ProgramRecord, handle: LMHandle) -> Any:
+    """The DSPy adapter a program runs with: its own, else its LM's, else None (DSPy's
+    default). Other runners of programs (evaluate, batches, compile) pass it to dspy.context."""
+    return make_adapter(record.description.get("adapter") or handle.public.get("adapter"))
 
 
 @command("execute_gemini_program", registry=COMMANDS, read_only=True, args=_EXECUTE_ARGS, scheduling="read",
@@ -355,3 +358,10 @@ def delete_program(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     if _programs(ctx).pop(args["program_id"], None) is None:
         raise ProgramNotFound(args["program_id"])
     return {"program_id": args["program_id"], "status": "deleted"}
+
+
+@command("list_tools", registry=COMMANDS, read_only=True, scheduling="inline")
+def list_tools(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """The tools plugins registered with @tool, for react programs' `tools`."""
+    tools = [spec.describe() for spec in TOOLS.specs()]
+    return {"tools": tools, "total_count": len(tools)}

@@ -49,6 +49,12 @@ class DSPyUnavailable(BridgeError):
     error_type = "dspy_unavailable"
 
 
+class Unsupported(BridgeError):
+    """A feature this worker cannot serve here (ProgramOfThought without its Deno runtime)."""
+
+    error_type = "unsupported"
+
+
 ERROR_TYPES: tuple[type[BridgeError], ...] = (
     ProgramNotFound, ProgramExists, InvalidInputs, InvalidSignature, LMNotConfigured, LMCallFailed,
-    ExecutionFailed, DSPyUnavailable)
+    ExecutionFailed, DSPyUnavailable, Unsupported)
