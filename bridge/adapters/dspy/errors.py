@@ -52,3 +52,22 @@ class DSPyUnavailable(BridgeError):
 ERROR_TYPES: tuple[type[BridgeError], ...] = (
     ProgramNotFound, ProgramExists, InvalidInputs, InvalidSignature, LMNotConfigured, LMCallFailed,
     ExecutionFailed, DSPyUnavailable)
+
+
+class InvalidProgramState(BridgeError):
+    """A program document or saved state that does not fit its signature (or DSPy version)."""
+
+    error_type = "invalid_program_state"
+
+
+class UnknownOptimizer(BridgeError):
+    error_type = "unknown_optimizer"
+
+
+class CompileFailed(BridgeError):
+    """The optimizer itself raised while compiling."""
+
+    error_type = "compile_error"
+
+
+ERROR_TYPES += (InvalidProgramState, UnknownOptimizer, CompileFailed)
