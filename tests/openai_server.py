@@ -93,10 +93,14 @@ class Handler(BaseHTTPRequestHandler):
         if "echo-headers" in model:  # a misbehaving LM that repeats the request's credentials
             inputs["authorization"] = str(self.headers.get("authorization"))
         fields = _output_fields(system) or [("answer", "str")]
-        parts = [f"[[ ## {name} ## ]]\n"
-                 f"{learned_value(model, name, messages, system, inputs) or _value_for(name, type_text, inputs)}"
-                 for name, type_text in fields]
-        content = "\n\n".join(parts) + "\n\n[[ ## completed ## ]]"
+        values = {name: learned_value(model, name, messages, system, inputs) or _value_for(name, type_text, inputs)
+                  for name, type_text in fields}
+        # JSONAdapter (GEPA's proposer uses it) asks for a JSON object, in response_format or in words.
+        if request.get("response_format") or "Outputs will be a JSON object" in system:
+            content = json.dumps(values)
+        else:
+            content = "\n\n".join(f"[[ ## {name} ## ]]\n{value}" for name, value in values.items()) \
+                + "\n\n[[ ## completed ## ]]"
         digest = hashlib.sha256(raw).hexdigest()[:12]
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
         completion_tokens = len(content.split())

@@ -140,7 +140,6 @@ def _improves_or_reports(worker: Any, result: dict[str, Any]) -> None:
     assert after == 1.0 or result["scores"].get("candidates"), (outputs, result["scores"])
 
 
-@pytest.mark.slow
 def test_mipro_v2_light_runs_to_completion(worker: Any) -> None:
     result = compile_wait(worker, "plain", "mipro_v2", timeout=300, trainset=EASY_TRAINSET + TRAINSET,
                           valset=DEVSET, metric="exact_match", seed=3,
@@ -149,7 +148,6 @@ def test_mipro_v2_light_runs_to_completion(worker: Any) -> None:
     _improves_or_reports(worker, result)
 
 
-@pytest.mark.slow
 def test_gepa_finds_the_working_instruction(worker: Any, openai_server: Any) -> None:
     result = compile_wait(worker, "plain", "gepa", timeout=300, trainset=TRAINSET, valset=DEVSET[:3],
                           metric="exact_match", seed=1, reflection_lm={"model": "openai/learn",
@@ -160,7 +158,6 @@ def test_gepa_finds_the_working_instruction(worker: Any, openai_server: Any) -> 
     assert max(result["scores"]["candidates"]) > min(result["scores"]["candidates"])
 
 
-@pytest.mark.slow
 def test_simba_runs_to_completion(worker: Any) -> None:
     result = compile_wait(worker, "plain", "simba", timeout=300, trainset=EASY_TRAINSET + TRAINSET,
                           metric="exact_match", seed=2, options={"bsize": 4, "num_candidates": 2, "max_steps": 1,
