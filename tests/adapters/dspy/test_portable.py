@@ -103,3 +103,30 @@ def test_program_data_with_a_bad_state_is_refused(compiled: Any) -> None:
     reply = worker.request("execute_program", {"program_id": "elsewhere", "inputs": {"question": "q"},
                                                "program_data": program_data})
     assert reply["error_type"] == "invalid_program_state", reply
+
+
+def _shape(value: Any) -> Any:
+    """The keys of a JSON value all the way down (lists by their first item), not its values."""
+    if isinstance(value, dict):
+        return {key: _shape(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_shape(value[0])] if value else []
+    return type(value).__name__
+
+
+def test_protocol_md_examples_are_what_a_worker_does(spawn_worker: Any, openai_server: Any) -> None:
+    import json
+
+    from doc_examples import doc_test
+
+    worker = spawn_worker()
+    configure(worker, openai_server)
+    request = json.loads(doc_test("protocol.md", "json compile-request").body)
+    ok(worker.request("create_program", {"id": request["args"]["program_id"], "signature": SIGNATURE}))
+    result = ok(worker.request(request["command"], request["args"], timeout=60))
+    assert result["program_id"] == request["args"]["new_program_id"]
+    documented = json.loads(doc_test("protocol.md", "json program-document").body)
+    ok(worker.request("import_program", {"program": documented, "program_id": "from_docs"}))
+    exported = ok(worker.request("export_program", {"program_id": "from_docs"}))["program"]
+    assert _shape(exported) == _shape(documented) and exported["state"] == documented["state"]
+    assert score(worker, "from_docs", DEVSET)[0] == 1.0  # its one demo teaches the task
