@@ -209,6 +209,9 @@ class Handler(BaseHTTPRequestHandler):
         extra = {"authorization": str(self.headers.get("authorization"))} if "echo-headers" in model else {}
         fmt, values = answer_fields(system, last_user, extra,
                                     lambda name, inputs: learned_value(model, name, messages, system, inputs))
+        # JSONAdapter (GEPA's proposer uses it) may ask for a JSON object in response_format only.
+        if fmt == "chat" and (request.get("response_format") or "Outputs will be a JSON object" in system):
+            fmt = "json"
         content = render(fmt, values)
         digest = hashlib.sha256(raw).hexdigest()[:12]
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)

@@ -71,7 +71,8 @@ def test_generated_table_rows_have_four_cells() -> None:
 # docs/elixir.md's elixir blocks are run by tests/integration/test_docs_elixir.py through the BEAM.
 RUN_BY_TESTS = {
     "adapters.md": {"python notebook-adapter"},  # run by tests/adapters/python/test_python_adapter.py
-    "protocol.md": {"json request", "json reply-success", "json reply-failure"},
+    "protocol.md": {"json request", "json reply-success", "json reply-failure",
+                    "json compile-request", "json program-document"},  # the last two: tests/adapters/dspy/test_portable.py
     "plugins.md": {"python plugin-shape", "python raises", "sh loading-plugins", "python text-tools",
                    "sh serve-text-tools", "exchange text-tools",
                    "python tools-plugin"},  # run by tests/adapters/dspy/test_tools.py

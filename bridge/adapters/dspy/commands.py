@@ -157,6 +157,12 @@ def build_record(program_id: str, args: dict[str, Any]) -> ProgramRecord:
     description.update({key: value for key, value in extra.items() if value})
     if args.get("model"):
         description["model"] = args["model"]
+    if args.get("state") is not None:
+        # A compiled or imported program: its program_data rebuilds the compiled state.
+        from .portable import apply_program_state, dump_program_state
+
+        apply_program_state(module, args["state"])
+        description["state"] = dump_program_state(module)
     return ProgramRecord(program_id=program_id, program=module, program_type=row.name,
                          signature=spec.to_dict(), description=description)
 

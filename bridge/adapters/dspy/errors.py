@@ -55,6 +55,22 @@ class Unsupported(BridgeError):
     error_type = "unsupported"
 
 
+class InvalidProgramState(BridgeError):
+    """A program document or saved state that does not fit its signature (or DSPy version)."""
+
+    error_type = "invalid_program_state"
+
+
+class UnknownOptimizer(BridgeError):
+    error_type = "unknown_optimizer"
+
+
+class CompileFailed(BridgeError):
+    """The optimizer itself raised while compiling."""
+
+    error_type = "compile_error"
+
+
 ERROR_TYPES: tuple[type[BridgeError], ...] = (
     ProgramNotFound, ProgramExists, InvalidInputs, InvalidSignature, LMNotConfigured, LMCallFailed,
-    ExecutionFailed, DSPyUnavailable, Unsupported)
+    ExecutionFailed, DSPyUnavailable, Unsupported, InvalidProgramState, UnknownOptimizer, CompileFailed)
