@@ -265,7 +265,7 @@ def execute_program(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
         call_kwargs = dict(inputs)
         if options:
             call_kwargs["config"] = options
-        with dspy.context(lm=handle.lm, callbacks=[make_observer(ctx)], track_usage=True):
+        with dspy.context(lm=handle.lm, callbacks=[make_observer(ctx, program=record)], track_usage=True):
             prediction = call_with_deadline(lambda: record.program(**call_kwargs), handle.public.get("timeout"))
         ok = True
     except BridgeError:

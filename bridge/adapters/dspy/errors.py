@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ...errors import BridgeError
+from .metrics import UnknownMetric
 
 
 class ProgramNotFound(BridgeError):
@@ -49,6 +50,12 @@ class DSPyUnavailable(BridgeError):
     error_type = "dspy_unavailable"
 
 
+class TooManyErrors(BridgeError):
+    """An evaluation stopped because `max_errors` examples failed (DSPy's rule)."""
+
+    error_type = "too_many_errors"
+
+
 ERROR_TYPES: tuple[type[BridgeError], ...] = (
     ProgramNotFound, ProgramExists, InvalidInputs, InvalidSignature, LMNotConfigured, LMCallFailed,
-    ExecutionFailed, DSPyUnavailable)
+    ExecutionFailed, DSPyUnavailable, TooManyErrors, UnknownMetric)
