@@ -217,10 +217,26 @@ def test_ping_is_answered_while_an_evaluation_runs(worker: WorkerClient, openai_
     # A generous hang bound: the evaluation takes over a second, the ping must not wait for it.
     assert time.monotonic() - sent < 0.5 and ping["status"] == "ok"
     assert not running.done()
-    # So is another request of the same session.
-    info = ok(worker.request("get_program_info", {"program_id": "p", "session_id": session}, timeout=5))
-    assert info["program_id"] == "p" and not running.done()
+    # So is another run of the same session's program (the job works on its own copy).
+    executed = ok(worker.request("execute_program", {"program_id": "p", "inputs": {"question": "fig"},
+                                                     "session_id": session}, timeout=5))
+    assert executed["outputs"] == {"answer": "gif"} and not running.done()
     assert ok(running.result(30))["score"] == 100.0
+
+
+def test_a_job_started_without_waiting_holds_back_no_request_of_its_session(
+        worker: WorkerClient, openai_server: LocalOpenAIServer) -> None:
+    session = _session(worker, openai_server, model="openai/learn-delay-200", demos=DEMOS)
+    job_id = ok(worker.request("evaluate_program", {"program_id": "p", "devset": _devset(), "metric": "exact_match",
+                                                    "wait": False, "session_id": session}))["job_id"]
+    # A write of the same session (it waits for the session's earlier requests) goes through at once.
+    ok(worker.request("create_program", {"id": "q", "signature": "question -> answer", "session_id": session},
+                      timeout=5))
+    ok(worker.request("delete_program", {"program_id": "p", "session_id": session}, timeout=5))
+    assert ok(worker.request("get_job", {"job_id": job_id}))["status"] == "running"
+    view = wait_for(lambda: (v := ok(worker.request("get_job", {"job_id": job_id})))["status"] != "running" and v,
+                    timeout=30)
+    assert view["status"] == "succeeded" and view["result"]["score"] == 100.0  # its copy outlived the delete
 
 
 def test_cleanup_session_cancels_its_running_evaluation(worker: WorkerClient, openai_server: LocalOpenAIServer) -> None:
