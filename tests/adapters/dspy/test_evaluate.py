@@ -330,3 +330,61 @@ def test_usage_and_cost_per_call_program_session_and_job(worker: WorkerClient,
     assert other["lm_calls"] == 1 and other["unpriced_calls"] == 1 and other["cost"] == 0.0
     assert worker.request("get_usage", {"session_id": unpriced, "program_id": "zz"})["error_type"] == \
         "program_not_found"
+
+
+# -- the docs' examples ---------------------------------------------------------------------
+
+def _matches(actual: Any, shown: Any, where: str = "reply") -> None:
+    """`actual` is what the doc shows: "..." matches any value, a "..." key allows other
+    keys, and a `timestamp` may be any number."""
+    if shown == "...":
+        return
+    if isinstance(shown, dict):
+        assert isinstance(actual, dict), f"{where}: {actual!r}"
+        keys = set(shown) - {"..."}
+        assert keys <= set(actual), f"{where}: lacks {sorted(keys - set(actual))}: {actual}"
+        assert "..." in shown or set(actual) == keys, f"{where}: the doc does not show {sorted(set(actual) - keys)}"
+        for key in keys:
+            if key == "timestamp":
+                assert isinstance(actual[key], float), where
+            else:
+                _matches(actual[key], shown[key], f"{where}.{key}")
+    elif isinstance(shown, list):
+        assert isinstance(actual, list) and len(actual) == len(shown), f"{where}: {actual!r}"
+        for index, (real, doc) in enumerate(zip(actual, shown)):
+            _matches(real, doc, f"{where}[{index}]")
+    else:
+        assert actual == shown and type(actual) is type(shown), f"{where}: {actual!r} != {shown!r}"
+
+
+def test_protocol_md_evaluation_exchange(spawn_worker: Any, openai_server: LocalOpenAIServer) -> None:
+    import json
+
+    from doc_examples import doc_test
+
+    lines = doc_test("protocol.md", "exchange evaluate").body.replace(
+        "http://127.0.0.1:8000/v1", openai_server.base_url).splitlines()
+    requests = [json.loads(line[2:]) for line in lines if line.startswith("> ")]
+    replies = [json.loads(line[2:]) for line in lines if line.startswith("< ")]
+    assert len(requests) == len(replies) == 5
+    worker = spawn_worker()
+    for request, shown in zip(requests, replies):
+        actual = worker.request(request["command"], request["args"], request_id=request["id"], timeout=60)
+        _matches(actual, shown, f"reply {request['id']}")
+
+
+def test_plugins_md_metric_example(spawn_worker: Any, openai_server: LocalOpenAIServer, tmp_path: Path) -> None:
+    from doc_examples import doc_test
+
+    (tmp_path / "my_metrics.py").write_text(doc_test("plugins.md", "python metric-plugin").body)
+    worker = spawn_worker("--plugin", "my_metrics", env=worker_env(tmp_path))
+    metrics = {m["name"]: m for m in ok(worker.request("list_metrics", timeout=30))["metrics"]}
+    assert metrics["starts_right"]["plugin"] == "my_metrics" and "same_length" in metrics
+    session = _session(worker, openai_server, demos=DEMOS)
+    devset = [{"question": "kiwi", "answer": "iwik"}, {"question": "plum", "answer": "plum"}]
+    starts = ok(worker.request("evaluate_program", {"program_id": "p", "devset": devset, "metric": "starts_right",
+                                                    "session_id": session}, timeout=60))
+    assert [r["score"] for r in starts["results"]] == [1.0, 0.0]  # "mulp" does not start with "p"
+    length = ok(worker.request("evaluate_program", {"program_id": "p", "devset": [{"question": "abc", "answer": "x"}],
+                                                    "metric": "same_length", "session_id": session}, timeout=60))
+    assert length["results"][0]["score"] == pytest.approx(1 / 3) and length["score"] == 33.33
