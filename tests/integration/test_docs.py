@@ -72,10 +72,12 @@ def test_generated_table_rows_have_four_cells() -> None:
 RUN_BY_TESTS = {
     "adapters.md": {"python notebook-adapter"},  # run by tests/adapters/python/test_python_adapter.py
     "protocol.md": {"json request", "json reply-success", "json reply-failure",
-                    "json compile-request", "json program-document"},  # the last two: tests/adapters/dspy/test_portable.py
+                    "json compile-request", "json program-document",  # tests/adapters/dspy/test_portable.py
+                    "exchange evaluate"},  # run by tests/adapters/dspy/test_evaluate.py
     "plugins.md": {"python plugin-shape", "python raises", "sh loading-plugins", "python text-tools",
                    "sh serve-text-tools", "exchange text-tools",
-                   "python tools-plugin"},  # run by tests/adapters/dspy/test_tools.py
+                   "python tools-plugin",  # run by tests/adapters/dspy/test_tools.py
+                   "python metric-plugin"},  # run by tests/adapters/dspy/test_evaluate.py
     "inspect.md": {"sh inspect-forms", "python control-client"},
     "elixir.md": {"elixir runtime-config", "elixir plain-port", "elixir genserver", "elixir application",
                   "elixir usage", "sh shim", "sh inspect-w1", "elixir running-pools", "elixir programs-across-nodes"},

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("dspex.dspy")
 
 # The modules whose commands this adapter serves (each adds to commands.COMMANDS).
-COMMAND_MODULES: tuple[str, ...] = ("commands", "portable", "optimizers")
+COMMAND_MODULES: tuple[str, ...] = ("commands", "evaluation", "usage", "portable", "optimizers")
 
 # Program ids the worker makes up when create_program names none (replay maps them).
 GENERATED_PROGRAM_ID = re.compile(r"^program_[0-9a-f]{12}$")

@@ -269,7 +269,8 @@ def execute_program(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
         if options:
             call_kwargs["config"] = options
         with recording_rewards() as rewards, \
-                dspy.context(lm=handle.lm, callbacks=[make_observer(ctx)], track_usage=True, **settings):
+                dspy.context(lm=handle.lm, callbacks=[make_observer(ctx, program=record)], track_usage=True,
+                             **settings):
             prediction = call_with_deadline(lambda: record.program(**call_kwargs), handle.public.get("timeout"))
         ok = True
     except BridgeError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ...errors import BridgeError
+from .metrics import UnknownMetric
 
 
 class ProgramNotFound(BridgeError):
@@ -71,6 +72,13 @@ class CompileFailed(BridgeError):
     error_type = "compile_error"
 
 
+class TooManyErrors(BridgeError):
+    """An evaluation stopped because `max_errors` examples failed (DSPy's rule)."""
+
+    error_type = "too_many_errors"
+
+
 ERROR_TYPES: tuple[type[BridgeError], ...] = (
     ProgramNotFound, ProgramExists, InvalidInputs, InvalidSignature, LMNotConfigured, LMCallFailed,
-    ExecutionFailed, DSPyUnavailable, Unsupported, InvalidProgramState, UnknownOptimizer, CompileFailed)
+    ExecutionFailed, DSPyUnavailable, Unsupported, InvalidProgramState, UnknownOptimizer, CompileFailed,
+    TooManyErrors, UnknownMetric)

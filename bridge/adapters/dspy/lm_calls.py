@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import math
 import threading
 import time
 import uuid
@@ -25,6 +26,7 @@ from .loader import load_dspy
 
 if TYPE_CHECKING:
     from ...engine import Context
+    from .state import ProgramRecord, UsageTotals
 
 T = TypeVar("T")
 
@@ -52,10 +54,12 @@ def _jsonable(value: Any) -> Any:
     return to_jsonable_python(value, fallback=str)
 
 
-def make_observer(ctx: Context, on_call: Callable[[dict[str, Any]], None] | None = None) -> Any:
+def make_observer(ctx: Context, on_call: Callable[[dict[str, Any]], None] | None = None,
+                  program: ProgramRecord | None = None) -> Any:
     """A DSPy callback that reports each LM call of this request to the engine, and to
-    `on_call` (a job counting its own calls, tokens and cost) with the call's record."""
-    return _observer_class()(ctx, on_call)
+    `on_call` (a job counting its own calls, tokens and cost) with the call's record.
+    Each call also counts toward the session's usage and, given one, the program's."""
+    return _observer_class()(ctx, on_call, program)
 
 
 @functools.cache
@@ -64,10 +68,12 @@ def _observer_class() -> type:
     dspy = load_dspy()
 
     class LMCallObserver(dspy.utils.callback.BaseCallback):  # type: ignore[name-defined,misc]
-        def __init__(self, ctx: Context, on_call: Callable[[dict[str, Any]], None] | None) -> None:
+        def __init__(self, ctx: Context, on_call: Callable[[dict[str, Any]], None] | None,
+                     program: ProgramRecord | None) -> None:
             self.ctx = ctx
             self.on_call = on_call
-            self.pending: dict[str, tuple[float, dict[str, Any]]] = {}
+            self.program = program
+            self.pending: dict[str, tuple[float, dict[str, Any], Any]] = {}
 
         def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
             params = {**getattr(instance, "kwargs", {}), **(inputs.get("kwargs") or {})}
@@ -75,12 +81,13 @@ def _observer_class() -> type:
             if messages is None and inputs.get("prompt") is not None:
                 messages = [{"role": "user", "content": inputs["prompt"]}]
             request = normalise_request(str(getattr(instance, "model", "?")), messages, params)
-            self.pending[call_id] = (time.monotonic(), request)
+            self.pending[call_id] = (time.monotonic(), request, instance)
 
         def on_lm_end(self, call_id: str, outputs: Any, exception: Exception | None = None) -> None:
             ctx = self.ctx
-            started, request = self.pending.pop(call_id, (time.monotonic(), {}))
+            started, request, instance = self.pending.pop(call_id, (time.monotonic(), {}, None))
             usage = _last_usage(dspy, request.get("model"))
+            cost = None if exception else call_cost(instance, outputs, usage)
             record = {
                 "call_id": call_id, "request_id": ctx.request_id, "session_id": ctx.session_id,
                 "command": ctx.command, "key": _cassette_key(request) if request else None,
@@ -88,14 +95,53 @@ def _observer_class() -> type:
                 "response": None if exception else {"outputs": _jsonable(outputs), "usage": usage},
                 "error": None if exception is None else f"{type(exception).__name__}: {exception}",
                 "latency_ms": round((time.monotonic() - started) * 1000, 3),
-                "usage": usage, "timestamp": time.time(),
+                "usage": usage, "cost": cost, "timestamp": time.time(),
             }
             record = redact(record)
             ctx.engine.record_lm_call(record)
+            for totals in (session_usage(ctx), getattr(self.program, "usage", None)):
+                if totals is not None:
+                    totals.add(usage, cost)
             if self.on_call is not None:
                 self.on_call(record)
 
     return LMCallObserver
+
+
+# How far back in an LM's history the entry of the call that just ended may sit: the
+# entries of calls that ended at the same time on other threads come after it.
+_HISTORY_LOOKBACK = 256
+
+
+def call_cost(instance: Any, outputs: Any, usage: dict[str, Any]) -> float | None:
+    """The cost in USD of the LM call that returned `outputs`, or None where unknown.
+
+    A provider that reports its own charge (OpenRouter's `usage.cost`) is believed first.
+    Otherwise DSPy has already priced the call from the price map it ships (the LiteLLM
+    map, read locally because the loader sets LITELLM_LOCAL_MODEL_COST_MAP) and written
+    the price into the LM's history entry, which holds the very `outputs` object returned.
+    """
+    reported = usage.get("cost")
+    if isinstance(reported, (int, float)) and not isinstance(reported, bool) and math.isfinite(reported):
+        return float(reported)
+    history = getattr(instance, "history", None)
+    if not isinstance(history, list) or outputs is None:
+        return None
+    for entry in reversed(history[-_HISTORY_LOOKBACK:]):
+        if isinstance(entry, dict) and entry.get("outputs") is outputs:
+            cost = entry.get("cost")
+            if isinstance(cost, (int, float)) and not isinstance(cost, bool) and math.isfinite(cost):
+                return float(cost)
+            return None
+    return None
+
+
+def session_usage(ctx: Context) -> UsageTotals | None:
+    """The usage totals of the request's session, if it still exists (never made here:
+    a job's late call must not bring back a session that cleanup_session removed)."""
+    session = ctx.engine.sessions.peek(ctx.session_id)
+    state = session.state.get("dspy") if session is not None else None
+    return getattr(state, "usage", None)
 
 
 def _last_usage(dspy: Any, model: Any) -> dict[str, Any]:

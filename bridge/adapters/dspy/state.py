@@ -10,6 +10,41 @@ from typing import Any
 # Programs are created by any request (each holds a DSPy module): bounded per worker.
 MAX_PROGRAMS = 10_000
 
+TOKEN_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
+
+
+@dataclass
+class UsageTotals:
+    """LM calls, tokens and cost summed over a program's or a session's calls.
+
+    Cost sums only the calls whose price was known; `unpriced_calls` says how many were
+    not, so a total of 0.0 is never mistaken for "free" when the model has no price.
+    """
+
+    lm_calls: int = 0
+    tokens: dict[str, int] = field(default_factory=dict)
+    cost: float = 0.0
+    unpriced_calls: int = 0
+    # Calls of concurrent requests and job threads land here at the same time.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, usage: dict[str, Any], cost: float | None) -> None:
+        with self.lock:
+            self.lm_calls += 1
+            for key in TOKEN_KEYS:
+                value = usage.get(key)
+                if isinstance(value, int) and not isinstance(value, bool):
+                    self.tokens[key] = self.tokens.get(key, 0) + value
+            if isinstance(cost, (int, float)) and not isinstance(cost, bool):
+                self.cost += float(cost)
+            else:
+                self.unpriced_calls += 1
+
+    def view(self) -> dict[str, Any]:
+        with self.lock:
+            return {"lm_calls": self.lm_calls, "tokens": dict(self.tokens), "cost": round(self.cost, 10),
+                    "unpriced_calls": self.unpriced_calls}
+
 
 @dataclass
 class ProgramRecord:
@@ -27,6 +62,8 @@ class ProgramRecord:
     total_latency_ms: float = 0.0
     # The program's own LM (legacy create_gemini_program with a `model`), built on first use.
     own_lm: LMHandle | None = None
+    # Every LM call made for this program: executions, evaluations, batches.
+    usage: UsageTotals = field(default_factory=UsageTotals)
     # Executions run concurrently; their counters must not lose updates.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -61,3 +98,5 @@ class DSPySession:
 
     programs: dict[str, ProgramRecord] = field(default_factory=dict)
     lm: LMHandle | None = None
+    # Every LM call made for this session's requests and jobs.
+    usage: UsageTotals = field(default_factory=UsageTotals)
