@@ -23,8 +23,30 @@ Node.set_cookie(:dspex_docs)
   :peer.start(%{name: :"dspex_b_#{suffix}", host: ~c"127.0.0.1", longnames: true,
                 args: [~c"-setcookie", ~c"dspex_docs", ~c"-pa", String.to_charlist(jiffy)]})
 
-# The block's modules, compiled here and loaded on node B as well.
-for {module, binary} <- Code.compile_string(File.read!(block_file), block_file) do
+# Node B is a plain Erlang node: it gets this node's code paths (Elixir's own library).
+:ok = :rpc.call(node_b, :code, :add_paths, [:code.get_path()])
+
+# Node B's side of the test: receives the document as a message and serves it there.
+node_b_side = """
+defmodule NodeBSide do
+  def serve(worker, lm, signature, question) do
+    receive do
+      {:program, from, doc} ->
+        %{"success" => true} = DSPexWorker.call(worker, "configure_lm", lm)
+        imported = CompiledPrograms.import(worker, doc, "qa_from_a")
+        served = DSPexWorker.call(worker, "execute_program", %{"program_id" => "qa_from_a", "inputs" => question})
+        %{"success" => true} = DSPexWorker.call(worker, "create_program", %{"id" => "plain", "signature" => signature})
+        plain = DSPexWorker.call(worker, "execute_program", %{"program_id" => "plain", "inputs" => question})
+        send(from, {:served, node(), imported, served, plain})
+    end
+  end
+end
+"""
+
+# The block's modules and node B's side, compiled here and loaded on node B as well
+# (modules compiled in memory are not fetched by a remote node's code server).
+for {module, binary} <- Code.compile_string(File.read!(block_file), block_file) ++
+                          Code.compile_string(node_b_side, "node_b_side.ex") do
   {:module, ^module} = :rpc.call(node_b, :code, :load_binary, [module, ~c"docs/elixir.md", binary])
 end
 
@@ -45,24 +67,14 @@ true = node(worker_b) == node_b
 
 me = self()
 
-# On node B: a process that receives the document as a message and serves it there.
-Node.spawn(node_b, fn ->
-  receive do
-    {:program, from, doc} ->
-      %{"success" => true} = DSPexWorker.call(worker_b, "configure_lm", lm)
-      imported = CompiledPrograms.import(worker_b, doc, "qa_from_a")
-      served = DSPexWorker.call(worker_b, "execute_program", %{"program_id" => "qa_from_a", "inputs" => question})
-      %{"success" => true} = DSPexWorker.call(worker_b, "create_program", %{"id" => "plain", "signature" => signature})
-      plain = DSPexWorker.call(worker_b, "execute_program", %{"program_id" => "plain", "inputs" => question})
-      send(from, {:served, node(), imported, served, plain})
-  end
-end)
+Node.spawn(node_b, NodeBSide, :serve, [worker_b, lm, signature, question])
 |> send({:program, me, document})
 
 results =
   receive do
     {:served, where, imported, served, plain} ->
       outputs_b = served["result"]["outputs"]
+      if imported["success"] != true, do: IO.puts("import_program on node B: #{inspect(imported)}")
       [
         {"node B imported the document", where == node_b and imported["success"] == true},
         {"node A's compiled program answers right", outputs_a["answer"] == "xepsd"},
@@ -70,7 +82,7 @@ results =
         {"the plain program on node B does not", plain["result"]["outputs"]["answer"] != outputs_a["answer"]}
       ]
   after
-    180_000 -> [{"node B answered", false}]
+    90_000 -> [{"node B answered", false}]
   end
 
 for {what, ok} <- results, do: IO.puts("#{if ok, do: "ok", else: "FAIL"} #{what}")
