@@ -36,13 +36,15 @@ class OnceReply:
     the handler finish later, must then be dropped, never sent as a second answer.
     """
 
-    __slots__ = ("request_id", "send", "_lock", "answered")
+    __slots__ = ("request_id", "send", "_lock", "answered", "cancel")
 
     def __init__(self, request_id: Any, send: Send) -> None:
         self.request_id = request_id
         self.send = send
         self._lock = threading.Lock()
         self.answered = False
+        # Set by a `cancel` or an expired deadline: the handler's context shares it.
+        self.cancel = threading.Event()
 
     def claim(self) -> bool:
         """True for the first reply only."""
@@ -58,6 +60,11 @@ class Context:
 
     __slots__ = ("engine", "request_id", "command", "session_id", "cancel", "started")
 
+    # An inline request (ping) never streams, has no deadline and cannot call back:
+    # bridge.twoway.RequestContext, the context of scheduled requests, overrides these.
+    wants_events = False
+    deadline: float | None = None
+
     def __init__(self, engine: Engine, request_id: Any, command: str, session_id: str,
                  cancel: threading.Event | None = None) -> None:
         self.engine = engine
@@ -66,6 +73,19 @@ class Context:
         self.session_id = session_id
         self.cancel = cancel or threading.Event()
         self.started = time.monotonic()
+
+    def emit(self, event: str, data: dict[str, Any]) -> None:
+        """Sends an event of this request if it asked for events (never, for this base)."""
+
+    def remaining(self, cap: float | None = None) -> float | None:
+        """Seconds left of the request's budget, at most `cap`; no budget here."""
+        return cap
+
+    def callback(self, kind: str, name: str, args: dict[str, Any]) -> Any:
+        """Calls a tool or metric that lives in the client (scheduled requests only)."""
+        from .twoway import CallbackFailed
+
+        raise CallbackFailed(f"{kind} {name} lives in the client; this request cannot call back")
 
     @property
     def session(self) -> Session:

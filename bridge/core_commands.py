@@ -12,10 +12,11 @@ from typing import Any
 
 from .adapter import session_states
 from .engine import Context
-from .errors import InvalidArguments
+from .errors import InvalidArguments, RequestNotFound
 from .registry import (BUILDS_STATE, CLEARS_SESSIONS, DROPS_SESSION, LISTS_SESSIONS, REPORTS_STATS,
                        RESETS_WORKER, Arg, Registry, command)
 from .system import memory_usage
+from .wire.messages import short_repr
 
 COMMANDS = Registry()
 
@@ -193,3 +194,14 @@ def update_session_data(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     return {"session_id": ctx.session_id, "status": "updated", "operation": operation,
             "keys": sorted(session.data)}
 
+
+
+@command("cancel", registry=COMMANDS, scheduling="inline", args=(
+    Arg("request_id", "any", required=True, help="the id of the request to end"),))
+def cancel(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """Ends a request now: it is answered `cancelled`, none of its further LM calls or
+    callbacks start, and a job it waits for is cancelled."""
+    request_id = args["request_id"]
+    if not ctx.engine.cancel_request(request_id):
+        raise RequestNotFound(f"No unanswered request with id {short_repr(request_id)} (unknown or already answered)")
+    return {"request_id": request_id, "status": "cancelled"}

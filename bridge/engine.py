@@ -23,7 +23,7 @@ from orjson import JSONDecodeError
 
 from .errors import BridgeError, InvalidRequest, Overloaded, ShuttingDown
 from .redact import holds_known_secret, remember_environment_secrets
-from .registry import REGISTRY, CommandSpec, Registry
+from .registry import REGISTRY, STREAMS, CommandSpec, Registry
 from .context import Context, Inflight, OnceReply, session_of
 from .catalog import build_registry
 from .scheduler import SessionScheduler
@@ -31,6 +31,8 @@ from .stats import Stats
 from .sessions import SessionStore
 from .wire import codec, messages
 from .wire.messages import RejectedRequest, describe_error, short_repr
+from . import twoway
+from .twoway import Deferred, RequestContext, RequestOptions, request_options
 
 if TYPE_CHECKING:
     from .adapter import Adapter
@@ -70,7 +72,7 @@ class EngineConfig:
     recent_lm_calls: int = 100
 
 
-class Engine:
+class Engine(twoway.TwoWayReplies):
     """Dispatches requests to registered handlers; owns sessions, stats and scheduling."""
 
     def __init__(self, config: EngineConfig | None = None, registry: Registry | None = None,
@@ -118,6 +120,8 @@ class Engine:
         from .jobs import JobTable  # here, not at import: engine <- jobs <- context
 
         self.jobs = JobTable(self)
+        self.callbacks = twoway.CallbackTable(self)
+        self.deadlines = twoway.DeadlineTimer(self._expire)
         self.on_shutdown: Callable[[], None] | None = None
         for adapter in self.adapters:
             adapter.bind(self)
@@ -219,6 +223,9 @@ class Engine:
 
     def submit(self, request: Any, send: Send) -> None:
         """Validates a decoded request and runs it, at once or through the scheduler."""
+        if type(request) is dict and "callback_id" in request and "command" not in request:
+            self.callbacks.answer(request)  # the client answering a callback of a request
+            return
         try:
             parsed = messages.parse_request(request)
         except RejectedRequest as rejected:
@@ -236,6 +243,7 @@ class Engine:
             if spec.validated:
                 spec.validate(args)
             session_id = session_of(args)
+            options = request_options(request, args)
         except BridgeError as exc:
             self._reply_error(request_id, exc, send)
             return
@@ -255,17 +263,25 @@ class Engine:
             self._reply_error(request_id, Overloaded(
                 f"{self.config.max_queued} requests are already queued; retry later"), send)
             return
+        if options.deadline_ms is not None:
+            self.deadlines.add(once, options.deadline_ms)
         self.scheduler.schedule(session_id, spec.scheduling,
-                                lambda: self._run_accepted(spec, request_id, args, session_id, once))
+                                lambda: self._run_accepted(spec, request_id, args, session_id, once, options))
 
     def _run_accepted(self, spec: CommandSpec, request_id: Any, args: dict[str, Any], session_id: str,
-                      once: OnceReply) -> None:
+                      once: OnceReply, options: RequestOptions) -> None:
+        deferred = False
         try:
-            self._run(spec, request_id, args, session_id, once)  # type: ignore[arg-type]
+            if not once.answered:  # else cancelled or expired while it waited its turn
+                deferred = self._run(spec, request_id, args, session_id, once, options)  # type: ignore[arg-type]
         finally:
-            with self._idle:
-                self._accepted.discard(once)
-                self._idle.notify_all()
+            if not deferred:
+                self._release(once)
+
+    def _release(self, once: OnceReply) -> None:
+        with self._idle:
+            self._accepted.discard(once)
+            self._idle.notify_all()
 
     def call(self, command: str, args: dict[str, Any] | None = None, *, request_id: Any = None,
              timeout: float | None = None) -> dict[str, Any]:
@@ -282,25 +298,40 @@ class Engine:
     # -- running --------------------------------------------------------------------
 
     def _run(self, spec: CommandSpec, request_id: Any, args: dict[str, Any], session_id: str,
-             send: Send) -> None:
+             send: Send, options: RequestOptions = twoway.PLAIN) -> bool:
+        """Runs a handler and sends its reply; True when the reply is deferred (a job the
+        request waits for), in which case the in-flight entry and `send` outlive this call."""
+        warning = None
         if spec.scheduling == "inline":
             # Inline commands (ping, get_stats) finish in microseconds on the reader thread;
             # a cancel Event and an in-flight entry would cost more than the ping itself.
             key = None
-            ctx = Context(self, request_id, spec.name, session_id, _NOT_CANCELLABLE)
+            ctx: Context = Context(self, request_id, spec.name, session_id, _NOT_CANCELLABLE)
         else:
             key = next(self._ids)
-            ctx = Context(self, request_id, spec.name, session_id)
+            once = send if type(send) is OnceReply else None
+            wants_events = options.stream and spec.has(STREAMS)
+            if options.stream and not wants_events:
+                warning = f"{spec.name} cannot stream; answered as if 'stream' were false"
+            ctx = RequestContext(self, request_id, spec.name, session_id, once, options,  # type: ignore[arg-type]
+                                 wants_events or twoway.asks_for_callbacks(args))
             self.inflight[key] = Inflight(request_id, spec.name, session_id, ctx.started, ctx.cancel)
         try:
             result = spec.handler(args, ctx)
+            if type(result) is Deferred:
+                self._defer(result, request_id, send, key)
+                key = None  # the deferred reply removes the in-flight entry
+                return True
             if not isinstance(result, dict):
                 raise BridgeError(f"Handler for {spec.name} returned {type(result).__name__}, not an object")
+            reply = messages.reply(request_id, result)
+            if warning is not None:
+                reply["warning"] = warning
             try:
-                data = codec.encode(messages.reply(request_id, result))
+                data = codec.encode(reply)
             except BridgeError as exc:
                 self._reply_error(request_id, exc, send)
-                return
+                return False
             self._send(data, send)
         except BaseException as exc:  # a handler must never take the worker down
             if not isinstance(exc, Exception):
@@ -308,10 +339,14 @@ class Engine:
             self._reply_error(request_id, exc, send)
         finally:
             if key is not None:
-                del self.inflight[key]
-                if not self.inflight:
-                    with self._idle:
-                        self._idle.notify_all()
+                self._leave_inflight(key)
+        return False
+
+    def _leave_inflight(self, key: int) -> None:
+        del self.inflight[key]
+        if not self.inflight:
+            with self._idle:
+                self._idle.notify_all()
 
     def _send(self, data: bytes, send: Send) -> None:
         if holds_known_secret(data):

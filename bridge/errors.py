@@ -84,3 +84,22 @@ class JobNotFound(BridgeError):
     """get_job/cancel_job of an id this worker never started, or forgot (after 10 min)."""
 
     error_type = "job_not_found"
+
+
+class DeadlineExceeded(BridgeError):
+    """The request's `deadline_ms` passed; its work was abandoned."""
+
+    error_type = "deadline_exceeded"
+
+
+class CallbackFailed(BridgeError):
+    """A callback into the client failed: answered with an error, not answered in time,
+    or not possible for this request."""
+
+    error_type = "callback_failed"
+
+
+class RequestNotFound(BridgeError):
+    """`cancel` of a request id that is unknown or already answered."""
+
+    error_type = "request_not_found"

@@ -22,7 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from . import twoway
 from .context import Context
+from .twoway import Deferred, RequestContext
 from .errors import BridgeError, Cancelled, InvalidArguments, JobNotFound, LimitExceeded
 from .registry import Arg, Registry, command
 
@@ -80,6 +82,7 @@ class Job:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # Called after each progress update (streamed progress events subscribe here).
     watchers: list[Callable[[Job], None]] = field(default_factory=list, repr=False)
+    _on_end: list[Callable[[Job], None]] = field(default_factory=list, repr=False)
 
     # -- what the work calls -----------------------------------------------------------
 
@@ -127,8 +130,25 @@ class Job:
                 return False
             self.status, self.result, self.error = status, result, error
             self.finished = time.monotonic()
+            ended = list(self._on_end)
         self._ended.set()
+        for callback in ended:
+            self._call(callback)
         return True
+
+    def when_ended(self, callback: Callable[[Job], None]) -> None:
+        """Calls `callback(job)` once the job has ended (at once if it already has)."""
+        with self._lock:
+            if self.status == RUNNING:
+                self._on_end.append(callback)
+                return
+        self._call(callback)
+
+    def _call(self, callback: Callable[[Job], None]) -> None:
+        try:
+            callback(self)
+        except Exception:  # a listener of the job (its waiting request) must not break it
+            log.exception("job %s: end listener failed", self.job_id)
 
     def request_cancel(self) -> bool:
         """Cancels at once: the status is `cancelled` from now on, no further LM call of
@@ -199,7 +219,8 @@ class JobTable:
             job_id = f"job-{next(self._numbers)}-{secrets.token_hex(4)}"
             job = Job(job_id=job_id, kind=kind, session_id=ctx.session_id, request_id=ctx.request_id, total=total)
             self._jobs[job_id] = job
-        job_ctx = Context(self.engine, ctx.request_id, ctx.command, ctx.session_id, job.cancel)
+        job_ctx = ctx.for_job(job.cancel) if isinstance(ctx, RequestContext) else \
+            Context(self.engine, ctx.request_id, ctx.command, ctx.session_id, job.cancel)
         thread = threading.Thread(target=self._run, args=(job, job_ctx, work), name=f"dspex-{job_id}", daemon=True)
         thread.start()
         self.engine.publish("job_started", {"job_id": job_id, "kind": kind, "session_id": ctx.session_id})
@@ -243,6 +264,10 @@ class JobTable:
         """Cancels the running jobs of one session (cleanup_session): no job outlives its owner."""
         return self._cancel([job for job in self.all(session_id) if not job.ended])
 
+    def cancel_started_by(self, request_id: Any) -> int:
+        """Cancels the running jobs a request started (that request was cancelled or expired)."""
+        return self._cancel([job for job in self.all() if not job.ended and job.request_id == request_id])
+
     def cancel_all(self) -> int:
         return self._cancel([job for job in self.all() if not job.ended])
 
@@ -264,22 +289,39 @@ class JobTable:
 
 
 def run_as_job(kind: str, args: dict[str, Any], ctx: Context, work: Work, *, wait_default: bool,
-               total: int | None = None) -> dict[str, Any]:
+               total: int | None = None) -> dict[str, Any] | Deferred:
     """What a job-starting command replies: `{job_id, status: "running"}` at once, or,
-    with `wait: true`, the job's own result (plus `job_id`) once it ends."""
+    with `wait: true`, the job's own result (plus `job_id`) once it ends: a Deferred
+    reply, so the request holds no scheduling slot while it waits. With `stream: true`
+    too, the request gets `progress` events until then."""
     wait = args.get("wait", wait_default)
     if not isinstance(wait, bool):
         raise InvalidArguments("'wait' must be true or false")
+    if not wait and twoway.asks_for_callbacks(args):
+        raise InvalidArguments("a tool or metric that lives in the client needs 'wait': true "
+                               "(its callbacks are events of the waiting request)")
     job = ctx.engine.jobs.start(kind, ctx, work, total)
     if not wait:
         return {"job_id": job.job_id, "status": RUNNING, "kind": kind}
-    while not job.wait(0.05):
-        if ctx.cancel.is_set():  # the waiting request was cancelled: so is its job
-            job.request_cancel()
-    if job.status == SUCCEEDED:
-        return {**(job.result or {}), "job_id": job.job_id}
-    assert job.error is not None
-    raise job.error
+    if ctx.wants_events:
+        job.watchers.append(lambda job: ctx.emit("progress", _progress_event(job)))
+    deferred = Deferred()
+
+    def ended(job: Job) -> None:
+        if ctx.wants_events:  # the final state, before the reply that ends the stream
+            ctx.emit("progress", _progress_event(job))
+        if job.status == SUCCEEDED:
+            deferred.future.set_result({**(job.result or {}), "job_id": job.job_id})
+        else:
+            deferred.future.set_exception(job.error or BridgeError(f"Job {job.job_id} {job.status}"))
+
+    job.when_ended(ended)
+    return deferred
+
+
+def _progress_event(job: Job) -> dict[str, Any]:
+    return {"job_id": job.job_id, "done": job.done, "total": job.total, "score": job.score,
+            "best_score": job.best_score, "status": job.status}
 
 
 _JOB_ID = Arg("job_id", "string", required=True)

@@ -38,6 +38,7 @@ DROPS_SESSION = "drops_session"        # args.session_id and all it held are gon
 CLEARS_SESSIONS = "clears_sessions"    # every session is gone; the default LM stays
 RESETS_WORKER = "resets_worker"        # every session and the default LM are gone
 REPORTS_STATS = "reports_stats"        # result: lm_calls, usage, command_count, error_count
+STREAMS = "streams"                    # with "stream": true it sends events (chunks, progress) before its reply
 # Carried by a command that repeats another's effect under another name (a legacy
 # spelling): a tool that must pick one command for an effect takes the one without it.
 VARIANT = "variant"

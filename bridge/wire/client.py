@@ -36,6 +36,10 @@ class WorkerClient:
         self._ids = itertools.count(1)
         self._pending: dict[Any, Future[dict[str, Any]]] = {}
         self._unmatched: list[dict[str, Any]] = []
+        # Events (frames with "event", never "success") by request id, in arrival order;
+        # `on_event`, when set, also sees each one on the reader thread (to answer callbacks).
+        self.events: dict[Any, list[dict[str, Any]]] = {}
+        self.on_event: Any = None
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._closed = False
@@ -52,6 +56,12 @@ class WorkerClient:
                 reply = orjson.loads(frame)
                 if type(reply.get("id")) is float:  # an id beyond 64 bits: read it exactly
                     reply = decode_exact(frame, reply)
+                if "event" in reply and "success" not in reply:
+                    with self._lock:
+                        self.events.setdefault(reply.get("id"), []).append(reply)
+                    if self.on_event is not None:
+                        self.on_event(reply)
+                    continue
                 with self._lock:
                     future = self._pending.pop(reply.get("id"), None)
                     if future is None:
@@ -74,6 +84,15 @@ class WorkerClient:
         assert self.process.stdin is not None
         with self._write_lock:
             self.process.stdin.write(data)
+
+    def send_frame(self, message: dict[str, Any]) -> None:
+        """Writes one frame that is not a request (a callback's answer)."""
+        self.send_raw(pack(orjson.dumps(message)))
+
+    def events_of(self, request_id: Any) -> list[dict[str, Any]]:
+        """The events received so far for one request."""
+        with self._lock:
+            return list(self.events.get(request_id, []))
 
     def submit(self, command: str, args: dict[str, Any] | None = None, *,
                request_id: Any = None, extra: dict[str, Any] | None = None) -> Future[dict[str, Any]]:

@@ -32,7 +32,7 @@ def test_wait_true_replies_with_the_result_and_the_job_id(engine: Engine) -> Non
             job.progress(step=1, score=float(i))
         return {"value": ctx.session_id}
 
-    reply = run_as_job("demo", {"wait": True}, _ctx(engine), work, wait_default=False, total=3)
+    reply = run_as_job("demo", {"wait": True}, _ctx(engine), work, wait_default=False, total=3).future.result(5)
     assert reply["value"] == "s1" and reply["job_id"].startswith("job-")
     view = engine.jobs.get(reply["job_id"]).view()
     assert view["status"] == "succeeded" and view["progress"] == {"done": 3, "total": 3}
@@ -84,7 +84,7 @@ def test_a_failing_job_keeps_its_error_type(engine: Engine) -> None:
         raise Broken("it broke")
 
     with pytest.raises(Broken):
-        run_as_job("demo", {"wait": True}, _ctx(engine), work, wait_default=False)
+        run_as_job("demo", {"wait": True}, _ctx(engine), work, wait_default=False).future.result(5)
     (job,) = engine.jobs.all("s1")
     assert job.view()["status"] == "failed" and job.view()["error_type"] == "broken_thing"
 

@@ -19,7 +19,7 @@ from ...context import Context
 from ...errors import BridgeError, InvalidArguments, LimitExceeded
 from ...jobs import Job, JobCancelled, run_as_job
 from ...redact import scrub_text
-from ...registry import Arg, command
+from ...registry import STREAMS, Arg, command
 from .commands import COMMANDS, _execution_error, _find_program, _program_lm
 from .errors import InvalidInputs, TooManyErrors
 from .lm_calls import cancellable_lm, make_observer
@@ -272,7 +272,7 @@ def _evaluate(job: Job, ctx: Context, plan: _Plan, rows: list[tuple[dict[str, An
             "usage": _usage(job)}
 
 
-@command("evaluate_program", registry=COMMANDS, scheduling="read", args=(
+@command("evaluate_program", registry=COMMANDS, scheduling="read", tags={STREAMS}, args=(
     *_PROGRAM_ARGS,
     Arg("devset", "array", required=True,
         help="objects holding the signature's inputs and the expected outputs"),
@@ -340,7 +340,7 @@ def _batch(job: Job, ctx: Context, plan: _Plan, items: list[Any]) -> dict[str, A
             "errors": sum(1 for result in done if "error" in result), "results": done, "usage": _usage(job)}
 
 
-@command("batch_execute", registry=COMMANDS, scheduling="read", args=(
+@command("batch_execute", registry=COMMANDS, scheduling="read", tags={STREAMS}, args=(
     *_PROGRAM_ARGS,
     Arg("inputs", "array", required=True, help=f"input objects, one per run (at most {MAX_EXAMPLES})"),
     *_JOB_ARGS,

@@ -17,7 +17,7 @@ from ...context import Context
 from ...errors import BridgeError, InvalidArguments
 from ...jobs import Job, JobCancelled, run_as_job
 from ...redact import scrub_text
-from ...registry import BUILDS_STATE, Arg, command
+from ...registry import Arg, BUILDS_STATE, STREAMS, command
 from . import adapter_of
 from .commands import COMMANDS, _check_program_room, _find_program, _program_lm, _programs, configure_session_lm
 from .errors import CompileFailed, ProgramExists
@@ -170,7 +170,7 @@ _COMPILE_ARGS = (
 )
 
 
-@command("compile_program", registry=COMMANDS, scheduling="read", args=_COMPILE_ARGS, tags={BUILDS_STATE})
+@command("compile_program", registry=COMMANDS, scheduling="read", args=_COMPILE_ARGS, tags={BUILDS_STATE, STREAMS})
 def compile_program(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Compiles a copy of a program with a DSPy optimizer, as a job; the copy is a new program."""
     record = _find_program(args, ctx)
