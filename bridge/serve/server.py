@@ -36,11 +36,12 @@ class UnknownAdapter(ValueError):
     """`--adapters` named an adapter nobody provides."""
 
 
-def choose_adapters(names: list[str] | None) -> list[Any]:
-    """Fresh instances of the named adapters (all known ones for None), in that order."""
+def choose_adapters(names: list[str] | None, entry_points: bool = False) -> list[Any]:
+    """Fresh instances of the named adapters (all known ones for None), in that order;
+    `entry_points` adds the `dspex.adapters` group's (ServeConfig.entry_point_adapters)."""
     from ..adapters import default_adapters
 
-    known = default_adapters()
+    known = default_adapters(entry_points=entry_points)
     if names is None:
         return known
     by_name = {adapter.name: adapter for adapter in known}
@@ -82,7 +83,7 @@ class Server:
         self.input_fd = input_fd
         self.engine = Engine(EngineConfig(mode=config.mode, worker_id=config.worker_id,
                                           max_concurrency=config.max_concurrency, argv=config.argv),
-                             adapters=choose_adapters(config.adapters))
+                             adapters=choose_adapters(config.adapters, config.entry_point_adapters))
         self.engine.on_shutdown = lambda: self.begin_drain("shutdown command")
         for adapter in self.engine.adapters:
             options = config.adapter_options.get(adapter.name)
@@ -265,7 +266,8 @@ class Server:
         record = self.config.record
         if record:
             from ..record.recorder import start_recording
-            self.exit_hooks.append(start_recording(self.engine, record, stream_taps=self.stream_taps))
+            self.exit_hooks.append(start_recording(self.engine, record, ignore=self.config.record_ignore,
+                                                   stream_taps=self.stream_taps))
         if self.config.control != "off":
             try:
                 from ..control import start_control_server
