@@ -21,7 +21,7 @@ from typing import Any
 
 from ..engine import Engine, EngineConfig
 from ..errors import FrameTooLarge, ShuttingDown, TruncatedFrame
-from ..wire.framing import FrameReader, Oversized, pack, pack_many, unpack_length, write_all
+from ..wire.framing import FrameReader, Oversized, header, pack_many, write_all
 from .config import ServeConfig
 
 log = logging.getLogger("dspex.serve")
@@ -113,21 +113,38 @@ class Server:
         if batch is not None and threading.get_ident() == self._reader_ident:
             batch.append(payload)
             return
-        self._write(pack(payload), payload)
+        self._write_frame(payload)
 
-    def _write(self, data: bytes, single: bytes | None = None) -> None:
+    def _write_frame(self, payload: bytes) -> None:
+        """One reply frame, header and payload in one write. The reply channel of a
+        request that arrived alone: no batch can be open for it (see run)."""
+        data = header(len(payload)) + payload
         try:
             with self._write_lock:
                 if self.stream_taps:  # inside the lock: the stream is recorded in write order
                     now = time.monotonic()
-                    kind, recorded = (b"O", data) if single is None else (b"o", single)
                     for tap in self.stream_taps:
-                        tap(kind, recorded, now)
+                        tap(b"o", payload, now)
                 # A pipe takes a small write whole; only a partial write needs the loop.
                 written = os.write(self.protocol_fd, data)
                 if written != len(data):
                     write_all(self.protocol_fd, data[written:])
         except OSError as exc:  # the reader of our replies is gone
+            log.warning("cannot write reply (%s); exiting", exc)
+            self.exit(0)
+
+    def _write(self, data: bytes) -> None:
+        """Several framed replies (a batch) in one write."""
+        try:
+            with self._write_lock:
+                if self.stream_taps:
+                    now = time.monotonic()
+                    for tap in self.stream_taps:
+                        tap(b"O", data, now)
+                written = os.write(self.protocol_fd, data)
+                if written != len(data):
+                    write_all(self.protocol_fd, data[written:])
+        except OSError as exc:
             log.warning("cannot write reply (%s); exiting", exc)
             self.exit(0)
 
@@ -148,6 +165,9 @@ class Server:
         # megabyte on every read, three syscalls and a page fault per ping.
         read_buffer = bytearray(READ_CHUNK)
         read_view = memoryview(read_buffer)
+        write_frame = self._write_frame
+        chunk_lock = self._chunk_lock
+        limit = reader.max_frame_size
         while True:
             try:
                 count = os.readv(self.input_fd, [read_buffer])
@@ -157,10 +177,14 @@ class Server:
             if not count:
                 break
             taps = self.stream_taps
-            if count > 4 and unpack_length(read_buffer)[0] == count - 4 <= reader.max_frame_size \
-                    and not reader.pending:
+            # The header read byte by byte: on a megabyte bytearray, struct's unpack_from
+            # costs more than the four index operations.
+            if count > 4 and not reader.pending and (
+                    read_buffer[0] << 24 | read_buffer[1] << 16 | read_buffer[2] << 8 | read_buffer[3]) \
+                    == count - 4 <= limit:
                 # The read holds exactly one whole frame (a lone request, e.g. a health
                 # ping): skip the incremental parser, a sizeable share of a ping's cost.
+                # No batch is open, so replies go straight to the pipe (write_frame).
                 # Under the chunk lock all the same: exit() must not run its hooks (the
                 # recorder's close) while an inline reply such as shutdown's is being sent.
                 payload = bytes(read_view[4:count])
@@ -168,8 +192,8 @@ class Server:
                     now = time.monotonic()
                     for tap in taps:
                         tap(b"i", payload, now)
-                with self._chunk_lock:
-                    engine.submit_frame(payload, self.send)
+                with chunk_lock:
+                    engine.submit_frame(payload, write_frame)
             else:
                 if taps:  # before dispatch: no reply may be recorded ahead of its request
                     now = time.monotonic()
@@ -177,10 +201,10 @@ class Server:
                     for tap in taps:
                         tap(b"I", chunk, now)
                 frames = reader.feed(read_view[:count])
-                with self._chunk_lock:
+                with chunk_lock:
                     self._batch = []
                     try:
-                        self._dispatch(frames, reader.max_frame_size)
+                        self._dispatch(frames, limit)
                     finally:
                         self._flush_batch()
             if not warmed:
