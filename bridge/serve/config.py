@@ -13,7 +13,6 @@ reader's result lands in `ServeConfig.adapter_options[name]`, which the adapter 
 from __future__ import annotations
 
 import argparse
-import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -113,6 +112,8 @@ class ServeParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         prefix = "unrecognized arguments: "
         if message.startswith(prefix):
+            import difflib  # only for a mistyped option: not worth its import on every start
+
             known = [o for o in self._option_string_actions if o.startswith("--")]
             hints = []
             for word in message[len(prefix):].split():

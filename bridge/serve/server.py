@@ -28,6 +28,8 @@ log = logging.getLogger("dspex.serve")
 
 # End of input means the client is gone; in-flight work gets this long to finish.
 EOF_GRACE_SECONDS = 0.5
+# How long a worker that gets no request waits before it opens its control socket anyway.
+CONTROL_START_DELAY = 0.5
 # Bytes read from the port per system call.
 READ_CHUNK = 1 << 20
 
@@ -91,6 +93,7 @@ class Server:
                 adapter.configure_from_serve(options)
         self._write_lock = threading.Lock()
         self._exit_lock = threading.Lock()
+        self._first_answered = threading.Event()
         self._draining = False
         self._signals = 0
         self.exit_hooks: list[Callable[[], None]] = []
@@ -159,7 +162,8 @@ class Server:
         self._start_extras()
         threading.Thread(target=self._watch_parent, name="dspex-parent-watch", daemon=True).start()
         reader = FrameReader(self.config.max_frame_size)
-        warmed = not self.config.warm
+        warm = self.config.warm
+        first_answered = False
         engine = self.engine
         # One reused buffer: os.read(fd, 1 MiB) would mmap, shrink and unmap a fresh
         # megabyte on every read, three syscalls and a page fault per ping.
@@ -207,11 +211,14 @@ class Server:
                         self._dispatch(frames, limit)
                     finally:
                         self._flush_batch()
-            if not warmed:
-                # Adapters warm up (DSPy imports in the background) only after the first
-                # request is answered, so the first ping never waits for it.
-                warmed = True
-                engine.warm()
+            if not first_answered:
+                # Adapters warm up (DSPy imports in the background) and the control socket
+                # opens only after the first request is answered, so the first ping never
+                # waits for them.
+                first_answered = True
+                self._first_answered.set()
+                if warm:
+                    engine.warm()
         if reader.pending:
             engine._protocol_error(TruncatedFrame(
                 f"Input ended inside a frame ({reader.pending} bytes unread)"))
@@ -293,6 +300,16 @@ class Server:
             self.exit_hooks.append(start_recording(self.engine, record, ignore=self.config.record_ignore,
                                                    stream_taps=self.stream_taps))
         if self.config.control != "off":
+            threading.Thread(target=self._start_control, name="dspex-control-start", daemon=True).start()
+
+    def _start_control(self) -> None:
+        """Opens the control socket once the first request is answered, or after
+        CONTROL_START_DELAY if none comes: importing and binding it took a sixth of the
+        time to the first reply, which a pool's init ping should not wait for."""
+        self._first_answered.wait(CONTROL_START_DELAY)
+        # Under the exit lock: a worker that exits meanwhile either never opens the socket
+        # or runs its exit hook (which removes it) after it is open, never neither.
+        with self._exit_lock:
             try:
                 from ..control import start_control_server
             except ImportError:
