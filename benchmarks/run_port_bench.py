@@ -194,7 +194,7 @@ def versions(raw: dict) -> dict[str, str]:
 
 
 def render_section(figures: list[Figure], raws: list[dict], quick: bool, before: list[Figure] | None,
-                   before_label: str) -> str:
+                   before_label: str, notes: str = "") -> str:
     raw = raws[0]
     v = versions(raw)
     today = dt.date.today().isoformat()
@@ -247,7 +247,13 @@ How each figure is taken:
 {missed_note(figures)}The "original worker" column is the Python worker shipped with the DSPex library, measured
 once, before dspex existed, on the same kind of machine with the same kind of BEAM client;
 this command does not run it again.
-{END_MARK}"""
+{notes_block(notes)}{END_MARK}"""
+
+
+def notes_block(notes: str) -> str:
+    """Hand-written findings (--notes FILE) placed at the end of the generated section, so
+    what bounds a missed target stays next to the figures it explains."""
+    return f"\n{notes.strip()}\n" if notes.strip() else ""
 
 
 def before_note(label: str) -> str:
@@ -288,6 +294,8 @@ def main() -> int:
                         help="figures saved by --json from earlier code, shown in a before column")
     parser.add_argument("--before-label", default="the code before this change",
                         help="what the before column measured, for the doc")
+    parser.add_argument("--notes", type=Path,
+                        help="markdown with findings about this run, appended to the doc section")
     options = parser.parse_args()
     if options.from_json:
         raws = json.loads(options.from_json.read_text())
@@ -312,7 +320,8 @@ def main() -> int:
     if options.json:
         options.json.write_text(json.dumps(raws, indent=2))
     if not options.no_doc:
-        write_doc(render_section(figures, raws, options.quick, before, options.before_label))
+        notes = options.notes.read_text() if options.notes else ""
+        write_doc(render_section(figures, raws, options.quick, before, options.before_label, notes))
         print(f"\nwrote {DOC.relative_to(ROOT)}")
     return 0 if all(f.passed for f in figures) else 1
 

@@ -46,8 +46,8 @@ def ping(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
         "mode": engine.config.mode,
         "worker_id": engine.worker_id,
     }
-    for adapter in engine.adapters:
-        reply.update(adapter.ping_fields())
+    for fields in engine.ping_field_sources:
+        reply.update(fields())
     return reply
 
 

@@ -7,6 +7,7 @@ given with each request, already encoded, so every transport gets the same bytes
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -24,11 +25,11 @@ from orjson import JSONDecodeError
 from .errors import BridgeError, InvalidRequest, Overloaded, ShuttingDown
 from .redact import holds_known_secret, remember_environment_secrets
 from .registry import REGISTRY, STREAMS, CommandSpec, Registry
-from .context import Context, Inflight, OnceReply, session_of
+from .context import MAX_SESSION_ID, Context, Inflight, OnceReply, session_of
 from .catalog import build_registry
 from .scheduler import SessionScheduler
 from .stats import Stats
-from .sessions import SessionStore
+from .sessions import ANONYMOUS, SessionStore
 from .wire import codec, messages
 from .wire.messages import RejectedRequest, describe_error, short_repr
 from . import twoway
@@ -55,7 +56,6 @@ _NOT_CANCELLABLE = threading.Event()
 # Bound once: the inline path runs for every health ping.
 _loads = orjson.loads
 _dumps = orjson.dumps
-_DUMP_OPTIONS = orjson.OPT_NON_STR_KEYS
 _monotonic = time.monotonic
 _time = time.time
 _PLAIN_IDS = (int, str)
@@ -130,6 +130,16 @@ class Engine(twoway.TwoWayReplies):
         """The adapter of that name (KeyError when this engine has none)."""
         return self._adapters_by_name[name]
 
+    @functools.cached_property
+    def ping_field_sources(self) -> tuple[Callable[[], dict[str, Any]], ...]:
+        """The `ping_fields` of the adapters that add any (the default adds nothing), in
+        adapter order; the adapters are fixed when the engine is built, and pings are the
+        most frequent request, so the list is found once."""
+        from .adapter import Adapter
+
+        return tuple(adapter.ping_fields for adapter in self.adapters
+                     if getattr(type(adapter), "ping_fields", None) is not Adapter.ping_fields)
+
     def warm(self) -> None:
         """Lets every adapter start its warm-up (background imports)."""
         for adapter in self.adapters:
@@ -146,38 +156,38 @@ class Engine(twoway.TwoWayReplies):
         Never raises: it runs on the reader thread, and an exception there would end the
         worker for every client because of one frame.
         """
+        # One function for the whole decode-and-dispatch step, the inline reply included:
+        # a health ping arrives alone and finds the interpreter's caches cold, so each
+        # Python call layer it passes costs several times what a warm loop shows.
         try:
-            self._submit_frame(payload, send)
-        except BaseException as exc:  # the last line of defence; each path below has its own
+            now = _monotonic()
+            self.recent_frames.append(("in", now, payload))
+            for tap in self.frame_taps:
+                tap("in", payload, now)
+            try:
+                request = _loads(payload)
+            except JSONDecodeError:
+                self._undecodable(payload, send)
+                return
+            if type(request) is dict:
+                command = request.get("command")
+                request_id = request.get("id")
+                if type(request_id) is float:  # an integer beyond 64 bits, read as a float by orjson
+                    request = codec.decode_exact(payload, request)
+                    request_id = request.get("id")
+                # Only a string is looked up: a list or object as command must reach validation.
+                spec = self.registry.fast_inline().get(command) if type(command) is str else None
+                if spec is not None:
+                    args = request.get("args")
+                    if type(request_id) in _PLAIN_IDS and (args is None or type(args) is dict):
+                        self._run_inline(spec, request_id, args or {}, send)
+                        return
+            self.submit(request, send)
+        except BaseException as exc:  # the last line of defence; each path above has its own
             if not isinstance(exc, Exception):
                 raise
             self.stats.count_error("internal_error", protocol=True)
             log.error("frame of %d bytes could not be handled: %s", len(payload), describe_error(exc)[1])
-
-    def _submit_frame(self, payload: bytes, send: Send) -> None:
-        now = time.monotonic()
-        self.recent_frames.append(("in", now, payload))
-        for tap in self.frame_taps:
-            tap("in", payload, now)
-        try:
-            request = _loads(payload)
-        except JSONDecodeError:
-            self._undecodable(payload, send)
-            return
-        if type(request) is dict:
-            command = request.get("command")
-            request_id = request.get("id")
-            if type(request_id) is float:  # an integer beyond 64 bits, read as a float by orjson
-                request = codec.decode_exact(payload, request)
-                request_id = request.get("id")
-            # Only a string is looked up: a list or object as command must reach validation.
-            spec = self.registry.fast_inline().get(command) if type(command) is str else None
-            if spec is not None:
-                args = request.get("args")
-                if type(request_id) in _PLAIN_IDS and (args is None or type(args) is dict):
-                    self._run_inline(spec, request_id, args or {}, send)
-                    return
-        self.submit(request, send)
 
     def _undecodable(self, payload: bytes, send: Send) -> None:
         try:
@@ -197,10 +207,16 @@ class Engine(twoway.TwoWayReplies):
         """The short path of an unvalidated inline command (ping): no scheduling, no bookkeeping
         beyond the counters; errors still become replies."""
         stats = self.stats
+        name = spec.name
         stats.command_count += 1
-        stats.by_command[spec.name] += 1
+        stats.by_command[name] += 1
         try:
-            result = spec.handler(args, Context(self, request_id, spec.name, session_of(args), _NOT_CANCELLABLE))
+            session_id = args.get("session_id")
+            if session_id is None:
+                session_id = ANONYMOUS
+            elif type(session_id) is not str or not 0 < len(session_id) <= MAX_SESSION_ID:
+                session_id = session_of(args)  # the rules and their errors, for anything unusual
+            result = spec.handler(args, Context(self, request_id, name, session_id, _NOT_CANCELLABLE))
             if not isinstance(result, dict):
                 raise BridgeError(f"Handler for {spec.name} returned {type(result).__name__}, not an object")
         except BaseException as exc:  # a handler must never take the worker down
@@ -208,9 +224,11 @@ class Engine(twoway.TwoWayReplies):
             return
         reply = {"id": request_id, "success": True, "result": result, "timestamp": _time()}
         try:
-            data = _dumps(reply, option=_DUMP_OPTIONS)
+            # Without options: OPT_NON_STR_KEYS alone costs a third of this call, and
+            # results with non-string keys are rare enough to take the careful encoder.
+            data = _dumps(reply)
         except TypeError:
-            try:  # the careful encoder keeps integers beyond 64 bits exact
+            try:  # the careful encoder: non-string keys, integers beyond 64 bits kept exact
                 data = codec.encode(reply)
             except BridgeError as exc:
                 self._reply_error(request_id, exc, send)

@@ -45,12 +45,29 @@ USER_DATA_KEYS = frozenset({
     "trajectory", "messages", "prompt", "response", "content", "outputs_preview",
 })
 
+class _LazyPattern:
+    """A regex compiled on first use. Compiling this module's patterns cost a worker about
+    1.5 ms of start-up, before its first reply, for text that is scrubbed much later."""
+
+    def __init__(self, pattern: str, flags: int = 0) -> None:
+        self.pattern = pattern
+        self.flags = flags
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for what the instance lacks (sub, search, ...): after the compile the
+        # pattern's methods are instance attributes, so later calls skip this.
+        compiled = re.compile(self.pattern, self.flags)
+        for method in ("sub", "search", "findall", "finditer", "match", "fullmatch", "split", "subn"):
+            setattr(self, method, getattr(compiled, method))
+        return getattr(compiled, name)
+
+
 # Shapes of common provider keys, caught even if nobody registered them. Each branch
 # starts with a literal, so a failed attempt costs one comparison: the scan is linear.
-_KEY_SHAPES = re.compile(r"\b(sk-[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{20,}|xox[abp]-[A-Za-z0-9\-]{10,}"
+_KEY_SHAPES = _LazyPattern(r"\b(sk-[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{20,}|xox[abp]-[A-Za-z0-9\-]{10,}"
                          r"|gh[pous]_[A-Za-z0-9]{20,}|Bearer\s+[A-Za-z0-9._\-]{8,})")
 # The part of a URL between "://" and the host that may hold "user:password@".
-_AUTHORITY_END = re.compile(r"[/\s\"'<>\\?#]")
+_AUTHORITY_END = _LazyPattern(r"[/\s\"'<>\\?#]")
 _AUTHORITY_LIMIT = 512
 
 # Known secret values are compared against every reply and log line: a client may not
@@ -63,8 +80,10 @@ _known: set[str] = set()
 _known_bytes: tuple[bytes, ...] = ()
 _lock = threading.Lock()
 
-# Environment variables whose values are secrets (provider keys arrive this way).
-_SECRET_ENV = re.compile(r"(API_KEY|APIKEY|_TOKEN|_SECRET|SECRET_KEY|PASSWORD|_PASSWD)$", re.I)
+# Endings of environment variable names whose values are secrets (provider keys arrive
+# this way), compared in upper case. Checked for every variable at start: a suffix test,
+# not a regex, so nothing is compiled before the first reply.
+_SECRET_ENV_SUFFIXES = ("API_KEY", "APIKEY", "_TOKEN", "_SECRET", "SECRET_KEY", "PASSWORD", "_PASSWD")
 
 
 def is_secret_key(name: str) -> bool:
@@ -99,7 +118,7 @@ def remember_environment_secrets(environ: Mapping[str, str] | None = None) -> in
     """
     count = 0
     for name, value in (os.environ if environ is None else environ).items():
-        if _SECRET_ENV.search(name) and len(value) >= 8:
+        if len(value) >= 8 and name.upper().endswith(_SECRET_ENV_SUFFIXES):
             remember_secret(value)
             count += 1
     return count
@@ -241,7 +260,7 @@ def scrub_values(value: Any, _depth: int = 0) -> Any:
 # Pairs `"secret name": "value"` in text that is not JSON (a frame that failed to parse).
 # The name is one of a fixed set of literals and the value cannot contain an unescaped
 # quote, so each attempt stops at the next quote: linear in the text.
-_SECRET_PAIR = re.compile(
+_SECRET_PAIR = _LazyPattern(
     r'("(?:' + "|".join(sorted((re.escape(n) for n in SECRET_NAMES), key=len, reverse=True))
     + r')"\s{0,64}:\s{0,64})"(?:[^"\\]|\\.)*"', re.I)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -40,9 +39,6 @@ def load_factory(reference: str) -> AdapterFactory:
 
 
 def _entry_point_factories() -> list[AdapterFactory]:
-    # Off unless asked for: scanning every installed distribution costs start-up time.
-    if os.environ.get("DSPEX_ENTRY_POINT_ADAPTERS", "") not in ("1", "true", "yes"):
-        return []
     from importlib.metadata import entry_points
 
     factories = []
@@ -56,9 +52,14 @@ def _entry_point_factories() -> list[AdapterFactory]:
     return factories
 
 
-def default_adapters() -> list[Adapter]:
-    """A fresh instance of every known adapter: built-in, entry points, registered."""
+def default_adapters(entry_points: bool = False) -> list[Adapter]:
+    """A fresh instance of every known adapter: built-in, registered, and with
+    `entry_points` those of the `dspex.adapters` group (off by default: scanning every
+    installed distribution costs start-up time). `dspex serve` passes its config's
+    `entry_point_adapters` (DSPEX_ENTRY_POINT_ADAPTERS); an in-process engine that wants
+    them passes True itself."""
     factories: list[AdapterFactory] = [load_factory(name) for name in BUILTIN]
-    factories += _entry_point_factories()
+    if entry_points:
+        factories += _entry_point_factories()
     factories += [f for f in _registered if f not in factories]
     return [factory() for factory in factories]

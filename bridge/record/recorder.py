@@ -36,10 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dspex.record")
 
-# Env: comma-separated JSON paths that replay should not compare for this recording.
-IGNORE_ENV = "DSPEX_RECORD_IGNORE"
-
-
 class Recorder:
     """Owns the pending deque, the forwarding thread and the writer of one engine.
 
@@ -79,9 +75,10 @@ class Recorder:
         self.engine = engine
         self.started = time.monotonic()
         started_wall = time.time()
-        env_ignore = [p.strip() for p in os.environ.get(IGNORE_ENV, "").split(",") if p.strip()]
+        # `ignore`: JSON paths replay should not compare (dspex serve passes its config's
+        # record_ignore, read from DSPEX_RECORD_IGNORE; in-process callers pass their own).
         header = make_header(mode=engine.config.mode, worker_id=engine.worker_id,
-                             argv=list(engine.config.argv), ignore=[*(ignore or []), *env_ignore])
+                             argv=list(engine.config.argv), ignore=list(ignore or []))
         header = redact(header)  # argv may carry a secret on a command line
         target, exclusive = transcript_file_for(path, engine.worker_id, started_wall)
         if exclusive:
@@ -410,4 +407,4 @@ def start_recording(engine: Engine, path: str, *, ignore: list[str] | None = Non
     return recorder.close
 
 
-__all__ = ["IGNORE_ENV", "Recorder", "start_recording"]
+__all__ = ["Recorder", "start_recording"]

@@ -13,7 +13,6 @@ reader's result lands in `ServeConfig.adapter_options[name]`, which the adapter 
 from __future__ import annotations
 
 import argparse
-import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -33,6 +32,8 @@ ENVIRONMENT: Mapping[str, str] = {
     "DSPEX_ADAPTERS": "adapters to serve, comma-separated (--adapters wins)",
     "DSPEX_ALLOW": "modules the python adapter may reach, comma-separated (added to --allow)",
     "DSPEX_RECORD": "transcript path (--record wins)",
+    "DSPEX_RECORD_IGNORE": "JSON paths replay should not compare, written into the transcript's header",
+    "DSPEX_ENTRY_POINT_ADAPTERS": "1/true/yes: also load adapters of the `dspex.adapters` entry point group",
     "DSPEX_LOG_LEVEL": "log level (--log-level wins)",
     "DSPEX_REPLAY_CASSETTE": "set by `dspex replay --worker`: answer external calls from this cassette",
 }
@@ -63,6 +64,10 @@ This is a port worker, not a console: for an interactive session run `dspex repl
 An unknown option exits with status 2."""
 
 
+# What a yes/no variable must say to mean yes (anything else, unset included, is no).
+TRUE_WORDS = frozenset({"1", "true", "yes"})
+
+
 class ConfigError(ValueError):
     """A setting the worker cannot start with; `dspex serve` prints it and exits 2."""
 
@@ -89,6 +94,11 @@ class ServeConfig:
     adapter_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Names of the adapters to serve; None serves every known one (DSPy, entry points, plugins').
     adapters: list[str] | None = None
+    # Reply paths a recording's header tells replay to leave uncompared (DSPEX_RECORD_IGNORE).
+    record_ignore: list[str] = field(default_factory=list)
+    # Whether the `dspex.adapters` entry point group is scanned: off by default, because
+    # scanning every installed distribution costs start-up time (DSPEX_ENTRY_POINT_ADAPTERS).
+    entry_point_adapters: bool = False
 
 
 # Reads one adapter's settings from the parsed flags and the environment; raises
@@ -102,6 +112,8 @@ class ServeParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         prefix = "unrecognized arguments: "
         if message.startswith(prefix):
+            import difflib  # only for a mistyped option: not worth its import on every start
+
             known = [o for o in self._option_string_actions if o.startswith("--")]
             hints = []
             for word in message[len(prefix):].split():
@@ -188,6 +200,8 @@ def read_config(argv: list[str], environ: Mapping[str, str], parent_pid: int | N
         log_level=(options.log_level or environ.get("DSPEX_LOG_LEVEL") or "warning").lower(),
         replay_cassette=environ.get("DSPEX_REPLAY_CASSETTE") or None,
         adapters=split_list(wanted) or None,
+        record_ignore=split_list(environ.get("DSPEX_RECORD_IGNORE")),
+        entry_point_adapters=environ.get("DSPEX_ENTRY_POINT_ADAPTERS", "").strip().lower() in TRUE_WORDS,
         adapter_options={"python": {"allow": _merged(options.allow, environ.get("DSPEX_ALLOW"))}},
     )
     for name, reader in (adapter_readers or {}).items():

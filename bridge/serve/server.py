@@ -21,13 +21,15 @@ from typing import Any
 
 from ..engine import Engine, EngineConfig
 from ..errors import FrameTooLarge, ShuttingDown, TruncatedFrame
-from ..wire.framing import FrameReader, Oversized, pack, pack_many, unpack_length, write_all
+from ..wire.framing import FrameReader, Oversized, header, pack_many, write_all
 from .config import ServeConfig
 
 log = logging.getLogger("dspex.serve")
 
 # End of input means the client is gone; in-flight work gets this long to finish.
 EOF_GRACE_SECONDS = 0.5
+# How long a worker that gets no request waits before it opens its control socket anyway.
+CONTROL_START_DELAY = 0.5
 # Bytes read from the port per system call.
 READ_CHUNK = 1 << 20
 
@@ -36,11 +38,12 @@ class UnknownAdapter(ValueError):
     """`--adapters` named an adapter nobody provides."""
 
 
-def choose_adapters(names: list[str] | None) -> list[Any]:
-    """Fresh instances of the named adapters (all known ones for None), in that order."""
+def choose_adapters(names: list[str] | None, entry_points: bool = False) -> list[Any]:
+    """Fresh instances of the named adapters (all known ones for None), in that order;
+    `entry_points` adds the `dspex.adapters` group's (ServeConfig.entry_point_adapters)."""
     from ..adapters import default_adapters
 
-    known = default_adapters()
+    known = default_adapters(entry_points=entry_points)
     if names is None:
         return known
     by_name = {adapter.name: adapter for adapter in known}
@@ -82,7 +85,7 @@ class Server:
         self.input_fd = input_fd
         self.engine = Engine(EngineConfig(mode=config.mode, worker_id=config.worker_id,
                                           max_concurrency=config.max_concurrency, argv=config.argv),
-                             adapters=choose_adapters(config.adapters))
+                             adapters=choose_adapters(config.adapters, config.entry_point_adapters))
         self.engine.on_shutdown = lambda: self.begin_drain("shutdown command")
         for adapter in self.engine.adapters:
             options = config.adapter_options.get(adapter.name)
@@ -90,6 +93,7 @@ class Server:
                 adapter.configure_from_serve(options)
         self._write_lock = threading.Lock()
         self._exit_lock = threading.Lock()
+        self._first_answered = threading.Event()
         self._draining = False
         self._signals = 0
         self.exit_hooks: list[Callable[[], None]] = []
@@ -112,21 +116,38 @@ class Server:
         if batch is not None and threading.get_ident() == self._reader_ident:
             batch.append(payload)
             return
-        self._write(pack(payload), payload)
+        self._write_frame(payload)
 
-    def _write(self, data: bytes, single: bytes | None = None) -> None:
+    def _write_frame(self, payload: bytes) -> None:
+        """One reply frame, header and payload in one write. The reply channel of a
+        request that arrived alone: no batch can be open for it (see run)."""
+        data = header(len(payload)) + payload
         try:
             with self._write_lock:
                 if self.stream_taps:  # inside the lock: the stream is recorded in write order
                     now = time.monotonic()
-                    kind, recorded = (b"O", data) if single is None else (b"o", single)
                     for tap in self.stream_taps:
-                        tap(kind, recorded, now)
+                        tap(b"o", payload, now)
                 # A pipe takes a small write whole; only a partial write needs the loop.
                 written = os.write(self.protocol_fd, data)
                 if written != len(data):
                     write_all(self.protocol_fd, data[written:])
         except OSError as exc:  # the reader of our replies is gone
+            log.warning("cannot write reply (%s); exiting", exc)
+            self.exit(0)
+
+    def _write(self, data: bytes) -> None:
+        """Several framed replies (a batch) in one write."""
+        try:
+            with self._write_lock:
+                if self.stream_taps:
+                    now = time.monotonic()
+                    for tap in self.stream_taps:
+                        tap(b"O", data, now)
+                written = os.write(self.protocol_fd, data)
+                if written != len(data):
+                    write_all(self.protocol_fd, data[written:])
+        except OSError as exc:
             log.warning("cannot write reply (%s); exiting", exc)
             self.exit(0)
 
@@ -141,12 +162,16 @@ class Server:
         self._start_extras()
         threading.Thread(target=self._watch_parent, name="dspex-parent-watch", daemon=True).start()
         reader = FrameReader(self.config.max_frame_size)
-        warmed = not self.config.warm
+        warm = self.config.warm
+        first_answered = False
         engine = self.engine
         # One reused buffer: os.read(fd, 1 MiB) would mmap, shrink and unmap a fresh
         # megabyte on every read, three syscalls and a page fault per ping.
         read_buffer = bytearray(READ_CHUNK)
         read_view = memoryview(read_buffer)
+        write_frame = self._write_frame
+        chunk_lock = self._chunk_lock
+        limit = reader.max_frame_size
         while True:
             try:
                 count = os.readv(self.input_fd, [read_buffer])
@@ -156,10 +181,14 @@ class Server:
             if not count:
                 break
             taps = self.stream_taps
-            if count > 4 and unpack_length(read_buffer)[0] == count - 4 <= reader.max_frame_size \
-                    and not reader.pending:
+            # The header read byte by byte: on a megabyte bytearray, struct's unpack_from
+            # costs more than the four index operations.
+            if count > 4 and not reader.pending and (
+                    read_buffer[0] << 24 | read_buffer[1] << 16 | read_buffer[2] << 8 | read_buffer[3]) \
+                    == count - 4 <= limit:
                 # The read holds exactly one whole frame (a lone request, e.g. a health
                 # ping): skip the incremental parser, a sizeable share of a ping's cost.
+                # No batch is open, so replies go straight to the pipe (write_frame).
                 # Under the chunk lock all the same: exit() must not run its hooks (the
                 # recorder's close) while an inline reply such as shutdown's is being sent.
                 payload = bytes(read_view[4:count])
@@ -167,8 +196,8 @@ class Server:
                     now = time.monotonic()
                     for tap in taps:
                         tap(b"i", payload, now)
-                with self._chunk_lock:
-                    engine.submit_frame(payload, self.send)
+                with chunk_lock:
+                    engine.submit_frame(payload, write_frame)
             else:
                 if taps:  # before dispatch: no reply may be recorded ahead of its request
                     now = time.monotonic()
@@ -176,17 +205,20 @@ class Server:
                     for tap in taps:
                         tap(b"I", chunk, now)
                 frames = reader.feed(read_view[:count])
-                with self._chunk_lock:
+                with chunk_lock:
                     self._batch = []
                     try:
-                        self._dispatch(frames, reader.max_frame_size)
+                        self._dispatch(frames, limit)
                     finally:
                         self._flush_batch()
-            if not warmed:
-                # Adapters warm up (DSPy imports in the background) only after the first
-                # request is answered, so the first ping never waits for it.
-                warmed = True
-                engine.warm()
+            if not first_answered:
+                # Adapters warm up (DSPy imports in the background) and the control socket
+                # opens only after the first request is answered, so the first ping never
+                # waits for them.
+                first_answered = True
+                self._first_answered.set()
+                if warm:
+                    engine.warm()
         if reader.pending:
             engine._protocol_error(TruncatedFrame(
                 f"Input ended inside a frame ({reader.pending} bytes unread)"))
@@ -265,8 +297,19 @@ class Server:
         record = self.config.record
         if record:
             from ..record.recorder import start_recording
-            self.exit_hooks.append(start_recording(self.engine, record, stream_taps=self.stream_taps))
+            self.exit_hooks.append(start_recording(self.engine, record, ignore=self.config.record_ignore,
+                                                   stream_taps=self.stream_taps))
         if self.config.control != "off":
+            threading.Thread(target=self._start_control, name="dspex-control-start", daemon=True).start()
+
+    def _start_control(self) -> None:
+        """Opens the control socket once the first request is answered, or after
+        CONTROL_START_DELAY if none comes: importing and binding it took a sixth of the
+        time to the first reply, which a pool's init ping should not wait for."""
+        self._first_answered.wait(CONTROL_START_DELAY)
+        # Under the exit lock: a worker that exits meanwhile either never opens the socket
+        # or runs its exit hook (which removes it) after it is open, never neither.
+        with self._exit_lock:
             try:
                 from ..control import start_control_server
             except ImportError:

@@ -47,6 +47,10 @@ class FrameReader:
         self._buffer = bytearray()
         self._skip = 0  # bytes still to discard of an oversized frame
         self.oversized = 0  # frames skipped so far: lets callers skip filtering when none
+        # Bytes of an unfinished frame (buffered or still to skip); non-zero at end of
+        # input means a truncated frame. A plain attribute, kept by feed(): the serve loop
+        # reads it for every request.
+        self.pending = 0
 
     def feed(self, chunk: bytes | bytearray | memoryview) -> list[bytes | Oversized]:
         """Each complete frame (or an Oversized marker) found after adding chunk, in order.
@@ -91,12 +95,8 @@ class FrameReader:
             del buffer[:start]
         elif start < end:
             buffer += data[start:]
+        self.pending = len(buffer) + self._skip
         return frames
-
-    @property
-    def pending(self) -> int:
-        """Bytes of an unfinished frame; non-zero at end of input means a truncated frame."""
-        return len(self._buffer) + self._skip
 
 
 def write_all(fd: int, data: bytes) -> None:

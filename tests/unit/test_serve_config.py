@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -39,6 +40,48 @@ def test_list_settings_take_flags_then_variables_each_once() -> None:
 def test_allow_from_the_variable_alone() -> None:
     assert read_config([], {"DSPEX_ALLOW": "numpy,sklearn.*"}).adapter_options["python"]["allow"] == \
         ["numpy", "sklearn.*"]
+
+
+def test_record_ignore_and_entry_point_adapters_are_read_here() -> None:
+    config = read_config([], {"DSPEX_RECORD_IGNORE": "result.uptime, result.outputs.reasoning,,",
+                              "DSPEX_ENTRY_POINT_ADAPTERS": "Yes"})
+    assert config.record_ignore == ["result.uptime", "result.outputs.reasoning"]
+    assert config.entry_point_adapters is True
+    for word in ("", "0", "no", "off", "2"):
+        assert read_config([], {"DSPEX_ENTRY_POINT_ADAPTERS": word}).entry_point_adapters is False
+
+
+def test_in_process_engines_ignore_the_serve_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """Only the serve config reads DSPEX_ALLOW, DSPEX_ENTRY_POINT_ADAPTERS and
+    DSPEX_RECORD_IGNORE; an engine built in-process gets its values passed in."""
+    import bridge.adapters as adapters_module
+    from bridge.adapters.python import PythonAdapter
+    from bridge.engine import Engine
+    from bridge.record.recorder import Recorder
+
+    monkeypatch.setenv("DSPEX_ALLOW", "math")
+    monkeypatch.setenv("DSPEX_ENTRY_POINT_ADAPTERS", "1")
+    monkeypatch.setenv("DSPEX_RECORD_IGNORE", "result.uptime")
+    scans: list[int] = []
+    monkeypatch.setattr(adapters_module, "_entry_point_factories", lambda: scans.append(1) or [])
+    engine = Engine(adapters=[PythonAdapter()])
+    try:
+        assert not engine.adapter("python").allow
+        assert engine.call("python.call", {"target": "math.sqrt", "args": [4]})["error_type"] == "not_allowed"
+        assert PythonAdapter(allow=["math"]).allow.entries() == ["math"]
+        adapters_module.default_adapters()
+        assert scans == []
+        adapters_module.default_adapters(entry_points=True)
+        assert scans == [1]
+        recorder = Recorder(engine, str(tmp_path / "t.jsonl"), subprocess_writer=False)
+        recorder.close()
+        header = json.loads((tmp_path / "t.jsonl").read_text().splitlines()[0])
+        assert "result.uptime" not in json.dumps(header)
+        recorder = Recorder(engine, str(tmp_path / "u.jsonl"), ignore=["result.uptime"], subprocess_writer=False)
+        recorder.close()
+        assert "result.uptime" in (tmp_path / "u.jsonl").read_text().splitlines()[0]
+    finally:
+        engine.close()
 
 
 def test_replay_cassette_and_numbers() -> None:
@@ -92,7 +135,8 @@ def test_no_module_reads_the_serve_variables_but_the_config() -> None:
         if path == ROOT / "bridge" / "serve" / "config.py":
             continue
         text = path.read_text()
-        for name in ("DSPEX_ADAPTERS", "DSPEX_ALLOW", "DSPEX_LOG_LEVEL"):
+        for name in ("DSPEX_ADAPTERS", "DSPEX_ALLOW", "DSPEX_LOG_LEVEL", "DSPEX_RECORD_IGNORE",
+                     "DSPEX_ENTRY_POINT_ADAPTERS"):
             for pattern in (f'environ.get("{name}"', f'environ["{name}"]', f"getenv(\"{name}\""):
                 if pattern in text and not path.parts[-2] == "repl":  # the console has its own options
                     offenders.append(f"{path.relative_to(ROOT)}: {name}")

@@ -1,15 +1,15 @@
 """The Python adapter: calls of allowed Python functions, classes and methods, with
 references to the objects they return (the access erlport or SnakeBridge give Elixir).
 
-Off unless enabled: the allow-list comes from `dspex serve --allow MODULE` (through
-ServeConfig.adapter_options["python"]["allow"]) and from DSPEX_ALLOW. With an empty list
+Off unless enabled: the allow-list comes from `dspex serve --allow MODULE` and DSPEX_ALLOW,
+both read by the serve config (ServeConfig.adapter_options["python"]["allow"]), or, for an
+engine built in-process, from `PythonAdapter(allow=[...])`. With an empty list
 every python.* command answers `not_allowed`, and the adapter adds nothing to any other
 reply, so a worker that does not use it answers byte for byte as before.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -24,7 +24,6 @@ from .refs import Counter, RefTable
 if TYPE_CHECKING:
     from ...engine import Engine
 
-ENV_ALLOW = "DSPEX_ALLOW"
 GENERATED_REF_ID = re.compile(r"^r-[0-9a-f]{16}$")
 
 
@@ -35,34 +34,25 @@ class PythonSession:
         self.refs = RefTable(worker)
 
 
-def allow_entries_from_env(environ: dict[str, str] | None = None) -> list[str]:
-    """DSPEX_ALLOW=numpy,sklearn.* as a list of entries."""
-    raw = (os.environ if environ is None else environ).get(ENV_ALLOW, "")
-    return [entry.strip() for entry in raw.split(",") if entry.strip()]
-
-
 class PythonAdapter(Adapter):
     """Universal Python calls within an allow-list; references per session."""
 
     name = "python"
 
-    def __init__(self) -> None:
+    def __init__(self, allow: Iterable[str] = ()) -> None:
+        """`allow`: allow-list entries for an engine built in-process; `dspex serve` hands
+        its --allow / DSPEX_ALLOW entries over in `configure_from_serve` instead. Raises
+        ValueError for an entry that is not a module name or `pkg.*` prefix."""
         self.engine: Engine | None = None
         self.worker_refs = Counter()
-        try:
-            self.allow = AllowList(allow_entries_from_env())
-        except ValueError as exc:
-            # A bad variable must not stop the worker (DSPy users never asked for this adapter).
-            import logging
-
-            logging.getLogger("dspex.python").warning("%s ignored: %s", ENV_ALLOW, exc)
-            self.allow = AllowList()
+        self.allow = AllowList(allow)
 
     def bind(self, engine: Engine) -> None:
         self.engine = engine
 
     def configure_from_serve(self, options: dict[str, Any]) -> None:
-        """`dspex serve --allow M` entries, added to those of DSPEX_ALLOW."""
+        """The serve config's entries (--allow, then DSPEX_ALLOW), added to those given at
+        construction."""
         entries = options.get("allow") or []
         self.allow = AllowList([*self.allow.entries(), *entries])
 
@@ -137,4 +127,4 @@ def refs_view(engine: Engine, args: dict[str, Any]) -> dict[str, Any]:
     return public(cut({"allow": adapter.allow.entries(), "refs": refs, "total": len(refs)}))
 
 
-__all__ = ["PythonAdapter", "allow_entries_from_env"]
+__all__ = ["PythonAdapter"]
