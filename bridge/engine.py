@@ -33,6 +33,7 @@ from .sessions import ANONYMOUS, SessionStore
 from .wire import codec, messages
 from .wire.messages import RejectedRequest, describe_error, short_repr
 from . import twoway
+from .lifecycle import Lifecycle
 from .twoway import Deferred, RequestContext, RequestOptions, request_options
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ class EngineConfig:
     recent_lm_calls: int = 100
 
 
-class Engine(twoway.TwoWayReplies):
+class Engine(twoway.TwoWayReplies, Lifecycle):
     """Dispatches requests to registered handlers; owns sessions, stats and scheduling."""
 
     def __init__(self, config: EngineConfig | None = None, registry: Registry | None = None,
@@ -407,51 +408,3 @@ class Engine(twoway.TwoWayReplies):
         self.stats.count_error(exc.error_type, protocol=True)
         log.warning("dropped frame (%s): %s", exc.error_type, exc.message)
         self.publish("protocol_error", {"error_type": exc.error_type, "error": exc.message})
-
-    # -- observation and lifecycle ------------------------------------------------------
-
-    def publish(self, kind: str, data: dict[str, Any]) -> None:
-        """Tells subscribers (inspect --follow, recorder) that something happened."""
-        for listener in self.listeners:
-            try:
-                listener(kind, data)
-            except Exception:  # an observer must never break serving
-                log.exception("event listener failed")
-
-    def record_lm_call(self, call: dict[str, Any]) -> None:
-        """Called by the DSPy layer after each LM call, with a redacted record of it."""
-        self.stats.count_lm_call(call.get("usage") or {})
-        self.recent_lm_calls.append(call)
-        self.publish("lm_call", call)
-
-    def uptime(self) -> float:
-        return float(time.monotonic() - self.started)
-
-    def wait_idle(self, timeout: float | None = None) -> bool:
-        """Waits until nothing is in flight; False if the timeout came first."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._idle:
-            while self.inflight or self._accepted:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                self._idle.wait(remaining if remaining is None else min(remaining, 0.05))
-        return True
-
-    def fail_unfinished(self, exc: BridgeError) -> int:
-        """Answers every accepted request that has no reply yet with `exc` (a drain giving
-        up); their handlers' late replies are dropped. Returns how many were answered."""
-        with self._idle:
-            pending = [once for once in self._accepted if not once.answered]
-        for once in pending:
-            self._reply_error(once.request_id, exc, once)  # type: ignore[arg-type]
-        return len(pending)
-
-    def cancel_all(self) -> None:
-        for entry in list(self.inflight.values()):
-            entry.cancel.set()
-
-    def close(self, wait: bool = False) -> None:
-        self.cancel_all()
-        self.jobs.cancel_all()
-        self.executor.shutdown(wait=wait, cancel_futures=True)

@@ -21,9 +21,8 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
-from .context import Context, OnceReply
-from .errors import (BridgeError, CallbackFailed, Cancelled, DeadlineExceeded, InvalidArguments, LimitExceeded,
-                     RequestNotFound)
+from .context import Context, OnceReply, Send
+from .errors import BridgeError, CallbackFailed, Cancelled, DeadlineExceeded, InvalidArguments, LimitExceeded
 from .redact import holds_known_secret, scrub_text
 from .wire import codec, messages
 

@@ -8,11 +8,10 @@ chosen by their effect tags (bridge.registry.LISTS_PROGRAMS ...), not by name.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
-from bridge.registry import DESCRIBES_PROGRAM, LISTS_PROGRAMS, LISTS_SESSIONS, REPORTS_STATS
+from bridge.registry import LISTS_PROGRAMS, LISTS_SESSIONS, REPORTS_STATS
 
 from .meta_registry import META, MetaContext, find_meta, meta, meta_names
 from .parsing import ParseError, closest, command_for, parse_assignments, registry, split_words
