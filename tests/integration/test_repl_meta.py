@@ -153,10 +153,10 @@ def test_save_and_load_a_program(screen: Screen, tmp_path: Path) -> None:
     file = tmp_path / "qa.json"
     assert f"saved qa to {file}" in screen.run(f":save qa {file}")
     saved = json.loads(file.read_text())
-    assert saved["program_data"]["program_type"] == "chain_of_thought"
-    assert [f["name"] for f in saved["program_data"]["signature"]["inputs"]] == ["question", "context"]
+    assert saved["format"] == "dspex.program" and saved["program_type"] == "chain_of_thought"
+    assert [f["name"] for f in saved["signature"]["inputs"]] == ["question", "context"]
     text = screen.run(f":load {file} qa2")
-    assert "→ create_program id=qa2" in text and "✓ qa2" in text
+    assert "→ import_program" in text and "qa2" in text
     first = screen.run('qa(question="q", context=["a"])')
     second = screen.run('qa2(question="q", context=["a"])')
     answer = re.compile(r"│ answer\s+(-?\d+)")
@@ -165,6 +165,11 @@ def test_save_and_load_a_program(screen: Screen, tmp_path: Path) -> None:
     assert "is not JSON" in screen.run(f":load {tmp_path / 'broken.json'}")
     assert "holds no program" in screen.run(f":load {tmp_path / 'models.json'}")
     assert "program_not_found" in screen.run(":save nothing")
+    # A file of :save from before portable documents (program_data only) still loads.
+    legacy = tmp_path / "legacy.json"
+    legacy.write_text(json.dumps({"format": "dspex-program", "version": 1, "program_id": "old",
+                                  "program_data": {"signature": saved["signature"], "program_type": "predict"}}))
+    assert "✓ old" in screen.run(f":load {legacy}")
 
 
 def test_record_starts_with_the_state_it_depends_on(screen: Screen, tmp_path: Path) -> None:
