@@ -8,6 +8,7 @@ Elixir sessions changed.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -94,3 +95,29 @@ def test_elixir_client_records_a_session_that_replays(tmp_path: Path) -> None:
     assert [p.name for p in paths] == ["standalone_bridge.jsonl"]
     check(paths[0], RECORDING_API_KEY)  # no key in the file, replays cleanly
     assert RECORDING_API_KEY.encode() not in paths[0].read_bytes()
+
+
+def test_the_evaluate_and_compile_session_replays_and_catches_a_changed_score(tmp_path: Path) -> None:
+    """The recorded evaluate + compile (an Elixir client, bootstrap_few_shot with a seed)
+    replays offline from its cassette to the same compiled program and scores; changing
+    one recorded score makes the replay fail on exactly that value."""
+    path = ROOT / "recordings" / "evaluate_and_compile.jsonl"
+    lines = path.read_text().splitlines()
+    frames = [json.loads(line) for line in lines]
+    commands = {f["frame"].get("command") for f in frames if f.get("type") == "frame" and f["dir"] == "in"}
+    assert {"evaluate_program", "compile_program", "export_program", "import_program"} <= commands
+    assert replay_transcript(str(path)).ok
+    changed = []
+    for line, record in zip(lines, frames):
+        result = record.get("frame", {}).get("result") if record.get("type") == "frame" else None
+        if isinstance(result, dict) and result.get("program_id") == "reverser_compiled" and "score" in result \
+                and "results" in result:
+            assert result["score"] == 100.0
+            result["score"] = 75.0
+            line = json.dumps(record)
+        changed.append(line)
+    edited = tmp_path / "edited.jsonl"
+    edited.write_text("\n".join(changed) + "\n")
+    failed = replay_transcript(str(edited))
+    assert not failed.ok
+    assert [(m.path, m.expected, m.actual) for m in failed.mismatches] == [("result.score", 75.0, 100.0)]
