@@ -50,9 +50,24 @@ end
                                  "options" => %{"max_bootstrapped_demos" => 4, "max_labeled_demos" => 4},
                                  "wait" => true})
 
-demos = compiled["demos"]
-demo_count = if is_map(demos), do: demos |> Map.values() |> Enum.map(&length/1) |> Enum.sum(), else: length(demos || [])
+demo_count = compiled["predictors"] |> Map.values() |> Enum.map(&length(&1["demos"])) |> Enum.sum()
+
+# Pings while a compile runs in the background (wait: false): what a health check sees.
+started = call.(6, "compile_program", %{"program_id" => "qa", "optimizer" => "bootstrap_few_shot",
+                                       "trainset" => data["trainset"], "metric" => "exact_match",
+                                       "options" => %{"max_bootstrapped_demos" => 4, "max_labeled_demos" => 4}})
+ping_us =
+  for n <- 1..50 do
+    t0 = System.monotonic_time(:microsecond)
+    call.(100 + n, "ping", %{})
+    rtt = System.monotonic_time(:microsecond) - t0
+    Process.sleep(5)
+    rtt
+  end
+job = call.(200, "get_job", %{"job_id" => started["job_id"]})
 
 IO.puts(:jiffy.encode(%{"evaluate_s" => evaluate_s, "evaluate_score" => evaluated["score"], "compile_s" => compile_s,
-                        "demos" => demo_count}))
+                        "demos" => demo_count, "ping_during_compile_max_us" => Enum.max(ping_us),
+                        "ping_during_compile_p50_us" => Enum.at(Enum.sort(ping_us), 25),
+                        "compile_running_during_pings" => job["status"] == "running" or job["progress"]["done"] > 0}))
 Port.close(port)

@@ -201,6 +201,8 @@ def scrub_known(text: str) -> str:
 
 def scrub_text(text: str) -> str:
     """Replaces known secret values, key-shaped tokens and URL passwords in free text."""
+    if len(text) < _MIN_SECRET_LENGTH:  # shorter than any secret, key shape or "a://u:p@h"
+        return text
     text = scrub_known(text)
     if "://" in text:
         text = mask_url_passwords(text)

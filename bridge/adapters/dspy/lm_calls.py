@@ -91,7 +91,7 @@ def _observer_class() -> type:
             record = {
                 "call_id": call_id, "request_id": ctx.request_id, "session_id": ctx.session_id,
                 "command": ctx.command, "key": _cassette_key(request) if request else None,
-                "model": request.get("model"), "request": redact(request),
+                "model": request.get("model"), "request": request,
                 "response": None if exception else {"outputs": _jsonable(outputs), "usage": usage},
                 "error": None if exception is None else f"{type(exception).__name__}: {exception}",
                 "latency_ms": round((time.monotonic() - started) * 1000, 3),
