@@ -39,6 +39,8 @@ class Option:
     low: float | None = None
     high: float | None = None
     choices: tuple[str, ...] = ()
+    # Further valid values known only at run time (plugin metrics as rewards).
+    more_choices: Callable[[], tuple[str, ...]] | None = None
 
     def parse(self, value: Any, program_type: str) -> Any:
         where = f"option '{self.name}' of {program_type}"
@@ -50,8 +52,10 @@ class Option:
             ok = isinstance(value, str)
         if not ok:
             raise InvalidArguments(f"{where} must be {self.type}, got {_json_type(value)}")
-        if self.choices and value not in self.choices:
-            raise InvalidArguments(f"{where} must be one of: {', '.join(self.choices)}")
+        if self.choices:
+            valid = self.choices + (self.more_choices() if self.more_choices is not None else ())
+            if value not in valid:
+                raise InvalidArguments(f"{where} must be one of: {', '.join(valid)}")
         if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
             raise InvalidArguments(f"{where} must be between {self.low:g} and {self.high:g}, got {value}")
         return float(value) if self.type == "number" else value
@@ -107,9 +111,28 @@ def _shortest(outputs: tuple[str, ...]) -> Callable[[dict[str, Any], Any], float
     return shortest
 
 
-# Built-in rewards by name (the metrics module of issue 12 item 3 is not on main yet).
+# Built-in rewards by name; plugin metrics (@metric) serve as rewards too. The built-in
+# metrics compare with expected outputs, which a reward never has, so they are not offered.
 REWARDS: dict[str, Callable[[tuple[str, ...]], Callable[[dict[str, Any], Any], float]]] = {
     "non_empty": _non_empty, "shortest": _shortest}
+
+
+def _plugin_metric_names() -> tuple[str, ...]:
+    from .metrics import METRICS
+
+    return tuple(spec.name for spec in METRICS.specs() if spec.plugin is not None)
+
+
+def _metric_reward(name: str, outputs: tuple[str, ...]) -> Callable[[dict[str, Any], Any], float]:
+    from .loader import load_dspy
+    from .metrics import resolve_metric
+
+    metric = resolve_metric(name, list(outputs))
+    example_of = load_dspy().Example
+
+    def reward(inputs: dict[str, Any], prediction: Any) -> float:
+        return metric(example_of(**inputs), prediction)  # the example holds the inputs only
+    return reward
 
 
 def _recorded(reward: Callable[[dict[str, Any], Any], float]) -> Callable[[dict[str, Any], Any], float]:
@@ -141,7 +164,8 @@ def _base(dspy: Any, signature: Any, options: dict[str, Any]) -> Any:
 
 
 def _reward(signature: Any, options: dict[str, Any]) -> Callable[[dict[str, Any], Any], float]:
-    return _recorded(REWARDS[options["reward"]](tuple(signature.output_fields)))
+    name, outputs = options["reward"], tuple(signature.output_fields)
+    return _recorded(REWARDS[name](outputs) if name in REWARDS else _metric_reward(name, outputs))
 
 
 def _build_best_of_n(dspy: Any, signature: Any, options: dict[str, Any], tools: list[Any]) -> Any:
@@ -187,7 +211,8 @@ def _build_multi_chain(dspy: Any, signature: Any, options: dict[str, Any], tools
 _ATTEMPT_OPTIONS = (
     Option("N", "integer", 3, "most attempts", 1, MAX_ATTEMPTS),
     Option("threshold", "number", 1.0, "stop at the first attempt whose reward reaches this"),
-    Option("reward", "string", "non_empty", "reward by name: " + ", ".join(REWARDS), choices=tuple(REWARDS)),
+    Option("reward", "string", "non_empty", "reward by name: " + ", ".join(REWARDS) + " or a plugin @metric",
+           choices=tuple(REWARDS), more_choices=_plugin_metric_names),
     Option("module", "string", "predict", "the module each attempt runs",
            choices=("predict", "chain_of_thought")),
 )

@@ -111,6 +111,22 @@ def test_best_of_n_runs_until_the_reward_is_met(worker: Any, openai_server: Loca
     assert len(requests_of(openai_server, lm)) == 4
 
 
+def test_a_plugin_metric_serves_as_the_reward(spawn_worker: Any, openai_server: LocalOpenAIServer) -> None:
+    """reversed_question (tests/plugins/sample_metrics.py) scores 1 only for a right answer,
+    which the learnable test LM gives untaught to `easy-` questions: one attempt there,
+    every attempt elsewhere."""
+    client = spawn_worker("--plugin", "sample_metrics", env=worker_env(PLUGINS))
+    ok(client.request("configure_lm", {"model": "openai/learn", "api_base": openai_server.base_url,
+                                       "api_key": "sk-test-secret-123456", "cache": False}, timeout=60))
+    ok(create(client, "best_of_n", options={"N": 3, "reward": "reversed_question"}))
+    easy = run(client, "best_of_n", question="easy-abc")
+    assert easy["outputs"]["answer"] == "cba-ysae" and easy["rewards"] == [1.0]
+    hard = run(client, "best_of_n", question="plain")
+    assert hard["outputs"]["answer"] == "unknown" and hard["rewards"] == [0.0, 0.0, 0.0]
+    refused = create(client, "refine", id="r", options={"reward": "exact_match"})
+    assert refused["error_type"] == "invalid_arguments" and "reversed_question" in refused["error"]
+
+
 def test_best_of_n_over_chain_of_thought_returns_its_reasoning(worker: Any) -> None:
     ok(create(worker, "best_of_n", options={"N": 2, "module": "chain_of_thought"}))
     outputs = run(worker, "best_of_n")["outputs"]
