@@ -233,6 +233,10 @@ defmodule Contract.Main do
   @inputs %{"question" => "What is two plus two?", "topic" => "arithmetic"}
 
   def run(argv) do
+    # A port whose worker died (e.g. before reading a request: EPIPE) sends its owner an
+    # exit signal; trapped, it is a message, and the failed check is reported, not fatal.
+    Process.flag(:trap_exit, true)
+
     {opts, _, _} =
       OptionParser.parse(argv, strict: [python: :string, api_base: :string, root: :string])
 
