@@ -246,7 +246,7 @@ class Engine:
             # Refused on arrival: what came before the drain began still runs.
             self._reply_error(request_id, ShuttingDown("Worker is shutting down; request not accepted"), send)
             return
-        once = OnceReply(request_id, send)
+        once = OnceReply(request_id, send, spec.name, session_id)
         with self._idle:
             overloaded = len(self._accepted) >= self.config.max_queued
             if not overloaded:
@@ -291,7 +291,11 @@ class Engine:
         else:
             key = next(self._ids)
             ctx = Context(self, request_id, spec.name, session_id)
-            self.inflight[key] = Inflight(request_id, spec.name, session_id, ctx.started, ctx.cancel)
+            entry = Inflight(request_id, spec.name, session_id, ctx.started, ctx.cancel,
+                             {"phase": "running"}, threading.get_ident())
+            ctx.inflight = entry
+            self.inflight[key] = entry
+        failure: BaseException | None = None
         try:
             result = spec.handler(args, ctx)
             if not isinstance(result, dict):
@@ -299,15 +303,20 @@ class Engine:
             try:
                 data = codec.encode(messages.reply(request_id, result))
             except BridgeError as exc:
+                failure = exc
                 self._reply_error(request_id, exc, send)
                 return
             self._send(data, send)
         except BaseException as exc:  # a handler must never take the worker down
+            failure = exc
             if not isinstance(exc, Exception):
                 log.warning("%s (id %s) interrupted: %s", spec.name, request_id, type(exc).__name__)
             self._reply_error(request_id, exc, send)
         finally:
             if key is not None:
+                outcome = describe_error(failure)[0] if failure is not None else \
+                    "cancelled" if ctx.cancel.is_set() else "ok"
+                self.stats.count_finished(spec.name, time.monotonic() - ctx.started, outcome)
                 del self.inflight[key]
                 if not self.inflight:
                     with self._idle:
@@ -367,7 +376,8 @@ class Engine:
 
     def record_lm_call(self, call: dict[str, Any]) -> None:
         """Called by the DSPy layer after each LM call, with a redacted record of it."""
-        self.stats.count_lm_call(call.get("usage") or {})
+        self.stats.count_lm_call(call.get("usage") or {}, model=call.get("model"), cost=call.get("cost"),
+                                 latency_ms=call.get("latency_ms"), failed=bool(call.get("error")))
         self.recent_lm_calls.append(call)
         self.publish("lm_call", call)
 
