@@ -145,6 +145,25 @@ def scan_workers(directory: Path | None = None, clean: bool = True) -> tuple[lis
     return live, stale
 
 
+def discovered_workers(directory: Path | None = None) -> list[WorkerInfo]:
+    """Workers whose discovery file names a live process, without probing their sockets:
+    what a watcher polling every second reads (it learns of a dead socket on connect)."""
+    directory = directory or runtime_dir()
+    if not os.path.lexists(directory):
+        return []
+    try:
+        check_private_dir(directory)
+    except ControlFailure as exc:
+        raise ControlError(f"{exc.message}; refusing to use it", exc.error_type) from None
+    found = []
+    for path in sorted(directory.glob(f"*{DISCOVERY_SUFFIX}")):
+        info = _read_discovery(path)
+        if info is not None and _pid_alive(info.pid):
+            found.append(info)
+    found.sort(key=lambda w: (w.started_at or 0, w.pid))
+    return found
+
+
 def list_workers(directory: Path | None = None) -> list[WorkerInfo]:
     """The live workers on this machine for this user; stale discovery files are cleaned."""
     return scan_workers(directory)[0]
@@ -322,5 +341,6 @@ class ControlClient:
         self.close()
 
 
-__all__ = ["ControlClient", "ControlError", "WorkerGone", "WorkerInfo", "WorkerNotFound", "list_workers",
+__all__ = ["ControlClient", "ControlError", "WorkerGone", "WorkerInfo", "WorkerNotFound", "discovered_workers",
+           "list_workers",
            "resolve_worker", "scan_workers", "socket_accepts"]
