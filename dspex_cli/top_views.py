@@ -225,8 +225,9 @@ def _fit(parts: list[RenderableType], height: int) -> list[RenderableType]:
     return [*parts[:max(1, height - 1)], parts[-1]]
 
 
-def stack_lines(stack: dict[str, Any], full_paths: bool = False) -> list[str]:
-    """`file:line function` per frame, innermost last, per thread."""
+def stack_lines(stack: dict[str, Any], full_paths: bool = False, innermost_first: bool = False) -> list[str]:
+    """`file:line function` per frame, per thread: innermost last as in a traceback, or first
+    (a small screen shows where the thread is now before how it got there)."""
     lines: list[str] = []
     if stack.get("note"):
         lines.append(str(stack["note"]))
@@ -234,7 +235,8 @@ def stack_lines(stack: dict[str, Any], full_paths: bool = False) -> list[str]:
         serving = f" serving {', '.join(map(str, thread.get('requests') or []))}" if thread.get("requests") else ""
         marker = " (this inspector)" if thread.get("inspector") else ""
         lines.append(f"thread {thread.get('name')} ({thread.get('ident')}){serving}{marker}")
-        for frame in thread.get("frames") or []:
+        frames = list(thread.get("frames") or [])
+        for frame in reversed(frames) if innermost_first else frames:
             path = str(frame.get("file"))
             shown = path if full_paths else _short_path(path)
             lines.append(f"  {shown}:{frame.get('line')} {frame.get('function')}")
@@ -251,9 +253,9 @@ def _short_path(path: str) -> str:
 
 def stack_screen(stack: dict[str, Any], *, width: int, height: int, offset: int = 0) -> RenderableType:
     request = stack.get("request_id")
-    head = _header(f"stack of request #{request} ({stack.get('command')}, phase {stack.get('phase')})",
-                   "↑↓ scroll  Esc back  q quit", width)
-    lines = stack_lines(stack)
+    head = _header(f"stack of request #{request} ({stack.get('command')}, phase {stack.get('phase')}), "
+                   "innermost first", "↑↓ scroll  Esc back  q quit", width)
+    lines = stack_lines(stack, innermost_first=True)
     room = max(1, height - 2)
     offset = max(0, min(offset, len(lines) - room))
     body = [Text(one_line(line, 10_000), no_wrap=True, overflow="ellipsis") for line in lines[offset:offset + room]]

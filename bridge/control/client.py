@@ -312,14 +312,17 @@ class ControlClient:
         wait = None if timeout is None else timeout + 5.0
         return self.call("exec", request, timeout=wait)["reply"]
 
-    def subscribe(self, frames: bool = True, lm: bool = True, timeout: float | None = DEFAULT_TIMEOUT
-                  ) -> Iterator[dict[str, Any]]:
+    def subscribe(self, frames: bool = True, lm: bool = True, timeout: float | None = DEFAULT_TIMEOUT,
+                  max_string: int | None = None) -> Iterator[dict[str, Any]]:
         """Streams events ({"event", "data", "timestamp"}) until the worker goes (WorkerGone).
 
         The connection is dedicated to the stream from then on: use another client for calls.
         """
         # Subscribed before returning, so nothing that happens after this call is missed.
-        self.call("subscribe", {"frames": frames, "lm": lm}, timeout=timeout)
+        args: dict[str, Any] = {"frames": frames, "lm": lm}
+        if max_string is not None:
+            args["max_string"] = max_string
+        self.call("subscribe", args, timeout=timeout)
         return self._events()
 
     def _events(self) -> Iterator[dict[str, Any]]:
