@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import os
 import select
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
