@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidArguments
@@ -27,6 +27,18 @@ class Inflight:
     session_id: str
     started: float  # monotonic
     cancel: threading.Event
+    # What handlers said about their progress through Context.note (program, model,
+    # endpoint, phase, attempt); read by `inspect inflight` and `dspex top`.
+    detail: dict[str, Any] = field(default_factory=dict)
+    # The thread serving the request, and any helper thread it handed its work to (an LM
+    # call under a deadline): `inspect stack REQUEST_ID` shows these threads' stacks.
+    thread: int | None = None
+    threads: tuple[int, ...] = ()
+
+
+# Notes a handler may make are values for a table a client can see; a runaway handler
+# must not grow one request's entry without bound.
+MAX_NOTE_FIELDS = 32
 
 
 class OnceReply:
@@ -36,15 +48,19 @@ class OnceReply:
     the handler finish later, must then be dropped, never sent as a second answer.
     """
 
-    __slots__ = ("request_id", "send", "_lock", "answered", "cancel")
+    __slots__ = ("request_id", "send", "_lock", "answered", "cancel", "command", "session_id", "accepted_at")
 
-    def __init__(self, request_id: Any, send: Send) -> None:
+    def __init__(self, request_id: Any, send: Send, command: str = "", session_id: str = "") -> None:
         self.request_id = request_id
         self.send = send
         self._lock = threading.Lock()
         self.answered = False
         # Set by a `cancel` or an expired deadline: the handler's context shares it.
         self.cancel = threading.Event()
+        # Kept so a request that waits for a thread or its session shows up as "queued".
+        self.command = command
+        self.session_id = session_id
+        self.accepted_at = time.monotonic()
 
     def claim(self) -> bool:
         """True for the first reply only."""
@@ -58,7 +74,9 @@ class OnceReply:
 class Context:
     """What a handler gets besides its args: the engine, its session, its request."""
 
-    __slots__ = ("engine", "request_id", "command", "session_id", "cancel", "started")
+    # `inflight` is set only for scheduled requests (never on the inline ping path, which
+    # leaves the slot empty: `note` reads it with getattr).
+    __slots__ = ("engine", "request_id", "command", "session_id", "cancel", "started", "inflight")
 
     # An inline request (ping) never streams, has no deadline and cannot call back:
     # bridge.twoway.RequestContext, the context of scheduled requests, overrides these.
@@ -93,6 +111,26 @@ class Context:
         session = self.engine.sessions.get(self.session_id)
         session.touch()
         return session
+
+    def note(self, **fields: Any) -> None:
+        """Tells inspectors what this request is doing (phase, program_id, model, endpoint,
+        attempt ...). Cheap: one dict update; nothing at all for inline commands."""
+        entry: Inflight | None = getattr(self, "inflight", None)
+        if entry is None:
+            return
+        detail = entry.detail
+        if len(detail) + len(fields) > MAX_NOTE_FIELDS and not detail.keys() >= fields.keys():
+            return
+        detail.update(fields)
+
+    def note_thread(self) -> None:
+        """Records the calling thread as one that works for this request (for `stack`)."""
+        entry: Inflight | None = getattr(self, "inflight", None)
+        if entry is None:
+            return
+        ident = threading.get_ident()
+        if ident != entry.thread and ident not in entry.threads:
+            entry.threads = (*entry.threads[-7:], ident)
 
 
 

@@ -273,7 +273,7 @@ class Engine(twoway.TwoWayReplies, Lifecycle):
             # Refused on arrival: what came before the drain began still runs.
             self._reply_error(request_id, ShuttingDown("Worker is shutting down; request not accepted"), send)
             return
-        once = OnceReply(request_id, send)
+        once = OnceReply(request_id, send, spec.name, session_id)
         with self._idle:
             overloaded = len(self._accepted) >= self.config.max_queued
             if not overloaded:
@@ -334,11 +334,16 @@ class Engine(twoway.TwoWayReplies, Lifecycle):
                 warning = f"{spec.name} cannot stream; answered as if 'stream' were false"
             ctx = RequestContext(self, request_id, spec.name, session_id, once, options,  # type: ignore[arg-type]
                                  wants_events or twoway.asks_for_callbacks(args))
-            self.inflight[key] = Inflight(request_id, spec.name, session_id, ctx.started, ctx.cancel)
+            entry = Inflight(request_id, spec.name, session_id, ctx.started, ctx.cancel,
+                             {"phase": "running"}, threading.get_ident())
+            ctx.inflight = entry
+            self.inflight[key] = entry
+        failure: BaseException | None = None
         try:
             result = spec.handler(args, ctx)
             if type(result) is Deferred:
-                self._defer(result, request_id, send, key)
+                self._defer(result, request_id, send, key,
+                            lambda failure: self._finished(spec.name, ctx, failure))
                 key = None  # the deferred reply removes the in-flight entry
                 return True
             if not isinstance(result, dict):
@@ -349,17 +354,24 @@ class Engine(twoway.TwoWayReplies, Lifecycle):
             try:
                 data = codec.encode(reply)
             except BridgeError as exc:
+                failure = exc
                 self._reply_error(request_id, exc, send)
                 return False
             self._send(data, send)
         except BaseException as exc:  # a handler must never take the worker down
+            failure = exc
             if not isinstance(exc, Exception):
                 log.warning("%s (id %s) interrupted: %s", spec.name, request_id, type(exc).__name__)
             self._reply_error(request_id, exc, send)
         finally:
             if key is not None:
+                self._finished(spec.name, ctx, failure)
                 self._leave_inflight(key)
         return False
+
+    def _finished(self, command: str, ctx: Context, failure: BaseException | None) -> None:
+        outcome = describe_error(failure)[0] if failure is not None else "cancelled" if ctx.cancel.is_set() else "ok"
+        self.stats.count_finished(command, time.monotonic() - ctx.started, outcome)
 
     def _leave_inflight(self, key: int) -> None:
         del self.inflight[key]

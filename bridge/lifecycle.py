@@ -40,7 +40,8 @@ class Lifecycle:
 
     def record_lm_call(self, call: dict[str, Any]) -> None:
         """Called by the DSPy layer after each LM call, with a redacted record of it."""
-        self.stats.count_lm_call(call.get("usage") or {})
+        self.stats.count_lm_call(call.get("usage") or {}, model=call.get("model"), cost=call.get("cost"),
+                                 latency_ms=call.get("latency_ms"), failed=bool(call.get("error")))
         self.recent_lm_calls.append(call)
         self.publish("lm_call", call)
 

@@ -2,9 +2,63 @@
 
 from __future__ import annotations
 
+import math
 import threading
+from bisect import bisect_left
 from collections import Counter
 from typing import Any
+
+# Upper bounds (seconds) of the latency histograms' buckets; the last bucket is +Inf.
+# Fixed, so a histogram is one list of integers and an observation one bisect.
+LATENCY_BUCKETS: tuple[float, ...] = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                                      30.0, 60.0, 120.0)
+# LM models are named by clients: beyond this many, further models are counted together.
+MAX_MODELS = 64
+OTHER_MODELS = "(other)"
+# Outcome names are error types (a closed set in practice); bounded all the same.
+MAX_OUTCOMES = 256
+
+
+class Histogram:
+    """Counts per fixed bucket (not cumulative), their sum and count: Prometheus's shape."""
+
+    __slots__ = ("counts", "total", "count")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.total += seconds
+        self.count += 1
+
+    def cumulative(self) -> list[int]:
+        out, running = [], 0
+        for value in self.counts:
+            running += value
+            out.append(running)
+        return out
+
+    def copy(self) -> Histogram:
+        twin = Histogram()
+        twin.counts = list(self.counts)
+        twin.total, twin.count = self.total, self.count
+        return twin
+
+
+class ModelTotals:
+    """One LM model's calls, failures, tokens, cost and latency."""
+
+    __slots__ = ("calls", "failures", "tokens", "cost", "latency")
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.failures = 0
+        self.tokens: Counter[str] = Counter()
+        self.cost = 0.0
+        self.latency = Histogram()
 
 
 class Stats:
@@ -19,6 +73,12 @@ class Stats:
         self.errors_by_type: Counter[str] = Counter()
         self.lm_calls = 0
         self.usage: Counter[str] = Counter()
+        self.cost = 0.0
+        # Scheduled requests only (inline ones such as ping are counted in by_command and
+        # never timed: timing them would cost more than answering them).
+        self.finished: Counter[tuple[str, str]] = Counter()
+        self.latency: dict[str, Histogram] = {}
+        self.by_model: dict[str, ModelTotals] = {}
 
     def count_command(self, name: str) -> None:
         # No lock: only the thread that submits requests (the reader, in a worker)
@@ -33,13 +93,54 @@ class Stats:
             if protocol:
                 self.protocol_errors += 1
 
-    def count_lm_call(self, usage: dict[str, Any]) -> None:
+    def count_finished(self, command: str, seconds: float, outcome: str) -> None:
+        """A scheduled request ended ("ok" or its error type) after `seconds`."""
+        with self._lock:
+            key = (command, outcome)
+            if key not in self.finished and len(self.finished) >= MAX_OUTCOMES:
+                key = (command, "other")
+            self.finished[key] += 1
+            histogram = self.latency.get(command)
+            if histogram is None:
+                histogram = self.latency[command] = Histogram()
+            histogram.observe(seconds)
+
+    def count_lm_call(self, usage: dict[str, Any], model: Any = None, cost: Any = None,
+                      latency_ms: Any = None, failed: bool = False) -> None:
         with self._lock:
             self.lm_calls += 1
+            name = str(model) if model else "unknown"
+            totals = self.by_model.get(name)
+            if totals is None:
+                if len(self.by_model) >= MAX_MODELS:
+                    name = OTHER_MODELS
+                totals = self.by_model.setdefault(name, ModelTotals())
+            totals.calls += 1
+            totals.failures += 1 if failed else 0
             for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
                 value = usage.get(key)
-                if isinstance(value, int):
+                if isinstance(value, int) and not isinstance(value, bool):
                     self.usage[key] += value
+                    totals.tokens[key] += value
+            if isinstance(cost, (int, float)) and not isinstance(cost, bool) and math.isfinite(cost):
+                self.cost += cost
+                totals.cost += cost
+            if isinstance(latency_ms, (int, float)) and not isinstance(latency_ms, bool):
+                totals.latency.observe(latency_ms / 1000)
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        """Consistent copies of the histograms and per-model totals, for /metrics."""
+        with self._lock:
+            return {
+                "finished": dict(self.finished),
+                "latency": {name: h.copy() for name, h in self.latency.items()},
+                "by_model": {name: {"calls": t.calls, "failures": t.failures, "tokens": dict(t.tokens),
+                                    "cost": t.cost, "latency": t.latency.copy()}
+                             for name, t in self.by_model.items()},
+                "errors_by_type": dict(self.errors_by_type), "error_count": self.error_count,
+                "protocol_errors": self.protocol_errors, "lm_calls": self.lm_calls, "cost": self.cost,
+                "usage": dict(self.usage),
+            }
 
     def reset(self) -> tuple[int, int]:
         with self._lock:

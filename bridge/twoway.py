@@ -273,9 +273,11 @@ class TwoWayReplies:
     _leave_inflight: Callable[[int], None]
     _release: Callable[[OnceReply], None]
 
-    def _defer(self, deferred: Deferred, request_id: Any, send: Send, key: int | None) -> None:
+    def _defer(self, deferred: Deferred, request_id: Any, send: Send, key: int | None,
+               finished: Callable[[BaseException | None], None]) -> None:
         """Sends the reply when the deferred result is there; frees what the request held."""
         def finish(future: Future[dict[str, Any]]) -> None:
+            exc: BaseException | None = None
             try:
                 exc = future.exception()
                 if exc is not None:
@@ -283,8 +285,10 @@ class TwoWayReplies:
                 else:
                     self._send(codec.encode(messages.reply(request_id, future.result())), send)
             except BaseException as failure:  # never lose the request's one reply
+                exc = failure
                 self._reply_error(request_id, failure, send)
             finally:
+                finished(exc)
                 if key is not None:
                     self._leave_inflight(key)
                 if type(send) is OnceReply:

@@ -81,6 +81,7 @@ SUBCOMMAND_MODULES = (
     "dspex_cli.tools_cmd",
     "dspex_cli.replay_cmd",
     "dspex_cli.inspect_cmd",
+    "dspex_cli.top",
     "dspex_cli.repl_cmd",
 )
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -23,6 +24,7 @@ import typer
 
 from dspex_cli.env import Environment, environment_of
 from dspex_cli.exit_status import ExitStatus, UserError, run_guarded
+from dspex_cli.inspect_actions import LMFilters, QuitKey, inspect_cancel, inspect_prometheus, inspect_stack
 from dspex_cli.inspect_transcript import DEFAULT_TRANSCRIPT_LIMIT, transcript_report
 
 DEFAULT_LIMIT = 20
@@ -30,6 +32,8 @@ WATCH_INTERVAL = 1.0
 # Views of a transcript, and worker-view names accepted as their aliases.
 TRANSCRIPT_VIEWS = ("summary", "sessions", "programs", "timeline", "lm")
 TRANSCRIPT_ALIASES = {"status": "summary", "frames": "timeline"}
+# Views that act on one request and take its id after the view name.
+ACTION_VIEWS = ("stack", "cancel")
 
 
 class InspectFailure(UserError):
@@ -44,7 +48,7 @@ def worker_views() -> tuple[str, ...]:
     """The views a worker answers, from the control server's own table."""
     from bridge.control import known_views
 
-    return tuple(name for name in known_views() if name != "commands")
+    return tuple(name for name in known_views() if name not in ("commands", *ACTION_VIEWS))
 
 
 # -- talking to workers ------------------------------------------------------------------------
@@ -148,14 +152,26 @@ def inspect_transcript(path: str, view: str | None, as_json: bool, limit: int, e
     return ExitStatus.OK
 
 
-def inspect_worker(spec: str, view: str | None, as_json: bool, limit: int, env: Environment) -> int:
+def check_view(view: str | None) -> None:
+    """An unknown view name is bad input, answered with the closest known name."""
+    import difflib
+
+    views = (*worker_views(), *ACTION_VIEWS)
+    if view is None or view in views:
+        return
+    close = difflib.get_close_matches(view, views, n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise InspectFailure(f"unknown view {view!r}{hint} (choose from {', '.join(views)})", ExitStatus.USAGE)
+
+
+def inspect_worker(spec: str, view: str | None, as_json: bool, limit: int, env: Environment,
+                   full: bool = False, lm_filters: LMFilters | None = None) -> int:
+    lm_filters = lm_filters or LMFilters()
     from bridge.control.client import ControlClient, resolve_worker
 
     from dspex_cli.inspect_views import overview, render_view
 
-    views = worker_views()
-    if view is not None and view not in views:
-        raise InspectFailure(f"unknown view {view!r} (choose from {', '.join(views)})", ExitStatus.USAGE)
+    check_view(view)
     worker = resolve_worker(spec)
     with ControlClient(worker.socket) as client:
         if view is None:
@@ -166,16 +182,22 @@ def inspect_worker(spec: str, view: str | None, as_json: bool, limit: int, env: 
             else:
                 env.console().print(overview(data))
             return ExitStatus.OK
-        args = {"limit": limit} if view in ("frames", "lm") else {}
+        args: dict[str, Any] = {"limit": limit} if view in ("frames", "lm") else {}
+        if full and view == "frames":
+            args["max_string"] = 100_000
+        if view == "lm":
+            args.update(lm_filters.as_args())
+            args["full"] = full
         data = client.call(view, args)
     if as_json:
         _print_json(env, data)
     else:
-        env.console().print(render_view(view, data))
+        env.console().print(render_view(view, data, full=full))
     return ExitStatus.OK
 
 
-def follow_worker(spec: str, view: str | None, as_json: bool, env: Environment) -> int:
+def follow_worker(spec: str, view: str | None, as_json: bool, env: Environment,
+                  lm_filters: LMFilters | None = None, full: bool = False) -> int:
     from bridge.control.client import ControlClient, WorkerGone, resolve_worker
 
     from dspex_cli.inspect_views import follow_line
@@ -185,17 +207,25 @@ def follow_worker(spec: str, view: str | None, as_json: bool, env: Environment) 
     worker = resolve_worker(spec)
     console = env.console()
     client = ControlClient(worker.socket)
+    filters = lm_filters or LMFilters()
+    quitter = QuitKey(env, on_quit=client.close)
     try:
-        for event in client.subscribe(frames=view in (None, "frames"), lm=view in (None, "lm")):
+        for event in quitter.guard(client.subscribe(frames=view in (None, "frames"), lm=view in (None, "lm"),
+                                                    max_string=100_000 if full else None)):
+            if event.get("event") == "lm_call" and not filters.matches(event.get("data") or {}):
+                continue
             if as_json:
                 env.write(orjson.dumps(event, option=orjson.OPT_NON_STR_KEYS).decode() + "\n")
             else:
                 console.print(follow_line(event))
     except WorkerGone:
+        if quitter.pressed:
+            return ExitStatus.OK
         raise InspectFailure(f"worker {worker.worker_id} (pid {worker.pid}) stopped") from None
     except KeyboardInterrupt:  # the way to stop following: not an interruption of anything
         return ExitStatus.OK
     finally:
+        quitter.stop()
         client.close()
     return ExitStatus.OK
 
@@ -213,37 +243,63 @@ def watch_worker(spec: str, env: Environment, interval: float = WATCH_INTERVAL) 
         first = dashboard(collect_dashboard(client))
         with Live(first, console=console, screen=console.is_terminal, auto_refresh=False,
                   redirect_stderr=False) as live:
-            while True:
-                time.sleep(interval)
-                try:
-                    snapshot = collect_dashboard(client)
-                except ControlError as exc:
-                    live.stop()
-                    raise InspectFailure(f"worker {worker.worker_id} (pid {worker.pid}) stopped during "
-                                         f"--watch: {exc.message}") from None
-                live.update(dashboard(snapshot), refresh=True)
+            keys = QuitKey(env)
+            try:
+                while not keys.wait(interval):
+                    try:
+                        snapshot = collect_dashboard(client)
+                    except ControlError as exc:
+                        live.stop()
+                        raise InspectFailure(f"worker {worker.worker_id} (pid {worker.pid}) stopped during "
+                                             f"--watch: {exc.message}") from None
+                    live.update(dashboard(snapshot), refresh=True)
+            finally:
+                keys.stop()
+            return ExitStatus.OK
     except KeyboardInterrupt:
         return ExitStatus.OK
     finally:
         client.close()
 
 
+@dataclass(frozen=True)
+class InspectRequest:
+    """Everything `dspex inspect` was asked, as typed."""
+
+    target: str | None = None
+    view: str | None = None
+    follow: bool = False
+    watch: bool = False
+    as_json: bool = False
+    limit_text: str | None = None
+    extra: tuple[str, ...] = ()
+    full: bool = False
+    assume_yes: bool = False
+    prometheus: bool = False
+    lm_filters: LMFilters = field(default_factory=LMFilters)
+
+
 def run_inspect(target: str | None, view: str | None, follow: bool, watch: bool, as_json: bool,
-                limit_text: str | None, extra: list[str], env: Environment | None = None) -> int:
+                limit_text: str | None, extra: list[str], env: Environment | None = None,
+                **more: Any) -> int:
     """Runs inside the CLI's error boundary: every failure becomes one line and an exit status."""
     environment = env or Environment.from_process()
-    return run_guarded("dspex inspect", lambda: _inspect(target, view, follow, watch, as_json, limit_text,
-                                                         extra, environment), environment)
+    request = InspectRequest(target, view, follow, watch, as_json, limit_text, tuple(extra), **more)
+    return run_guarded("dspex inspect", lambda: _inspect(request, environment), environment)
 
 
-def _inspect(target: str | None, view: str | None, follow: bool, watch: bool, as_json: bool,
-             limit_text: str | None, extra: list[str], env: Environment) -> int:
+def _inspect(request: InspectRequest, env: Environment) -> int:
     from bridge.control.client import ControlError
 
+    target, view, follow, watch, as_json = request.target, request.view, request.follow, request.watch, request.as_json
+    extra = list(request.extra)
     try:
         for given in (target, view):
             if given is not None and given.startswith("-") and given != "-":
                 raise InspectFailure(f"unknown option {given!r} (see dspex inspect --help)", ExitStatus.USAGE)
+        request_id = None
+        if view in ACTION_VIEWS and extra:
+            request_id, extra = extra[0], extra[1:]
         if extra:
             raise InspectFailure(f"unexpected argument(s): {' '.join(extra)} (see dspex inspect --help)",
                                  ExitStatus.USAGE)
@@ -252,22 +308,40 @@ def _inspect(target: str | None, view: str | None, follow: bool, watch: bool, as
         if watch and as_json:
             raise InspectFailure("--watch is a live screen; use --json without it for scripts", ExitStatus.USAGE)
         if target is None:
-            if follow or watch or view:
-                raise InspectFailure("name a worker (pid, worker id or socket path) to follow or watch",
+            if watch and not view:  # every worker at once: the same screen as `dspex top`
+                from dspex_cli.top import run_top
+
+                return run_top(WATCH_INTERVAL, False, False, None, None, env)
+            if follow or view or request.prometheus:
+                raise InspectFailure("name a worker (pid, worker id or socket path) to follow, watch or scrape",
                                      ExitStatus.USAGE)
             return inspect_workers(as_json, env)
         if _is_file_target(target) and not stat.S_ISSOCK(_mode(target)):
             if follow or watch:
                 raise InspectFailure("--follow and --watch need a live worker, not a transcript file", ExitStatus.USAGE)
-            return inspect_transcript(target, view, as_json, _parse_limit(limit_text, DEFAULT_TRANSCRIPT_LIMIT), env)
-        limit = _parse_limit(limit_text, DEFAULT_LIMIT)
+            return inspect_transcript(target, view, as_json, _parse_limit(request.limit_text,
+                                                                          DEFAULT_TRANSCRIPT_LIMIT), env)
+        limit = _parse_limit(request.limit_text, DEFAULT_LIMIT)
+        check_view(view)
+        if request.prometheus:
+            if view is not None or follow or watch:
+                raise InspectFailure("--prometheus prints the metrics once; drop the view and --follow/--watch",
+                                     ExitStatus.USAGE)
+            return inspect_prometheus(target, env)
+        if view == "stack":
+            return inspect_stack(target, request_id, as_json, request.full, env)
+        if view == "cancel":
+            if request_id is None:
+                raise InspectFailure("cancel needs a REQUEST_ID (see `dspex inspect WORKER inflight`)",
+                                     ExitStatus.USAGE)
+            return inspect_cancel(target, request_id, request.assume_yes, as_json, env)
         if follow:
-            return follow_worker(target, view, as_json, env)
+            return follow_worker(target, view, as_json, env, request.lm_filters, request.full)
         if watch:
             if view is not None:
                 raise InspectFailure("--watch shows the whole dashboard; drop the view", ExitStatus.USAGE)
             return watch_worker(target, env)
-        return inspect_worker(target, view, as_json, limit, env)
+        return inspect_worker(target, view, as_json, limit, env, request.full, request.lm_filters)
     except ControlError as exc:  # a worker that cannot be reached, or went away
         raise InspectFailure(exc.message, ExitStatus.FAILURE) from None
 
@@ -283,9 +357,10 @@ def _mode(path: str) -> int:
 def register(app: typer.Typer) -> None:
     @app.command("inspect", help=(
         "Look inside live workers or recorded transcripts. No argument: the live workers on this "
-        "machine. WORKER (pid, worker id or socket path): its status, sessions, programs and in-flight "
-        "work; add VIEW (status sessions programs inflight frames lm) for one view. FILE.jsonl: a "
-        "transcript's summary, sessions, programs, timeline and LM calls."),
+        "machine (--watch: all of them live, as `dspex top`). WORKER (pid, worker id or socket path): its "
+        "status, sessions, programs and in-flight work; add VIEW (status sessions programs inflight jobs "
+        "frames lm metrics) for one view, `stack [REQUEST_ID]` for Python stacks, `cancel REQUEST_ID` to "
+        "end a request. FILE.jsonl: a transcript's summary, sessions, programs, timeline and LM calls."),
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def inspect(
         ctx: typer.Context,
@@ -300,8 +375,18 @@ def register(app: typer.Typer) -> None:
         limit: str = typer.Option(None, "--limit", "-n", metavar="N",
                                   help="how many frames / LM calls / timeline entries (1-10000)",
                                   show_default=False),
+        full: bool = typer.Option(False, "--full", help="frames uncut; LM calls with prompt and response; "
+                                                        "stacks with whole paths"),
+        session: str = typer.Option(None, "--session", metavar="ID", help="LM calls of this session only"),
+        program: str = typer.Option(None, "--program", metavar="ID", help="LM calls of this program only"),
+        model: str = typer.Option(None, "--model", metavar="MODEL", help="LM calls of this model only"),
+        yes: bool = typer.Option(False, "--yes", "-y", help="cancel without asking"),
+        prometheus: bool = typer.Option(False, "--prometheus", help="print the worker's metrics in Prometheus "
+                                                                    "text format"),
     ) -> None:
-        raise typer.Exit(run_inspect(target, view, follow, watch, as_json, limit, list(ctx.args), environment_of(ctx)))
+        raise typer.Exit(run_inspect(target, view, follow, watch, as_json, limit, list(ctx.args),
+                                     environment_of(ctx), full=full, assume_yes=yes, prometheus=prometheus,
+                                     lm_filters=LMFilters(session, program, model)))
 
 
-__all__ = ["collect_dashboard", "collect_overview", "register", "run_inspect", "transcript_report"]
+__all__ = ["LMFilters", "collect_dashboard", "collect_overview", "register", "run_inspect", "transcript_report"]

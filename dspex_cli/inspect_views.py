@@ -158,17 +158,28 @@ def status_view(status: dict[str, Any]) -> RenderableType:
                  f"protocol errors {counters.get('protocol_errors', 0)}  LM calls {counters.get('lm_calls', 0)}")
     grid.add_row("state", f"sessions {counters.get('sessions', 0)}  programs {counters.get('programs', 0)}  "
                  f"in flight {counters.get('inflight', 0)}")
-    grid.add_row("rates", f"{recent.get('requests_per_s', 0):g} req/s, {recent.get('errors_per_s', 0):g} err/s "
-                 f"(last {recent.get('window_s', 0):g}s)   {minute.get('requests_per_s', 0):g} req/s "
-                 f"(last {minute.get('window_s', 0):g}s)")
+    grid.add_row("rates", _rates_line(recent, minute))
     grid.add_row("LM latency", f"p50 {millis(latency.get('p50'))}  p95 {millis(latency.get('p95'))}  "
-                 f"max {millis(latency.get('max'))}  over {latency.get('recent', 0)} recent call(s)")
+                 f"p99 {millis(latency.get('p99'))}  max {millis(latency.get('max'))}  "
+                 f"over {latency.get('recent', 0)} recent call(s)")
     usage = status.get("usage") or {}
     if usage:
         grid.add_row("tokens", "  ".join(f"{k} {v}" for k, v in usage.items()))
     errors = status.get("errors_by_type") or {}
     grid.add_row("errors by type", "  ".join(f"{k} {v}" for k, v in sorted(errors.items())) or "none")
     return Panel(grid, title="status", title_align="left", box=box.ROUNDED, expand=False)
+
+
+def _rates_line(recent: dict[str, Any], minute: dict[str, Any]) -> str:
+    """Each window named once: a worker younger than 10 s has only one window to speak of."""
+    short = (f"{recent.get('requests_per_s', 0):g} req/s, {recent.get('errors_per_s', 0):g} err/s, "
+             f"{recent.get('lm_calls_per_s', 0):g} LM calls/s")
+    if recent.get("tokens_per_min"):
+        short += f", {recent.get('tokens_per_min'):g} tokens/min"
+    line = f"{short} over the last {recent.get('window_s', 0):g}s"
+    if minute and minute.get("window_s", 0) > recent.get("window_s", 0) + 0.5:
+        line += f";  {minute.get('requests_per_s', 0):g} req/s over the last {minute.get('window_s', 0):g}s"
+    return line
 
 
 def sessions_table(sessions: list[dict[str, Any]], now: float | None = None) -> RenderableType:
@@ -192,11 +203,23 @@ def programs_table(programs: list[dict[str, Any]], now: float | None = None) -> 
     return table
 
 
-def inflight_table(inflight: list[dict[str, Any]]) -> RenderableType:
-    table = _table("in flight", "id", "command", "session", "age", empty=None if inflight else "nothing in flight")
+def inflight_table(inflight: list[dict[str, Any]], compact: bool = False) -> RenderableType:
+    """Requests queued or running; `compact` (the --watch dashboard) keeps id, command, session, phase, age."""
+    columns = ["id", "command", "session", "phase", "program", "model", "endpoint", "attempt", "age"]
+    if compact:
+        columns = ["id", "command", "session", "phase", "age"]
+    table = _table("in flight", *columns, empty=None if inflight else "nothing in flight")
     for w in inflight:
-        table.add_row(str(w.get("id")), str(w.get("command")), str(w.get("session_id")),
-                      millis(w.get("age_ms")) + (" (cancelled)" if w.get("cancelled") else ""))
+        attempt = f"{w.get('attempt')}" + (f"/{w.get('retries')} retries" if w.get("retries") is not None else "") \
+            if w.get("attempt") is not None else "-"
+        phase = str(w.get("phase") or "running")
+        if w.get("lm_call_ms") is not None:
+            phase += f" {millis(w.get('lm_call_ms'))}"
+        cells = {"id": str(w.get("id")), "command": str(w.get("command")), "session": str(w.get("session_id")),
+                 "phase": phase, "program": str(w.get("program_id") or "-"), "model": str(w.get("model") or "-"),
+                 "endpoint": str(w.get("endpoint") or "-"), "attempt": attempt,
+                 "age": millis(w.get("age_ms")) + (" (cancelled)" if w.get("cancelled") else "")}
+        table.add_row(*(cells[name] for name in columns))
     return table
 
 
@@ -259,15 +282,55 @@ def frames_table(frames: list[dict[str, Any]], width: int = 60) -> RenderableTyp
     return table
 
 
-def lm_table(calls: list[dict[str, Any]], width: int = 50) -> RenderableType:
-    table = _table("LM calls", "time", "model", "latency", "tokens", "session", "prompt", "answer",
-                   empty=None if calls else "no LM calls yet")
+def lm_table(calls: list[dict[str, Any]], width: int = 50, compact: bool = False) -> RenderableType:
+    """The LM call log; `compact` (the --watch dashboard) leaves out program, cost and status."""
+    columns = ["time", "session", "model", "latency", "tokens", "prompt", "answer"]
+    if not compact:
+        columns[2:2] = ["program"]
+        columns[5:5] = ["cost", "status"]
+    table = _table("LM calls", *columns, empty=None if calls else "no LM calls yet")
     for c in calls:
         answer = f"ERROR {c.get('error')}" if c.get("error") else c.get("answer_preview") or ""
-        table.add_row(clock(c.get("timestamp")), str(c.get("model")), millis(c.get("latency_ms")),
-                      tokens(c.get("usage")), str(c.get("session_id") or "-"),
-                      one_line(c.get("prompt_preview") or "", width), one_line(answer, width))
+        cost = c.get("cost")
+        cells = {"time": clock(c.get("timestamp")), "session": str(c.get("session_id") or "-"),
+                 "program": str(c.get("program_id") or "-"), "model": str(c.get("model")),
+                 "latency": millis(c.get("latency_ms")), "tokens": tokens(c.get("usage")),
+                 "cost": f"${cost:.5f}" if isinstance(cost, (int, float)) else "-",
+                 "status": str(c.get("status") or "-"), "prompt": one_line(c.get("prompt_preview") or "", width),
+                 "answer": one_line(answer, width)}
+        table.add_row(*(cells[name] for name in columns))
     return table
+
+
+def lm_full(calls: list[dict[str, Any]]) -> RenderableType:
+    """`lm --full`: each call's whole exchange (redacted by the worker), one block per call."""
+    if not calls:
+        return Text("no LM calls yet")
+    parts: list[RenderableType] = []
+    for c in calls:
+        parts.append(Text(f"{clock(c.get('timestamp'))}  request #{c.get('request_id')}  session "
+                          f"{c.get('session_id')}  program {c.get('program_id') or '-'}  {c.get('model')}  "
+                          f"{millis(c.get('latency_ms'))}  {tokens(c.get('usage'))} tokens  {c.get('status')}",
+                          style="bold"))
+        for message in c.get("messages_full") or []:
+            role = message.get("role", "?") if isinstance(message, dict) else "?"
+            parts.append(Text(f"[{role}]", style="cyan"))
+            parts.append(Text(_message_content(message)))
+        if c.get("error"):
+            parts.append(Text(f"ERROR {c.get('error')}", style="red"))
+        for output in c.get("response_full") or []:
+            parts.append(Text("[response]", style="magenta"))
+            parts.append(Text(output.get("text", one_line(output, 100_000)) if isinstance(output, dict)
+                              else str(output)))
+        parts.append(Text(""))
+    return Group(*parts)
+
+
+def _message_content(message: Any) -> str:
+    content = message.get("content") if isinstance(message, dict) else message
+    if isinstance(content, list):
+        return "\n".join(str(p.get("text", p)) if isinstance(p, dict) else str(p) for p in content)
+    return "" if content is None else str(content)
 
 
 VIEW_RENDERERS = {
@@ -276,12 +339,17 @@ VIEW_RENDERERS = {
     "programs": lambda data: programs_table(data.get("programs") or []),
     "inflight": lambda data: inflight_table(data.get("inflight") or []),
     "jobs": lambda data: jobs_table(data.get("jobs") or []),
-    "frames": lambda data: frames_table(data.get("frames") or []),
-    "lm": lambda data: lm_table(data.get("calls") or []),
+    "frames": lambda data: frames_table(data.get("frames") or [], width=10_000),
+    "lm": lambda data: lm_table(data.get("calls") or [], width=10_000),
+    "metrics": lambda data: Text(str(data.get("text") or "")),
 }
 
 
-def render_view(name: str, data: dict[str, Any]) -> RenderableType:
+def render_view(name: str, data: dict[str, Any], full: bool = False) -> RenderableType:
+    if full and name == "lm":
+        return lm_full(data.get("calls") or [])
+    if full and name == "frames":
+        return frames_table(data.get("frames") or [], width=1_000_000)
     renderer = VIEW_RENDERERS.get(name)
     if renderer is None:  # a view the worker knows and this CLI does not: show its data
         return Text(one_line(data, 10_000))
@@ -325,12 +393,12 @@ def dashboard(snapshot: dict[str, Any], now: float | None = None) -> RenderableT
     inflight = snapshot.get("inflight") or []
     return Group(
         Panel(header, title="dspex inspect --watch", title_align="left", expand=False,
-              subtitle=f"refreshed {clock(now or time.time())}  Ctrl-C to quit", subtitle_align="right"),
+              subtitle=f"refreshed {clock(now or time.time())}  q or Ctrl-C to quit", subtitle_align="right"),
         sessions_table(sessions[:10], now),
-        inflight_table(inflight[:10]),
+        inflight_table(inflight[:10], compact=True),
         *([jobs_table(snapshot["jobs"][:10])] if snapshot.get("jobs") else []),
         lm_summary,
-        lm_table(calls[-5:], width=30),
+        lm_table(calls[-5:], width=30, compact=True),
     )
 
 

@@ -8,11 +8,11 @@ have_beam() {
   command -v elixir >/dev/null 2>&1 && ls -d /usr/lib/erlang/lib/jiffy-* >/dev/null 2>&1
 }
 
-if ! have_beam; then
+if ! have_beam || ! command -v tmux >/dev/null 2>&1; then
   if [ "$(id -u)" = "0" ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends elixir erlang-jiffy >/dev/null
+    apt-get install -y -qq --no-install-recommends elixir erlang-jiffy tmux >/dev/null
   else
     echo "note: elixir/erlang-jiffy missing; run as root or: sudo apt-get install elixir erlang-jiffy" >&2
   fi

@@ -145,6 +145,25 @@ def scan_workers(directory: Path | None = None, clean: bool = True) -> tuple[lis
     return live, stale
 
 
+def discovered_workers(directory: Path | None = None) -> list[WorkerInfo]:
+    """Workers whose discovery file names a live process, without probing their sockets:
+    what a watcher polling every second reads (it learns of a dead socket on connect)."""
+    directory = directory or runtime_dir()
+    if not os.path.lexists(directory):
+        return []
+    try:
+        check_private_dir(directory)
+    except ControlFailure as exc:
+        raise ControlError(f"{exc.message}; refusing to use it", exc.error_type) from None
+    found = []
+    for path in sorted(directory.glob(f"*{DISCOVERY_SUFFIX}")):
+        info = _read_discovery(path)
+        if info is not None and _pid_alive(info.pid):
+            found.append(info)
+    found.sort(key=lambda w: (w.started_at or 0, w.pid))
+    return found
+
+
 def list_workers(directory: Path | None = None) -> list[WorkerInfo]:
     """The live workers on this machine for this user; stale discovery files are cleaned."""
     return scan_workers(directory)[0]
@@ -293,14 +312,17 @@ class ControlClient:
         wait = None if timeout is None else timeout + 5.0
         return self.call("exec", request, timeout=wait)["reply"]
 
-    def subscribe(self, frames: bool = True, lm: bool = True, timeout: float | None = DEFAULT_TIMEOUT
-                  ) -> Iterator[dict[str, Any]]:
+    def subscribe(self, frames: bool = True, lm: bool = True, timeout: float | None = DEFAULT_TIMEOUT,
+                  max_string: int | None = None) -> Iterator[dict[str, Any]]:
         """Streams events ({"event", "data", "timestamp"}) until the worker goes (WorkerGone).
 
         The connection is dedicated to the stream from then on: use another client for calls.
         """
         # Subscribed before returning, so nothing that happens after this call is missed.
-        self.call("subscribe", {"frames": frames, "lm": lm}, timeout=timeout)
+        args: dict[str, Any] = {"frames": frames, "lm": lm}
+        if max_string is not None:
+            args["max_string"] = max_string
+        self.call("subscribe", args, timeout=timeout)
         return self._events()
 
     def _events(self) -> Iterator[dict[str, Any]]:
@@ -322,5 +344,6 @@ class ControlClient:
         self.close()
 
 
-__all__ = ["ControlClient", "ControlError", "WorkerGone", "WorkerInfo", "WorkerNotFound", "list_workers",
+__all__ = ["ControlClient", "ControlError", "WorkerGone", "WorkerInfo", "WorkerNotFound", "discovered_workers",
+           "list_workers",
            "resolve_worker", "scan_workers", "socket_accepts"]

@@ -127,7 +127,7 @@ def _message_text(message: Any) -> str:
     return "" if content is None else str(content)
 
 
-def describe_lm_call(record: dict[str, Any], preview: int) -> dict[str, Any]:
+def describe_lm_call(record: dict[str, Any], preview: int, full: bool = False) -> dict[str, Any]:
     """An LM call record as inspect shows it: who, how long, tokens, what was asked and answered."""
     request = record.get("request") or {}
     messages = request.get("messages") or []
@@ -141,12 +141,17 @@ def describe_lm_call(record: dict[str, Any], preview: int) -> dict[str, Any]:
     entry = {
         "call_id": record.get("call_id"), "request_id": record.get("request_id"),
         "session_id": record.get("session_id"), "command": record.get("command"),
-        "model": record.get("model"), "latency_ms": record.get("latency_ms"),
-        "usage": record.get("usage") or {}, "error": record.get("error"),
+        "program_id": record.get("program_id"), "model": record.get("model"),
+        "latency_ms": record.get("latency_ms"), "usage": record.get("usage") or {},
+        "cost": record.get("cost"), "status": "error" if record.get("error") else "ok", "error": record.get("error"),
         "timestamp": record.get("timestamp"), "key": record.get("key"),
         "messages": len(messages), "params": request.get("params") or {},
         "prompt_preview": cut(_message_text(last_user) if last_user is not None else "", preview),
         "answer_preview": cut("" if answer is None else str(answer), preview),
     }
+    if full:  # the whole exchange, still redacted; cut only far beyond any sane prompt
+        entry["messages_full"] = messages
+        entry["response_full"] = outputs
+        return cut(public(entry), 1_000_000, 10_000)
     return cut(public(entry), max(preview, DEFAULT_STRING_LIMIT))
 

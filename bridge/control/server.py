@@ -33,6 +33,7 @@ from ..redact import scrub_text
 from ..wire import codec, messages
 from ..wire.framing import FrameReader, Oversized, pack
 from ..wire.messages import RejectedRequest
+from .incident import cancel_request
 from .present import DEFAULT_STRING_LIMIT, cut, describe_frame, describe_lm_call, int_arg, public
 from .security import (DISCOVERY_SUFFIX, MAX_SOCKET_PATH, SOCKET_SUFFIX, ControlFailure, ensure_runtime_dir,
                        peer_allowed, peer_credentials)
@@ -63,11 +64,25 @@ def build_views(engine: Engine) -> ViewRegistry:
     for adapter in engine.adapters:
         for name, (summary, handler) in adapter.views().items():
             views.add_view(name, summary, adapter_view(handler))
+    views.add_view("cancel", "end a queued or running request: its caller gets error_type cancelled "
+                             "(args request_id, reason; refused when read-only)",
+                   _cancel, read_only=False)
     views.add_view("subscribe", "stream frames and LM calls as they happen, until the client disconnects",
                    _streamed_by_the_connection, stream=True)
     views.add_view("exec", "run a registered engine command in this worker (refused when read-only)",
                    lambda args, server: server.exec_command(args), read_only=False)
     return views
+
+
+def _cancel(args: dict[str, Any], server: ControlServer) -> dict[str, Any]:
+    given = args.get("request_id")
+    if given is None or isinstance(given, (dict, list, bool)):
+        raise InvalidArguments("cancel needs 'request_id': the id of a queued or running request")
+    reason = args.get("reason")
+    reason = reason if isinstance(reason, str) and reason else "cancelled from the control socket"
+    result = cancel_request(server.engine, given, reason[:200])
+    log.warning("request %r cancelled through the control socket", result["request_id"])
+    return public(result)
 
 
 def _streamed_by_the_connection(args: dict[str, Any], server: ControlServer) -> dict[str, Any]:

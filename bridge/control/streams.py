@@ -25,21 +25,24 @@ class RateSampler:
     def __init__(self, engine: Engine, period: float = 1.0, keep: int = 62) -> None:
         self.engine = engine
         self.period = period
-        self.samples: deque[tuple[float, int, int, int]] = deque(maxlen=keep)
+        self.samples: deque[tuple[float, int, int, int, int]] = deque(maxlen=keep)
         self.stopped = threading.Event()
         self.sample()
 
     def sample(self) -> None:
+        self.samples.append(self._now())
+
+    def _now(self) -> tuple[float, int, int, int, int]:
         stats = self.engine.stats
-        self.samples.append((time.monotonic(), stats.command_count, stats.error_count, stats.lm_calls))
+        return (time.monotonic(), stats.command_count, stats.error_count, stats.lm_calls,
+                int(stats.usage.get("total_tokens", 0)))
 
     def run(self) -> None:
         while not self.stopped.wait(self.period):
             self.sample()
 
     def rates(self) -> dict[str, dict[str, float]]:
-        stats = self.engine.stats
-        now = (time.monotonic(), stats.command_count, stats.error_count, stats.lm_calls)
+        now = self._now()
         samples = snapshot(lambda: list(self.samples))
         out: dict[str, dict[str, float]] = {}
         for label, window in (("10s", 10.0), ("60s", 60.0)):
@@ -48,11 +51,13 @@ class RateSampler:
             out[label] = {"window_s": round(span, 1),
                           "requests_per_s": round(max(0, now[1] - base[1]) / span, 3),
                           "errors_per_s": round(max(0, now[2] - base[2]) / span, 3),
-                          "lm_calls_per_s": round(max(0, now[3] - base[3]) / span, 3)}
+                          "lm_calls_per_s": round(max(0, now[3] - base[3]) / span, 3),
+                          "tokens_per_min": round(max(0, now[4] - base[4]) * 60 / span, 1)}
         uptime = max(self.engine.uptime(), 1e-3)
         out["lifetime"] = {"window_s": round(uptime, 1), "requests_per_s": round(now[1] / uptime, 3),
                            "errors_per_s": round(now[2] / uptime, 3),
-                           "lm_calls_per_s": round(now[3] / uptime, 3)}
+                           "lm_calls_per_s": round(now[3] / uptime, 3),
+                           "tokens_per_min": round(now[4] * 60 / uptime, 1)}
         return out
 
 

@@ -19,6 +19,7 @@ from ..adapter import session_states
 from ..errors import BridgeError
 from ..registry import CommandSpec, Registry
 from ..wire import codec
+from .incident import QUEUED, WAITING_ON_SESSION, inflight_entries, thread_stacks
 from .present import DEFAULT_STRING_LIMIT, describe_frame, describe_lm_call, int_arg, percentile, public, snapshot
 
 if TYPE_CHECKING:
@@ -78,6 +79,8 @@ def _status(args: dict[str, Any], server: ControlServer) -> dict[str, Any]:
     sessions = engine.sessions.all()
     latencies = [c.get("latency_ms") for c in snapshot(lambda: list(engine.recent_lm_calls))]
     latencies = [x for x in latencies if isinstance(x, (int, float))]
+    cpu = os.times()
+    jobs = [job.view(with_result=False) for job in engine.jobs.all()]
     status = {
         "pid": os.getpid(), "ppid": os.getppid(), "worker_id": engine.worker_id,
         "mode": engine.config.mode, "control": "read-only" if server.read_only else "on",
@@ -90,10 +93,16 @@ def _status(args: dict[str, Any], server: ControlServer) -> dict[str, Any]:
             "protocol_errors": stats.protocol_errors, "lm_calls": stats.lm_calls,
             "sessions": len(sessions), "inflight": len(engine.inflight),
         },
-        "commands_by_name": dict(stats.by_command), "errors_by_type": dict(stats.errors_by_type),
-        "usage": dict(stats.usage), "rates": server.rates.rates(),
+        "commands_by_name": snapshot(lambda: dict(stats.by_command)),
+        "errors_by_type": snapshot(lambda: dict(stats.errors_by_type)),
+        "usage": snapshot(lambda: dict(stats.usage)), "cost_usd": round(stats.cost, 9),
+        "rates": server.rates.rates(),
+        # CPU seconds used so far: an inspector turns two readings into a CPU %.
+        "cpu_seconds": round(cpu.user + cpu.system, 3), "queued": max(0, len(engine._accepted) - len(engine.inflight)),
+        "jobs": {"total": len(jobs), "running": sum(1 for j in jobs if j.get("status") == "running")},
+        "metrics_address": getattr(engine, "metrics_address", None),
         "lm_latency_ms": {"recent": len(latencies), "p50": percentile(latencies, 0.5),
-                          "p95": percentile(latencies, 0.95),
+                          "p95": percentile(latencies, 0.95), "p99": percentile(latencies, 0.99),
                           "max": round(max(latencies), 3) if latencies else None},
     }
     for adapter in engine.adapters:  # what each framework adds (DSPy: loaded, default LM, programs)
@@ -123,15 +132,11 @@ def _sessions(args: dict[str, Any], server: ControlServer) -> dict[str, Any]:
     return public({"sessions": sessions, "total": len(sessions)})
 
 
-@view("inflight", "requests being worked on: id, command, session, age")
+@view("inflight", "requests queued or running: command, session, phase, program, model, endpoint, attempt, age")
 def _inflight(args: dict[str, Any], server: ControlServer) -> dict[str, Any]:
-    now = time.monotonic()
-    entries = snapshot(lambda: list(server.engine.inflight.values()))
-    work = [{"id": e.request_id, "command": e.command, "session_id": e.session_id,
-             "age_ms": round((now - e.started) * 1000, 1), "cancelled": e.cancel.is_set()}
-            for e in entries]
-    work.sort(key=lambda w: -w["age_ms"])
-    return public({"inflight": work, "total": len(work)})
+    work = inflight_entries(server.engine)
+    return public({"inflight": work, "total": len(work),
+                   "queued": sum(1 for w in work if w["phase"] in (QUEUED, WAITING_ON_SESSION))})
 
 
 @view("jobs", "jobs (evaluate, compile, batch): status, progress, scores, LM calls, tokens, cost, age")
@@ -164,14 +169,21 @@ def _frames(args: dict[str, Any], server: ControlServer) -> dict[str, Any]:
     return {"frames": described, "total": len(frames), "capacity": engine.recent_frames.maxlen}
 
 
-@view("lm", "the last N LM calls: model, latency, tokens, prompt and answer previews")
+LM_FILTERS = ("session_id", "program_id", "model")
+
+
+@view("lm", "the last N LM calls: session, program, model, latency, tokens, cost, status, previews "
+            "(filters session_id, program_id, model; full: prompt and response)")
 def _lm(args: dict[str, Any], server: ControlServer) -> dict[str, Any]:
     engine = server.engine
     limit = int_arg(args, "limit", 20, 1, 100_000)
     preview = int_arg(args, "preview", 160, 16, 100_000)
+    full = args.get("full") is True
+    wanted = {key: str(args[key]) for key in LM_FILTERS if args.get(key) not in (None, "")}
     calls = snapshot(lambda: list(engine.recent_lm_calls))
-    return {"calls": [describe_lm_call(c, preview) for c in calls[-limit:]], "total": len(calls),
-            "capacity": engine.recent_lm_calls.maxlen}
+    matching = [c for c in calls if all(str(c.get(k)) == v for k, v in wanted.items())]
+    return {"calls": [describe_lm_call(c, preview, full=full) for c in matching[-limit:]], "total": len(calls),
+            "matching": len(matching), "capacity": engine.recent_lm_calls.maxlen}
 
 
 @view("commands", "the control commands and views this socket answers")
@@ -179,3 +191,14 @@ def _commands(args: dict[str, Any], server: ControlServer) -> dict[str, Any]:
     names = {spec.name: spec.summary for spec in server.views.in_order()}
     return {"commands": names, "read_only": server.read_only}
 
+
+@view("stack", "Python stacks (file:line function, no locals) of all threads, or of one request's")
+def _stack(args: dict[str, Any], server: ControlServer) -> dict[str, Any]:
+    return public(thread_stacks(server.engine, args.get("request_id")))
+
+
+@view("metrics", "the worker's figures in Prometheus text format (what --metrics serves at /metrics)")
+def _metrics(args: dict[str, Any], server: ControlServer) -> dict[str, Any]:
+    from .metrics import CONTENT_TYPE, render_metrics
+
+    return {"text": render_metrics(server.engine), "content_type": CONTENT_TYPE}

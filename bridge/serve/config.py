@@ -35,6 +35,7 @@ ENVIRONMENT: Mapping[str, str] = {
     "DSPEX_RECORD_IGNORE": "JSON paths replay should not compare, written into the transcript's header",
     "DSPEX_ENTRY_POINT_ADAPTERS": "1/true/yes: also load adapters of the `dspex.adapters` entry point group",
     "DSPEX_LOG_LEVEL": "log level (--log-level wins)",
+    "DSPEX_METRICS": "serve Prometheus /metrics on HOST:PORT (--metrics wins)",
     "DSPEX_REPLAY_CASSETTE": "set by `dspex replay --worker`: answer external calls from this cassette",
 }
 
@@ -83,6 +84,7 @@ class ServeConfig:
     control: str = "on"  # on | read-only | off
     drain_timeout: float = 30.0
     warm: bool = True
+    metrics: str | None = None  # HOST:PORT of /metrics; None: not served
     argv: list[str] = field(default_factory=list)
     parent_pid: int | None = None  # noted at process start; None means "now"
     log_level: str = "warning"
@@ -159,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="do not warm the adapters up (DSPy's import) in the background after the first request")
     parser.add_argument("--log-level", default=None, metavar="LEVEL",
                         help="debug, info, warning (default) or error; also DSPEX_LOG_LEVEL")
+    parser.add_argument("--metrics", default=None, metavar="HOST:PORT",
+                        help="serve Prometheus text at http://HOST:PORT/metrics (host defaults to 127.0.0.1; "
+                             "a non-loopback host must be written out and is warned about; also DSPEX_METRICS)")
     return parser
 
 
@@ -196,6 +201,7 @@ def read_config(argv: list[str], environ: Mapping[str, str], parent_pid: int | N
         plugins=_merged(options.plugin, environ.get("DSPEX_PLUGINS")),
         record=options.record or environ.get("DSPEX_RECORD") or None,
         control=options.control, drain_timeout=options.drain_timeout, warm=options.warm,
+        metrics=options.metrics or environ.get("DSPEX_METRICS") or None,
         argv=list(argv), parent_pid=parent_pid,
         log_level=(options.log_level or environ.get("DSPEX_LOG_LEVEL") or "warning").lower(),
         replay_cassette=environ.get("DSPEX_REPLAY_CASSETTE") or None,
@@ -204,6 +210,13 @@ def read_config(argv: list[str], environ: Mapping[str, str], parent_pid: int | N
         entry_point_adapters=environ.get("DSPEX_ENTRY_POINT_ADAPTERS", "").strip().lower() in TRUE_WORDS,
         adapter_options={"python": {"allow": _merged(options.allow, environ.get("DSPEX_ALLOW"))}},
     )
+    if config.metrics is not None:
+        from ..control.metrics import MetricsAddressError, parse_address
+
+        try:
+            parse_address(config.metrics)
+        except MetricsAddressError as exc:
+            raise ConfigError(str(exc)) from None
     for name, reader in (adapter_readers or {}).items():
         try:
             config.adapter_options.setdefault(name, {}).update(reader(options, environ))

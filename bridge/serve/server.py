@@ -299,6 +299,14 @@ class Server:
             from ..record.recorder import start_recording
             self.exit_hooks.append(start_recording(self.engine, record, ignore=self.config.record_ignore,
                                                    stream_taps=self.stream_taps))
+        if self.config.metrics:
+            from ..control.metrics import start_metrics_server
+            try:
+                stop, bound = start_metrics_server(self.engine, self.config.metrics)
+                self.engine.metrics_address = f"{bound[0]}:{bound[1]}"  # type: ignore[attr-defined]
+                self.exit_hooks.append(stop)
+            except OSError as exc:  # a taken port must not stop the port worker
+                log.warning("metrics disabled: cannot listen on %s: %s", self.config.metrics, exc.strerror or exc)
         if self.config.control != "off":
             threading.Thread(target=self._start_control, name="dspex-control-start", daemon=True).start()
 

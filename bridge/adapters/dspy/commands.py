@@ -247,6 +247,9 @@ def execute_program(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Runs a program on inputs; outputs come back typed as the signature declares."""
     record = _find_program(args, ctx)
     handle = _program_lm(record, ctx)
+    # What an inspector shows for this request (the endpoint is the secret-free api_base).
+    ctx.note(program_id=record.program_id, model=handle.model, endpoint=handle.public.get("api_base"),
+             retries=handle.public.get("num_retries"))
     spec = SignatureSpec.from_dict(record.signature)
     inputs = args.get("inputs") or {}
     if not isinstance(inputs, dict):

@@ -74,6 +74,16 @@ def _observer_class() -> type:
             self.on_call = on_call
             self.program = program
             self.pending: dict[str, tuple[float, dict[str, Any], Any]] = {}
+            self.attempts = 0
+            self.tools = 0
+
+        def on_tool_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+            self.tools += 1
+            self.ctx.note_thread()
+            self.ctx.note(phase="tool", tool=str(getattr(instance, "name", "?")), tool_calls=self.tools)
+
+        def on_tool_end(self, call_id: str, outputs: Any, exception: Exception | None = None) -> None:
+            self.ctx.note(phase="running")
 
         def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
             params = {**getattr(instance, "kwargs", {}), **(inputs.get("kwargs") or {})}
@@ -82,15 +92,21 @@ def _observer_class() -> type:
                 messages = [{"role": "user", "content": inputs["prompt"]}]
             request = normalise_request(str(getattr(instance, "model", "?")), messages, params)
             self.pending[call_id] = (time.monotonic(), request, instance)
+            self.attempts += 1
+            # The thread that makes the call may be a deadline helper, not the request's own.
+            self.ctx.note_thread()
+            self.ctx.note(phase="lm_call", attempt=self.attempts, lm_call_started=time.time())
 
         def on_lm_end(self, call_id: str, outputs: Any, exception: Exception | None = None) -> None:
             ctx = self.ctx
             started, request, instance = self.pending.pop(call_id, (time.monotonic(), {}, None))
+            ctx.note(phase="lm_call" if self.pending else "running")
             usage = _last_usage(dspy, request.get("model"))
             cost = None if exception else call_cost(instance, outputs, usage)
             record = {
                 "call_id": call_id, "request_id": ctx.request_id, "session_id": ctx.session_id,
                 "command": ctx.command, "key": _cassette_key(request) if request else None,
+                "program_id": getattr(self.program, "program_id", None),
                 "model": request.get("model"), "request": request,
                 "response": None if exception else {"outputs": _jsonable(outputs), "usage": usage},
                 "error": None if exception is None else f"{type(exception).__name__}: {exception}",
