@@ -122,6 +122,8 @@ class Engine(twoway.TwoWayReplies, Lifecycle):
 
         self.jobs = JobTable(self)
         self.callbacks = twoway.CallbackTable(self)
+        # What inspect shows of two-way frames (counted without locks: figures, not ledgers).
+        self.twoway_counts = {"events_sent": 0, "cancelled": 0, "expired": 0}
         self.deadlines = twoway.DeadlineTimer(self._expire)
         self.on_shutdown: Callable[[], None] | None = None
         for adapter in self.adapters:

@@ -140,6 +140,7 @@ class CallbackTable:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self.stray_answers = 0
+        self.sent = 0
 
     def call(self, ctx: RequestContext, kind: str, name: str, args: dict[str, Any]) -> Any:
         if not ctx.wants_events:
@@ -152,6 +153,8 @@ class CallbackTable:
                 raise LimitExceeded(f"{MAX_OUTSTANDING_CALLBACKS} callbacks are already waiting for the client")
             callback_id = f"c-{next(self._ids)}"
             self._pending[callback_id] = (future, ctx.request_id, name, time.monotonic())
+            self.sent += 1
+        ctx.note(phase="callback", callback=f"{kind} {name}")
         try:
             ctx.emit("callback", {"callback_id": callback_id, "kind": kind, "name": name, "args": args})
             timeout = ctx.remaining(ctx.callback_timeout_s) or 0.0
@@ -167,6 +170,7 @@ class CallbackTable:
                 except FutureTimeout:
                     continue
         finally:
+            ctx.note(phase="running", callback=None)
             with self._lock:
                 self._pending.pop(callback_id, None)
 
@@ -263,6 +267,7 @@ class TwoWayReplies:
     """
 
     # What the engine provides (declared for readers and type checkers).
+    twoway_counts: dict[str, int]
     _idle: threading.Condition
     _accepted: set[OnceReply]
     jobs: Any
@@ -303,6 +308,7 @@ class TwoWayReplies:
             return
         if holds_known_secret(data):
             data = messages.scrubbed_reply(data)
+        self.twoway_counts["events_sent"] += 1
         now = time.monotonic()
         self.recent_frames.append(("out", now, data))
         for tap in self.frame_taps:
@@ -315,6 +321,8 @@ class TwoWayReplies:
         request has that id."""
         with self._idle:
             targets = [once for once in self._accepted if not once.answered and once.request_id == request_id]
+        if targets:
+            self.twoway_counts["cancelled"] += 1
         for once in targets:
             once.cancel.set()
             self._reply_error(once.request_id, Cancelled(reason), once)  # type: ignore[arg-type]
@@ -323,6 +331,7 @@ class TwoWayReplies:
         return bool(targets)
 
     def _expire(self, once: OnceReply, budget_ms: float) -> None:
+        self.twoway_counts["expired"] += 1
         once.cancel.set()
         self._reply_error(once.request_id, DeadlineExceeded(  # type: ignore[arg-type]
             f"Request exceeded its deadline of {budget_ms:g} ms; its work was abandoned"), once)

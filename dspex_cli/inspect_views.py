@@ -215,6 +215,8 @@ def inflight_table(inflight: list[dict[str, Any]], compact: bool = False) -> Ren
         phase = str(w.get("phase") or "running")
         if w.get("lm_call_ms") is not None:
             phase += f" {millis(w.get('lm_call_ms'))}"
+        for callback in w.get("callbacks") or []:  # waiting on the client: name and age
+            phase += f" [{callback.get('name')} {millis(callback.get('age_ms'))}]"
         cells = {"id": str(w.get("id")), "command": str(w.get("command")), "session": str(w.get("session_id")),
                  "phase": phase, "program": str(w.get("program_id") or "-"), "model": str(w.get("model") or "-"),
                  "endpoint": str(w.get("endpoint") or "-"), "attempt": attempt,

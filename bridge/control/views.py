@@ -92,6 +92,10 @@ def _status(args: dict[str, Any], server: ControlServer) -> dict[str, Any]:
             "commands": stats.command_count, "errors": stats.error_count,
             "protocol_errors": stats.protocol_errors, "lm_calls": stats.lm_calls,
             "sessions": len(sessions), "inflight": len(engine.inflight),
+            # Two-way frames: events sent, requests cancelled, deadlines expired, callbacks.
+            **engine.twoway_counts, "callbacks_sent": engine.callbacks.sent,
+            "callbacks_outstanding": len(engine.callbacks.outstanding()),
+            "stray_callback_answers": engine.callbacks.stray_answers,
         },
         "commands_by_name": snapshot(lambda: dict(stats.by_command)),
         "errors_by_type": snapshot(lambda: dict(stats.errors_by_type)),
@@ -135,6 +139,12 @@ def _sessions(args: dict[str, Any], server: ControlServer) -> dict[str, Any]:
 @view("inflight", "requests queued or running: command, session, phase, program, model, endpoint, attempt, age")
 def _inflight(args: dict[str, Any], server: ControlServer) -> dict[str, Any]:
     work = inflight_entries(server.engine)
+    waiting: dict[Any, list[dict[str, Any]]] = {}
+    for callback in server.engine.callbacks.outstanding():
+        waiting.setdefault(repr(callback["request_id"]), []).append(
+            {"name": callback["name"], "age_ms": callback["age_ms"], "callback_id": callback["callback_id"]})
+    for entry in work:  # callbacks sent to the client and not answered yet, per request
+        entry["callbacks"] = waiting.get(repr(entry.get("id")), [])
     return public({"inflight": work, "total": len(work),
                    "queued": sum(1 for w in work if w["phase"] in (QUEUED, WAITING_ON_SESSION))})
 

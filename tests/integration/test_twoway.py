@@ -6,11 +6,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fixtures import PLUGINS, ok, worker_env
+from fixtures import PLUGINS, ok, wait_for, worker_env
 
 from bridge.wire.client import WorkerClient
 
@@ -128,3 +129,31 @@ def test_cancelling_a_waiting_request_cancels_its_job(worker: WorkerClient) -> N
     assert job.result(5)["error_type"] == "cancelled"
     jobs = ok(worker.request("list_jobs", {}))["jobs"]
     assert [j["status"] for j in jobs] == ["cancelled"]
+
+
+def test_inspect_shows_outstanding_callbacks_and_two_way_counters(spawn_worker: Callable[..., WorkerClient],
+                                                                 runtime: Path) -> None:
+    from bridge.control.client import ControlClient
+
+    worker = spawn_worker("--plugin", "twoway_plugin", env=worker_env(PLUGINS, XDG_RUNTIME_DIR=str(runtime)))
+    assert worker.request("ping")["success"]
+    wait_for(lambda: (runtime / "dspex" / f"{worker.pid}.sock").exists())
+    control = ControlClient(runtime / "dspex" / f"{worker.pid}.sock")
+    tools = [{"name": "slow_lookup", "handler": "client"}]
+    pending = worker.submit("tw_ask", {"names": ["slow_lookup"], "tools": tools}, request_id="asking")
+    deadline = time.monotonic() + 5
+    while not worker.events_of("asking") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    (entry,) = control.call("inflight")["inflight"]
+    assert entry["phase"] == "callback" and [c["name"] for c in entry["callbacks"]] == ["slow_lookup"]
+    counters = control.call("status")["counters"]
+    assert counters["callbacks_outstanding"] == 1 and counters["events_sent"] == 1
+    (event,) = worker.events_of("asking")
+    worker.send_frame({"callback_id": event["data"]["callback_id"], "result": "row 7"})
+    assert ok(pending.result(10))["answers"] == {"slow_lookup": "row 7"}
+    worker.submit("tw_sleep", {"seconds": 5}, request_id="c1")
+    time.sleep(0.1)
+    ok(worker.request("cancel", {"request_id": "c1"}))
+    assert worker.submit("tw_sleep", {"seconds": 5, "deadline_ms": 50}).result(5)["error_type"] == "deadline_exceeded"
+    counters = control.call("status")["counters"]
+    assert (counters["cancelled"], counters["expired"], counters["callbacks_outstanding"]) == (1, 1, 0)
