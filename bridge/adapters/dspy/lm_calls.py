@@ -194,6 +194,10 @@ def make_replay_lm(public: dict[str, Any], ctx: Context) -> Any:
             return _attrs({"id": f"replay-{uuid.uuid4().hex[:8]}", "model": self.model, "choices": choices,
                            "usage": answer.get("usage") or {}})
 
+        async def aforward(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> Any:
+            # The cassette answers at once: nothing to await (the async lane calls this).
+            return self.forward(prompt, messages, **kwargs)
+
     kwargs = {k: public[k] for k in ("temperature", "max_tokens") if public.get(k) is not None}
     return ReplayLM(model=str(public.get("model")), cache=False, **kwargs)
 
