@@ -26,7 +26,7 @@ log = logging.getLogger("dspex.dspy.lane")
 
 T = TypeVar("T")
 
-DEFAULT_MAX_ASYNC = 1024
+from ...serve.config import DEFAULT_MAX_ASYNC  # noqa: E402  (one default, read by `--max-async`)
 # How often the sweeper looks for cancelled requests: a cancel is answered by the engine at
 # once; this only bounds how long the abandoned LM call keeps its socket.
 SWEEP_INTERVAL_S = 0.01

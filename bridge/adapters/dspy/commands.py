@@ -333,8 +333,9 @@ class ProgramRun:
         program = self.record.program
         native_async = has_async_path(program)
         if streamed:
+            json_strings = type(dspy.settings.adapter).__name__ == "JSONAdapter"
             return await run_streamed(program, self.call_kwargs, streamed_fields(self.spec, names), self.ctx,
-                                      native_async)
+                                      native_async, json_strings)
         if native_async:
             return await program.acall(**self.call_kwargs)
         return await LANE.run_sync(lambda: program(**self.call_kwargs))

@@ -90,11 +90,55 @@ def status_callback(ctx: RequestContext) -> Any:
     return _status_callback_class()(ctx)
 
 
+class JSONStringDeltas:
+    """Turns the deltas of a JSON string literal (what DSPy's listener yields under the JSON
+    adapter: quotes and escapes included) into deltas of the string's value, so they join
+    to exactly the final value. An escape split across two deltas waits for its second half."""
+
+    def __init__(self) -> None:
+        self.raw = ""
+        self.emitted = 0
+        self.closed = False
+
+    def feed(self, delta: str) -> str:
+        if self.closed:
+            return ""
+        self.raw += delta
+        body = self.raw.lstrip()
+        if not body.startswith('"'):
+            return ""
+        body = body[1:]
+        cut, index = len(body), 0
+        while index < len(body):
+            char = body[index]
+            if char == '"':
+                cut, self.closed = index, True
+                break
+            if char == "\\":
+                width = 6 if body[index + 1:index + 2] == "u" else 2
+                if index + width > len(body):
+                    cut = index
+                    break
+                index += width
+                continue
+            index += 1
+        import json
+
+        try:
+            value = json.loads('"' + body[:cut] + '"')
+        except ValueError:
+            return ""
+        fresh, self.emitted = value[self.emitted:], len(value)
+        return fresh
+
+
 async def run_streamed(program: Any, kwargs: dict[str, Any], fields: list[str], ctx: RequestContext,
-                       native_async: bool = True) -> Any:
+                       native_async: bool = True, json_strings: bool = False) -> Any:
     """Runs `program` streamed (inside the caller's dspy.context) and returns its Prediction,
-    sending a `chunk` event for every non-empty delta of the listened fields."""
+    sending a `chunk` event for every non-empty delta of the listened fields. Under the JSON
+    adapter (`json_strings`) the deltas are decoded out of their JSON string literals."""
     dspy = load_dspy()
+    decoders: dict[tuple[str, str], JSONStringDeltas] = {}
     streamer = dspy.streamify(program, status_message_provider=_silent_provider(),
                               stream_listeners=_listeners(dspy, program, fields),
                               is_async_program=native_async)
@@ -103,6 +147,10 @@ async def run_streamed(program: Any, kwargs: dict[str, Any], fields: list[str], 
         if isinstance(value, dspy.Prediction):
             prediction = value
         elif isinstance(value, dspy.streaming.StreamResponse):
-            if value.chunk:
-                ctx.emit("chunk", {"field": value.signature_field_name, "delta": value.chunk})
+            delta = value.chunk
+            if json_strings:
+                key = (value.predict_name, value.signature_field_name)
+                delta = decoders.setdefault(key, JSONStringDeltas()).feed(delta)
+            if delta:
+                ctx.emit("chunk", {"field": value.signature_field_name, "delta": delta})
     return prediction
