@@ -201,6 +201,16 @@ class Handler(BaseHTTPRequestHandler):
         self.server.requests.append({"path": self.path, "body": request,  # type: ignore[attr-defined]
                                      "authorization": self.headers.get("authorization")})
         model = str(request.get("model", ""))
+        with self.server.lock:  # type: ignore[attr-defined]
+            self.server.in_flight += 1  # type: ignore[attr-defined]
+            self.server.max_in_flight = max(self.server.max_in_flight, self.server.in_flight)  # type: ignore[attr-defined]
+        try:
+            self._answer(raw, request, model)
+        finally:
+            with self.server.lock:  # type: ignore[attr-defined]
+                self.server.in_flight -= 1  # type: ignore[attr-defined]
+
+    def _answer(self, raw: bytes, request: dict[str, Any], model: str) -> None:
         if m := re.search(r"delay-(\d+)", model):
             time.sleep(int(m.group(1)) / 1000)
             if self._client_gone():
@@ -320,6 +330,10 @@ class LocalOpenAIServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", port), Handler)
         self.requests: list[dict[str, Any]] = []
         self.streams_finished = 0
+        # Calls being answered now, and the most at once (concurrency tests read it).
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.abandoned = 0
 
     def handle_error(self, request: Any, client_address: Any) -> None:

@@ -22,7 +22,8 @@ from . import adapter_of
 from .errors import (ExecutionFailed, InvalidInputs, InvalidSignature, LMCallFailed, LMNotConfigured, ProgramExists,
                      ProgramNotFound)
 from .async_lane import LANE
-from .lm_calls import DeadlineExceeded, LMCallRefused, call_with_deadline, cancellable_lm, make_observer, make_replay_lm
+from .lm_calls import (DeadlineExceeded, LMCallRefused, call_with_deadline, cancellable_lm, make_observer,
+                       make_replay_lm, widen_connection_pools)
 from .loader import load_dspy
 from .options import GENERATION_OPTIONS, parse_options
 from .state import MAX_PROGRAMS, LMHandle, ProgramRecord
@@ -264,6 +265,7 @@ def execute_program(args: dict[str, Any], ctx: Context) -> Deferred:
     if ctx.cancel.is_set():
         raise Cancelled("Request cancelled before it started")
     load_dspy()
+    widen_connection_pools(LANE.limit)
     call_kwargs = dict(inputs)
     if options:
         call_kwargs["config"] = options
