@@ -29,7 +29,7 @@ T = TypeVar("T")
 from ...serve.config import DEFAULT_MAX_ASYNC  # noqa: E402  (one default, read by `--max-async`)
 # How often the sweeper looks for cancelled requests: a cancel is answered by the engine at
 # once; this only bounds how long the abandoned LM call keeps its socket.
-SWEEP_INTERVAL_S = 0.01
+SWEEP_INTERVAL_S = 0.05
 # Program types without an async path (best_of_n, refine, multi_chain) run on these threads
 # instead: bounded, so the lane never grows a thread per request.
 SYNC_FALLBACK_THREADS = 16

@@ -249,8 +249,9 @@ _EXECUTE_ARGS = (
 @command("execute_program", registry=COMMANDS, read_only=True, args=_EXECUTE_ARGS, scheduling="read",
          tags={RUNS_PROGRAM, STREAMS})
 def execute_program(args: dict[str, Any], ctx: Context) -> Deferred:
-    """Runs a program on inputs; outputs come back typed as the signature declares. With
-    `stream: true`, `chunk` and `status` events come first (see docs/protocol.md)."""
+    """Runs a program on inputs; outputs come back typed as the signature declares.
+
+    With `stream: true`, `chunk` and `status` events come first (docs/protocol.md)."""
     record = _find_program(args, ctx)
     handle = _program_lm(record, ctx)
     spec = SignatureSpec.from_dict(record.signature)
