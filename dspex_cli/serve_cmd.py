@@ -25,7 +25,7 @@ def dspy_serve_options(options: argparse.Namespace, environ: Mapping[str, str]) 
     from bridge.adapters.dspy.lm_config import LMConfigError, startup_lm_config
 
     try:
-        return {"startup_lm": startup_lm_config(options.lm, environ)}
+        return {"startup_lm": startup_lm_config(options.lm, environ), "max_async": options.max_async}
     except LMConfigError as exc:
         raise ConfigError(f"invalid default LM: {exc}") from None
 

@@ -8,7 +8,11 @@ from the inputs plus the observations of the trajectory. It sleeps
 when the model name asks for it (`delay-200` waits 200 ms) so concurrency can be measured.
 `drip-300` sends the reply body one byte every 300 ms (a server that is alive but never
 done, for total-deadline tests); `echo-headers` repeats the Authorization header in every
-answer. Only ever binds 127.0.0.1.
+answer. A request with `"stream": true` gets server-sent events in OpenAI's
+`chat.completion.chunk` format, the content cut into pieces of 4 characters (`chunk-N`
+in the model name: N characters; `gap-N`: N ms between pieces), ending with a usage chunk
+when `stream_options.include_usage` asks and `data: [DONE]`. `server.abandoned` counts
+streams whose client went away before the end. Only ever binds 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -197,8 +201,22 @@ class Handler(BaseHTTPRequestHandler):
         self.server.requests.append({"path": self.path, "body": request,  # type: ignore[attr-defined]
                                      "authorization": self.headers.get("authorization")})
         model = str(request.get("model", ""))
+        with self.server.lock:  # type: ignore[attr-defined]
+            self.server.in_flight += 1  # type: ignore[attr-defined]
+            self.server.max_in_flight = max(self.server.max_in_flight, self.server.in_flight)  # type: ignore[attr-defined]
+        try:
+            self._answer(raw, request, model)
+        finally:
+            with self.server.lock:  # type: ignore[attr-defined]
+                self.server.in_flight -= 1  # type: ignore[attr-defined]
+
+    def _answer(self, raw: bytes, request: dict[str, Any], model: str) -> None:
         if m := re.search(r"delay-(\d+)", model):
             time.sleep(int(m.group(1)) / 1000)
+            if self._client_gone():
+                self.server.abandoned += 1  # type: ignore[attr-defined]
+                self.close_connection = True
+                return
         if "fail-500" in model:
             self._send(500, b'{"error":{"message":"internal failure for tests"}}')
             return
@@ -224,11 +242,62 @@ class Handler(BaseHTTPRequestHandler):
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         }
+        if request.get("stream") is True:
+            self._stream(reply, model, bool((request.get("stream_options") or {}).get("include_usage")))
+            return
         body = json.dumps(reply).encode()
         if m := re.search(r"drip-(\d+)", model):
             self._drip(body, int(m.group(1)) / 1000)
             return
         self._send(200, body)
+
+    def _client_gone(self) -> bool:
+        """Whether the client closed its end while we slept (it gave up on the call)."""
+        import select
+        import socket
+
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    def _stream(self, reply: dict[str, Any], model: str, include_usage: bool) -> None:
+        """The reply as server-sent events, one `chat.completion.chunk` per piece of content."""
+        size = int(m.group(1)) if (m := re.search(r"chunk-(\d+)", model)) else 4
+        gap = int(m.group(1)) / 1000 if (m := re.search(r"gap-(\d+)", model)) else 0.0
+        content = reply["choices"][0]["message"]["content"]
+        base = {"id": reply["id"], "object": "chat.completion.chunk", "created": reply["created"], "model": model}
+
+        def event(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+            chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+            return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+        pieces = [content[i:i + max(1, size)] for i in range(0, len(content), max(1, size))]
+        events = [event({"role": "assistant", "content": ""})]
+        events += [event({"content": piece}) for piece in pieces]
+        events.append(event({}, "stop"))
+        if include_usage:
+            events.append(b"data: " + json.dumps({**base, "choices": [], "usage": reply["usage"]}).encode() + b"\n\n")
+        events.append(b"data: [DONE]\n\n")
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("cache-control", "no-cache")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        try:
+            for index, data in enumerate(events):
+                # Chunked transfer encoding: each event leaves as soon as it is written.
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+                if gap and 0 < index < len(events) - 2:
+                    time.sleep(gap)
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+            self.server.streams_finished += 1  # type: ignore[attr-defined]
+        except OSError:  # the client went away mid-stream (a cancel, a deadline)
+            self.server.abandoned += 1  # type: ignore[attr-defined]
+            self.close_connection = True
 
     def _drip(self, body: bytes, interval: float) -> None:
         """Headers at once, then the body byte by byte: every read succeeds, none finishes."""
@@ -260,6 +329,12 @@ class LocalOpenAIServer(ThreadingHTTPServer):
     def __init__(self, port: int = 0) -> None:
         super().__init__(("127.0.0.1", port), Handler)
         self.requests: list[dict[str, Any]] = []
+        self.streams_finished = 0
+        # Calls being answered now, and the most at once (concurrency tests read it).
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.abandoned = 0
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that gave up (a deadline, a worker that exited) is expected; other errors print.

@@ -20,6 +20,9 @@ from typing import Any, NoReturn
 from ..engine import DEFAULT_MAX_CONCURRENCY
 from ..wire.framing import DEFAULT_MAX_FRAME
 
+# The asyncio lane's default limit (kept here, not imported: config must not load an adapter).
+DEFAULT_MAX_ASYNC = 1024
+
 __all__ = ["AdapterOptionReader", "ConfigError", "ENVIRONMENT", "ServeConfig", "build_parser", "read_config",
            "split_list"]
 
@@ -78,6 +81,8 @@ class ServeConfig:
     mode: str = "standalone"
     worker_id: str | None = None
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    # LM-bound requests (execute_program) in flight at once on the asyncio lane, apart from the pool.
+    max_async: int = DEFAULT_MAX_ASYNC
     max_frame_size: int = DEFAULT_MAX_FRAME
     plugins: list[str] = field(default_factory=list)
     record: str | None = None
@@ -138,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="default LM of this worker, e.g. openai/gpt-4o-mini (also DSPEX_LM; see below)")
     parser.add_argument("--max-concurrency", type=int, default=None, metavar="N",
                         help="requests handled at once (default 64)")
+    parser.add_argument("--max-async", type=int, default=DEFAULT_MAX_ASYNC, metavar="N",
+                        help=f"LM-bound requests (execute_program) in flight at once on the asyncio lane, "
+                             f"apart from the thread pool (default {DEFAULT_MAX_ASYNC})")
     parser.add_argument("--max-frame-size", type=int, default=None, metavar="BYTES",
                         help="largest accepted frame in bytes (default 64 MiB)")
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
@@ -191,13 +199,15 @@ def read_config(argv: list[str], environ: Mapping[str, str], parent_pid: int | N
         parser.error("--drain-timeout must not be negative")
     if options.max_concurrency is not None and options.max_concurrency < 1:
         parser.error("--max-concurrency must be at least 1")
+    if options.max_async < 1:
+        parser.error("--max-async must be at least 1")
     if options.max_frame_size is not None and options.max_frame_size < 16:
         parser.error("--max-frame-size must be at least 16 bytes")
     wanted = options.adapters if options.adapters is not None else environ.get("DSPEX_ADAPTERS")
     config = ServeConfig(
         mode=options.mode, worker_id=options.worker_id,
         max_concurrency=options.max_concurrency or DEFAULT_MAX_CONCURRENCY,
-        max_frame_size=options.max_frame_size or DEFAULT_MAX_FRAME,
+        max_async=options.max_async, max_frame_size=options.max_frame_size or DEFAULT_MAX_FRAME,
         plugins=_merged(options.plugin, environ.get("DSPEX_PLUGINS")),
         record=options.record or environ.get("DSPEX_RECORD") or None,
         control=options.control, drain_timeout=options.drain_timeout, warm=options.warm,

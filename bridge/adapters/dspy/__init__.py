@@ -82,6 +82,10 @@ class DSPyAdapter(Adapter):
         return self.default_lm
 
     def configure_from_serve(self, options: dict[str, Any]) -> None:
+        if options.get("max_async"):
+            from .async_lane import LANE
+
+            LANE.set_limit(int(options["max_async"]))
         if options.get("startup_lm") is not None:
             self.install_startup_lm(options["startup_lm"])
 

@@ -7,7 +7,6 @@ threads never share or fight over global settings.
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
@@ -15,18 +14,24 @@ from ...engine import Context
 from ...errors import BridgeError, Cancelled, InvalidArguments, LimitExceeded
 from ...redact import remember_config_secrets, remember_secret, scrub_text
 from ...registry import (BUILDS_STATE, CONFIGURES_LM, CREATES_PROGRAM, DELETES_PROGRAM, DESCRIBES_PROGRAM,
-                         LISTS_PROGRAMS, RUNS_PROGRAM, VARIANT, Arg, Registry, command)
+                         LISTS_PROGRAMS, RUNS_PROGRAM, STREAMS, VARIANT, Arg, Registry, command)
+from ...twoway import Deferred
 from . import adapter_of
-from .errors import (ExecutionFailed, InvalidInputs, InvalidSignature, LMCallFailed, LMNotConfigured, ProgramExists,
+from .errors import (InvalidInputs, InvalidSignature, LMCallFailed, LMNotConfigured, ProgramExists,
                      ProgramNotFound)
-from .lm_calls import DeadlineExceeded, call_with_deadline, make_observer, make_replay_lm
+from .async_lane import LANE
+from .program_run import ProgramRun
+# Other runners of programs import these from here (evaluation: errors; compile: the adapter).
+from .program_run import execution_error as _execution_error  # noqa: F401
+from .program_run import program_adapter  # noqa: F401
+from .lm_calls import DeadlineExceeded, call_with_deadline, make_observer, make_replay_lm, widen_connection_pools
 from .loader import load_dspy
 from .options import GENERATION_OPTIONS, parse_options
 from .state import MAX_PROGRAMS, LMHandle, ProgramRecord
-from .modules import (PROGRAM_TYPES, apply_demos, build_module, make_adapter, output_names, parse_adapter,
-                      parse_program_options, parse_program_type, recording_rewards, run_details)
+from .modules import (PROGRAM_TYPES, apply_demos, build_module, parse_adapter, parse_program_options,
+                      parse_program_type)
 from .signatures import (SignatureError, SignatureSpec, coerce_inputs, field_mapping, parse_signature,
-                         signature_def, to_json_safe)
+                         signature_def)
 from .tools import TOOLS, resolve_tools
 
 COMMANDS = Registry()
@@ -242,9 +247,11 @@ _EXECUTE_ARGS = (
 
 
 @command("execute_program", registry=COMMANDS, read_only=True, args=_EXECUTE_ARGS, scheduling="read",
-         tags={RUNS_PROGRAM})
-def execute_program(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
-    """Runs a program on inputs; outputs come back typed as the signature declares."""
+         tags={RUNS_PROGRAM, STREAMS})
+def execute_program(args: dict[str, Any], ctx: Context) -> Deferred:
+    """Runs a program on inputs; outputs come back typed as the signature declares.
+
+    With `stream: true`, `chunk` and `status` events come first (docs/protocol.md)."""
     record = _find_program(args, ctx)
     handle = _program_lm(record, ctx)
     # What an inspector shows for this request (the endpoint is the secret-free api_base).
@@ -261,78 +268,21 @@ def execute_program(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     options = parse_options(args.get("options"))
     if ctx.cancel.is_set():
         raise Cancelled("Request cancelled before it started")
-    dspy = load_dspy()
-    row = parse_program_type(record.program_type)
-    program_options = record.description.get("options") or {}
-    settings = {"adapter": adapter} if (adapter := program_adapter(record, handle)) is not None else {}
-    started = time.perf_counter()
-    ok = False
-    try:
-        call_kwargs = dict(inputs)
-        if options:
-            call_kwargs["config"] = options
-        with recording_rewards() as rewards, \
-                dspy.context(lm=handle.lm, callbacks=[make_observer(ctx, program=record)], track_usage=True,
-                             **settings):
-            prediction = call_with_deadline(lambda: record.program(**call_kwargs), handle.public.get("timeout"))
-        ok = True
-    except BridgeError:
-        raise
-    except DeadlineExceeded as exc:
-        raise LMCallFailed(f"LM call to {handle.model} {exc}") from None
-    except Exception as exc:
-        raise _execution_error(exc, handle) from None
-    finally:
-        elapsed = time.perf_counter() - started
-        record.record_execution(elapsed * 1000, ok)
-    if prediction is None:  # best_of_n/refine when every attempt failed
-        raise ExecutionFailed(f"Every attempt of {record.program_type} failed")
-    names = output_names(row, spec, program_options)
-    outputs = {name: to_json_safe(prediction.get(name)) for name in names}
-    usage = _usage(prediction)
-    return {"program_id": record.program_id, "outputs": outputs, "execution_time": elapsed,
-            "duration_ms": round(elapsed * 1000, 3), "usage": usage, "model": handle.model,
-            "session_id": ctx.session_id, **run_details(row, prediction, program_options, rewards)}
-
-
-def program_adapter(record: ProgramRecord, handle: LMHandle) -> Any:
-    """The DSPy adapter a program runs with: its own, else its LM's, else None (DSPy's
-    default). Other runners of programs (evaluate, batches, compile) pass it to dspy.context."""
-    return make_adapter(record.description.get("adapter") or handle.public.get("adapter"))
+    load_dspy()
+    widen_connection_pools(LANE.limit)
+    call_kwargs = dict(inputs)
+    if options:
+        call_kwargs["config"] = options
+    run = ProgramRun(record, handle, spec, call_kwargs, ctx, args)  # type: ignore[arg-type]
+    # The pool thread is free once this returns; the lane's task sends the reply.
+    return Deferred(LANE.submit(run.execute, ctx.cancel))
 
 
 @command("execute_gemini_program", registry=COMMANDS, read_only=True, args=_EXECUTE_ARGS, scheduling="read",
-         tags={RUNS_PROGRAM, VARIANT})
-def execute_gemini_program(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
+         tags={RUNS_PROGRAM, STREAMS, VARIANT})
+def execute_gemini_program(args: dict[str, Any], ctx: Context) -> Deferred:
     """Legacy alias of execute_program."""
     return execute_program(args, ctx)
-
-
-def _usage(prediction: Any) -> dict[str, Any]:
-    try:
-        per_model = prediction.get_lm_usage() or {}
-    except Exception:
-        return {}
-    totals: dict[str, int] = {}
-    for usage in per_model.values():
-        for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
-            value = (usage or {}).get(key)
-            if isinstance(value, int):
-                totals[key] = totals.get(key, 0) + value
-    return totals
-
-
-def _execution_error(exc: Exception, handle: LMHandle) -> BridgeError:
-    name = type(exc).__name__
-    text = scrub_text(str(exc))
-    if "AdapterParseError" in name or "parse" in name.lower():
-        return ExecutionFailed(f"The LM's answer did not match the signature: {text}")
-    if "No LM is loaded" in text:
-        return LMNotConfigured()
-    module = type(exc).__module__ or ""
-    if "lm15" in module or "clients" in module or "LM" in name or "litellm" in module:
-        return LMCallFailed(f"LM call to {handle.model} failed: {name}: {text}")
-    return ExecutionFailed(f"{name}: {text}")
 
 
 def _summary(record: ProgramRecord) -> dict[str, Any]:

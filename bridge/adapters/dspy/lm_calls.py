@@ -210,6 +210,10 @@ def make_replay_lm(public: dict[str, Any], ctx: Context) -> Any:
             return _attrs({"id": f"replay-{uuid.uuid4().hex[:8]}", "model": self.model, "choices": choices,
                            "usage": answer.get("usage") or {}})
 
+        async def aforward(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> Any:
+            # The cassette answers at once: nothing to await (the async lane calls this).
+            return self.forward(prompt, messages, **kwargs)
+
     kwargs = {k: public[k] for k in ("temperature", "max_tokens") if public.get(k) is not None}
     return ReplayLM(model=str(public.get("model")), cache=False, **kwargs)
 
@@ -279,3 +283,32 @@ def _cancellable_class(base: type) -> type:
         return await base.acall(self, *args, **kwargs)
 
     return type(f"Cancellable{base.__name__}", (base,), {"__call__": __call__, "acall": acall})
+
+
+@functools.cache
+def widen_connection_pools(limit: int) -> None:
+    """Lets each LM's native (lm15) connection pool hold `limit` connections instead of 100.
+
+    DSPy builds one pool per LM and event loop from an lm15 `RouterConfig` without
+    `max_connections`, so at most 100 calls of one LM are on the wire at once, whatever the
+    lane allows: 2,048 requests of 200 ms would take 4 s instead of 0.2 s. lm15 documents the
+    knob (`RouterConfig(max_connections=...)`); DSPy does not pass it, so the config class DSPy's
+    executor uses is swapped, once, for one that adds it when no transport was given.
+    """
+    load_dspy()
+    from dspy.clients import execution
+
+    base = execution.RouterConfig
+    if getattr(base, "_dspex_widened", None) is not None:
+        return
+
+    class WidePoolRouterConfig(base):  # type: ignore[misc, valid-type]
+        _dspex_widened = limit
+
+        def transport_kwargs(self) -> dict[str, Any]:
+            kwargs = super().transport_kwargs()
+            if self.transport is None and self.max_connections is None:
+                kwargs["max_connections"] = max(limit, 100)
+            return kwargs
+
+    execution.RouterConfig = WidePoolRouterConfig
