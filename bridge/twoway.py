@@ -97,13 +97,14 @@ class RequestContext(Context):
 
     def __init__(self, engine: Engine, request_id: Any, command: str, session_id: str,
                  once: OnceReply | None, options: RequestOptions = PLAIN, wants_events: bool = False,
-                 cancel: threading.Event | None = None) -> None:
+                 cancel: threading.Event | None = None, takes_callbacks: bool = False) -> None:
         super().__init__(engine, request_id, command, session_id,
                          cancel if cancel is not None else once.cancel if once is not None else None)
         self._once = once
         self.wants_events = wants_events
-        # Callback events only, without the stream (see enable_callbacks).
-        self.takes_callbacks = wants_events
+        # Callback events, which a client tool or metric asks for without asking for the
+        # stream (a streamed request may call back too); see enable_callbacks.
+        self.takes_callbacks = wants_events or takes_callbacks
         self.deadline = None if options.deadline_ms is None else self.started + options.deadline_ms / 1000
         self.callback_timeout_s = options.callback_timeout_ms / 1000
 
@@ -142,9 +143,8 @@ class RequestContext(Context):
         """The context a job of this request works in: the job's own cancel flag, this
         request's events and callbacks while the request waits for the job."""
         job_ctx = RequestContext(self.engine, self.request_id, self.command, self.session_id, self._once,
-                                 cancel=cancel, wants_events=self.wants_events)
+                                 cancel=cancel, wants_events=self.wants_events, takes_callbacks=self.takes_callbacks)
         job_ctx.deadline, job_ctx.callback_timeout_s = self.deadline, self.callback_timeout_s
-        job_ctx.takes_callbacks = self.takes_callbacks
         return job_ctx
 
 

@@ -138,9 +138,11 @@ def test_evaluate_scores_with_a_client_metric(worker: Any) -> None:
 
     seen = answer_callbacks(worker, metric)
     ok(worker.request("create_program", {"id": "qa", "signature": "question -> answer"}, timeout=60))
-    result = ok(worker.request("evaluate_program", {"program_id": "qa", "devset": DEVSET, "wait": True,
-                                                   "metric": {"handler": "client", "name": "my_metric"}},
-                               timeout=60))
+    reply = worker.submit("evaluate_program", {"program_id": "qa", "devset": DEVSET, "wait": True,
+                                               "metric": {"handler": "client", "name": "my_metric"}}).result(60)
+    result = ok(reply)
+    # unstreamed: the callbacks it asked for, no progress events
+    assert [e["event"] for e in worker.events_of(reply["id"])] == ["callback"] * 3
     assert [r["score"] for r in result["results"]] == [1.0, 0.0, 1.0]
     assert result["score"] == pytest.approx(200 / 3, abs=0.01) and result["metric"] == {
         "metric": "my_metric", "handler": "client"}
