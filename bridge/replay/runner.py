@@ -30,6 +30,7 @@ from ..record.reader import read_transcript
 from ..record.transcript import TranscriptError
 from .cassette import Cassette, load_cassette
 from .compare import Comparer, IgnoreRules
+from .events import CallbackAnswers, EventLog, is_callback_answer, is_event, mentions
 from .inbox import Inbox
 from .results import Mismatch, ReplayResult
 from .targets import (CallerRunsExecutor, EngineTarget, Submit, SubmitTarget, WorkerTarget, expand_worker_argv,
@@ -115,6 +116,18 @@ class Replayer:
         self.rewrites: dict[tuple[Any, int], Any] = {}
         self.rewrite_mismatches: list[Mismatch] = []
         self.new_lm_calls: list[dict[str, Any]] = []
+        self.events = EventLog()
+        # Only a two-way session holds callback answers: others skip the second read.
+        self.callbacks = CallbackAnswers(self.transcript.replay_frames() if mentions(path, b'"callback_id"') else ())
+        self.inbox.on_event = self._on_event
+
+    def _on_event(self, frame: dict[str, Any]) -> None:
+        """An event of a replayed request: kept for comparison; a callback is answered
+        from the transcript at once (the request waits for it)."""
+        self.events.arrived(frame)
+        data = frame.get("data")
+        if frame.get("event") == "callback" and isinstance(data, dict):
+            self.target.send(self.callbacks.answer_for(frame.get("id"), data), None)
 
     # sending -------------------------------------------------------------------------
 
@@ -190,6 +203,9 @@ class Replayer:
                 if collect_every and frames % collect_every == 0:
                     gc.collect(1)
                 if direction == "out":
+                    if is_event(frame):
+                        self.events.expect(frame)
+                        continue
                     rid = frame.get("id") if type(frame) is dict else None
                     if rid is None or type(rid) in (dict, list):
                         continue
@@ -204,6 +220,8 @@ class Replayer:
                     else:
                         must_arrive.append((rid, seen))
                     continue
+                if is_callback_answer(frame):
+                    continue  # answered from the transcript when the replayed worker asks (events.py)
                 # A request: first everything the recording saw answered before it.
                 if must_arrive:
                     for rid, count in must_arrive:
@@ -258,6 +276,10 @@ class Replayer:
                 if queue:
                     self._wait(rid, expected_seen[rid])
                     self._compare_ready(rid)
+            result.mismatches.extend(self.events.mismatches(self.commands))
+            result.mismatches.extend(Mismatch(miss["request_id"], self.commands.get(miss["request_id"]),
+                                              f"callback {miss['kind']} {miss['name']}", "a recorded answer",
+                                              miss["args"], "callback_miss") for miss in self.callbacks.unknown)
         finally:
             result.frames = frames
             target.close()
