@@ -15,7 +15,6 @@ runs (clocks, durations, memory, generated ids, worker identity) and any ignore 
 
 from __future__ import annotations
 
-import functools
 import gc
 import time
 from collections import defaultdict, deque
@@ -25,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..wire.codec import salvage_id
-from ..redact import REDACTED
 from ..record.reader import read_transcript
 from ..record.transcript import TranscriptError
 from .cassette import Cassette, load_cassette
 from .compare import Comparer, IgnoreRules
+from .requests import drop_redacted, is_barrier
 from .events import CallbackAnswers, EventLog, is_callback_answer, is_event, mentions
 from .inbox import Inbox
 from .results import Mismatch, ReplayResult
@@ -42,46 +41,6 @@ if TYPE_CHECKING:
 
 DEFAULT_REPLY_TIMEOUT = 30.0
 REPLAY_GC_EVERY = 50_000
-
-_BARRIERS: dict[str, bool] = {}
-
-
-def _is_barrier(command: str | None) -> bool:
-    """Whether a command acts on the whole worker (the engine runs it after everything earlier)."""
-    if command is None:
-        return False
-    known = _BARRIERS.get(command)
-    if known is None:
-        spec = _catalog().find(command)  # the commands of a default worker
-        known = spec is not None and spec.scheduling == "global"
-        _BARRIERS[command] = known
-    return known
-
-
-def drop_redacted(frame: Any) -> Any:
-    """A request for a live replay: what recording scrubbed is left out, and each adapter
-    may fill it in within its own rules (DSPy: a provider key from the environment, never
-    for an api_base the transcript names)."""
-    if isinstance(frame, dict) and isinstance(frame.get("args"), dict):
-        for adapter in _live_adapters():
-            frame = adapter.live_replay_frame(frame)
-        frame = {**frame, "args": {k: v for k, v in frame["args"].items() if v != REDACTED}}
-    return frame
-
-
-@functools.cache
-def _catalog() -> Any:
-    from ..catalog import catalog
-
-    return catalog()
-
-
-@functools.cache
-def _live_adapters() -> list[Any]:
-    from ..adapters import default_adapters
-
-    return default_adapters()
-
 
 class Replayer:
     """One replay of one transcript: sends its requests in the recorded order, compares replies."""
@@ -261,7 +220,7 @@ class Replayer:
                     requested[rid] += 1
                 if deferred:
                     self._pump()
-                    if deferred and _is_barrier(command):
+                    if deferred and is_barrier(command):
                         self._drain_deferred()  # a worker-wide command must see every earlier one
                 if session in deferred or not self._arrived(session_last.get(session)):
                     # One session's requests go strictly in order; other sessions carry on.
