@@ -335,7 +335,7 @@ class Engine(twoway.TwoWayReplies, Lifecycle):
             if options.stream and not wants_events:
                 warning = f"{spec.name} cannot stream; answered as if 'stream' were false"
             ctx = RequestContext(self, request_id, spec.name, session_id, once, options,  # type: ignore[arg-type]
-                                 wants_events or twoway.asks_for_callbacks(args))
+                                 wants_events, takes_callbacks=twoway.asks_for_callbacks(args))
             entry = Inflight(request_id, spec.name, session_id, ctx.started, ctx.cancel,
                              {"phase": "running"}, threading.get_ident())
             ctx.inflight = entry

@@ -203,9 +203,11 @@ class JobTable:
         self._lock = threading.Lock()
         self._numbers = itertools.count(1)
 
-    def start(self, kind: str, ctx: Context, work: Work, total: int | None = None) -> Job:
+    def start(self, kind: str, ctx: Context, work: Work, total: int | None = None,
+              watcher: Callable[[Job], None] | None = None) -> Job:
         """Starts `work(job, job_ctx)` on its own thread. `job_ctx` is a Context of the
-        starting request whose cancel flag is the job's own."""
+        starting request whose cancel flag is the job's own. `watcher` sees every
+        progress, the first included (it is in place before the thread starts)."""
         with self._lock:
             self._forget_expired()
             running = sum(1 for job in self._jobs.values() if job.thread_alive)
@@ -219,6 +221,8 @@ class JobTable:
             job_id = f"job-{next(self._numbers)}-{secrets.token_hex(4)}"
             job = Job(job_id=job_id, kind=kind, session_id=ctx.session_id, request_id=ctx.request_id, total=total)
             self._jobs[job_id] = job
+        if watcher is not None:
+            job.watchers.append(watcher)
         job_ctx = ctx.for_job(job.cancel) if isinstance(ctx, RequestContext) else \
             Context(self.engine, ctx.request_id, ctx.command, ctx.session_id, job.cancel)
         thread = threading.Thread(target=self._run, args=(job, job_ctx, work), name=f"dspex-{job_id}", daemon=True)
@@ -300,11 +304,12 @@ def run_as_job(kind: str, args: dict[str, Any], ctx: Context, work: Work, *, wai
     if not wait and twoway.asks_for_callbacks(args):
         raise InvalidArguments("a tool or metric that lives in the client needs 'wait': true "
                                "(its callbacks are events of the waiting request)")
-    job = ctx.engine.jobs.start(kind, ctx, work, total)
+    # Streamed progress watches from the start: a fast job's first steps are not lost.
+    streams = wait and ctx.wants_events
+    job = ctx.engine.jobs.start(kind, ctx, work, total,
+                                watcher=(lambda job: ctx.emit("progress", _progress_event(job))) if streams else None)
     if not wait:
         return {"job_id": job.job_id, "status": RUNNING, "kind": kind}
-    if ctx.wants_events:
-        job.watchers.append(lambda job: ctx.emit("progress", _progress_event(job)))
     deferred = Deferred()
 
     def ended(job: Job) -> None:

@@ -92,24 +92,40 @@ class RequestContext(Context):
     """The context of a scheduled request: it can be cancelled, have a deadline, send the
     events it asked for and call back into the client."""
 
-    __slots__ = ("wants_events", "deadline", "callback_timeout_s", "_once")
+    __slots__ = ("wants_events", "takes_callbacks", "deadline", "callback_timeout_s", "_once")
 
     def __init__(self, engine: Engine, request_id: Any, command: str, session_id: str,
                  once: OnceReply | None, options: RequestOptions = PLAIN, wants_events: bool = False,
-                 cancel: threading.Event | None = None) -> None:
+                 cancel: threading.Event | None = None, takes_callbacks: bool = False) -> None:
         super().__init__(engine, request_id, command, session_id,
                          cancel if cancel is not None else once.cancel if once is not None else None)
         self._once = once
         self.wants_events = wants_events
+        # Callback events, which a client tool or metric asks for without asking for the
+        # stream (a streamed request may call back too); see enable_callbacks.
+        self.takes_callbacks = wants_events or takes_callbacks
         self.deadline = None if options.deadline_ms is None else self.started + options.deadline_ms / 1000
         self.callback_timeout_s = options.callback_timeout_ms / 1000
 
     def emit(self, event: str, data: dict[str, Any]) -> None:
         """Sends one event of this request, if it asked for events and is not answered yet."""
         once = self._once
-        if not self.wants_events or once is None or once.answered:
+        if not (self.wants_events or (event == "callback" and self.takes_callbacks)) or once is None or once.answered:
             return
         self.engine.send_event(once, messages.event(self.request_id, event, data))
+
+    def enable_callbacks(self) -> None:
+        """Lets this request send `callback` events (and only those) although its args
+        declare no client tool or metric: the hook for a handler that learns late that it
+        needs the client, e.g. execute_program of a program built with client tools (the
+        declarations live in the program, not in the request). Asking is what running such
+        a program means, so the "events only when asked" rule holds."""
+        self.takes_callbacks = True
+
+    @property
+    def answered(self) -> bool:
+        """Whether the request's reply has gone (a callback then has nobody to ask)."""
+        return self._once is not None and self._once.answered
 
     def remaining(self, cap: float | None = None) -> float | None:
         """Seconds left of the request's budget, at most `cap` (None: no bound at all)."""
@@ -126,7 +142,7 @@ class RequestContext(Context):
         """The context a job of this request works in: the job's own cancel flag, this
         request's events and callbacks while the request waits for the job."""
         job_ctx = RequestContext(self.engine, self.request_id, self.command, self.session_id, self._once,
-                                 cancel=cancel, wants_events=self.wants_events)
+                                 cancel=cancel, wants_events=self.wants_events, takes_callbacks=self.takes_callbacks)
         job_ctx.deadline, job_ctx.callback_timeout_s = self.deadline, self.callback_timeout_s
         return job_ctx
 
@@ -143,8 +159,10 @@ class CallbackTable:
         self.sent = 0
 
     def call(self, ctx: RequestContext, kind: str, name: str, args: dict[str, Any]) -> Any:
-        if not ctx.wants_events:
+        if not ctx.takes_callbacks:
             raise CallbackFailed(f"{kind} {name} lives in the client, but this request takes no events")
+        if ctx.answered:  # e.g. a job started with wait:false: no request waits to relay the callback
+            raise CallbackFailed(f"{kind} {name} lives in the client, but its request was already answered")
         if ctx.cancel.is_set():
             raise Cancelled(f"Request cancelled: {kind} {name} not called")
         future: Future[Any] = Future()

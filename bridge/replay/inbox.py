@@ -8,7 +8,10 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from .compare import reply_id
+from .events import is_event
 
 class Inbox:
     """Replies as they come back, counted per request id, from any thread.
@@ -24,6 +27,23 @@ class Inbox:
         self.replies: dict[Any, deque[Any]] = defaultdict(deque)
         self.dead: str | None = None
         self.total = 0
+        # Events are not replies: they go here (the replayer compares them and answers
+        # callbacks), never into the reply counts.
+        self.on_event: Callable[[dict[str, Any]], None] | None = None
+
+    def _event(self, payload: bytes) -> bool:
+        """Hands an event to on_event; False for a reply."""
+        if b'"event"' not in payload:
+            return False
+        try:
+            frame = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return False
+        if not is_event(frame):
+            return False
+        if self.on_event is not None:
+            self.on_event(frame)
+        return True
 
     def _store(self, rid: Any, reply: Any) -> None:
         self.replies[rid].append(reply)
@@ -31,6 +51,10 @@ class Inbox:
         self.total += 1
 
     def deliver(self, reply: Any) -> None:
+        if is_event(reply):
+            if self.on_event is not None:
+                self.on_event(reply)
+            return
         rid = reply.get("id") if isinstance(reply, dict) else None
         if isinstance(rid, (dict, list)):
             rid = None
@@ -44,11 +68,15 @@ class Inbox:
         """deliver_bytes for replies sent from the replaying thread itself: nobody can be
         waiting for them, so no lock or wake-up is needed. Replies stay bytes until a
         comparison needs them decoded."""
+        if self._event(payload):
+            return
         self._store(reply_id(payload), payload)
         if self.on_reply is not None:
             self.on_reply()
 
     def deliver_bytes(self, payload: bytes) -> None:
+        if self._event(payload):
+            return
         rid = reply_id(payload)
         with self.cond:
             self._store(rid, payload)

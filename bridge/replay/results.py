@@ -10,7 +10,8 @@ class Mismatch:
     """One difference between a recorded and a replayed reply (or a missing LM answer).
 
     `kind`: "value" (differs), "missing" (recorded key absent now), "extra" (new key),
-    "no_reply" (no reply came), "lm_miss" (an LM call the cassette cannot answer).
+    "no_reply" (no reply came), "lm_miss" (an LM call the cassette cannot answer), "event" (a
+    request's events differ), "callback_miss" (a callback the transcript holds no answer for).
     """
 
     request_id: Any

@@ -15,7 +15,6 @@ runs (clocks, durations, memory, generated ids, worker identity) and any ignore 
 
 from __future__ import annotations
 
-import functools
 import gc
 import time
 from collections import defaultdict, deque
@@ -25,11 +24,12 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..wire.codec import salvage_id
-from ..redact import REDACTED
 from ..record.reader import read_transcript
 from ..record.transcript import TranscriptError
 from .cassette import Cassette, load_cassette
 from .compare import Comparer, IgnoreRules
+from .requests import drop_redacted, is_barrier
+from .events import CallbackAnswers, EventLog, is_callback_answer, is_event, mentions
 from .inbox import Inbox
 from .results import Mismatch, ReplayResult
 from .targets import (CallerRunsExecutor, EngineTarget, Submit, SubmitTarget, WorkerTarget, expand_worker_argv,
@@ -41,46 +41,6 @@ if TYPE_CHECKING:
 
 DEFAULT_REPLY_TIMEOUT = 30.0
 REPLAY_GC_EVERY = 50_000
-
-_BARRIERS: dict[str, bool] = {}
-
-
-def _is_barrier(command: str | None) -> bool:
-    """Whether a command acts on the whole worker (the engine runs it after everything earlier)."""
-    if command is None:
-        return False
-    known = _BARRIERS.get(command)
-    if known is None:
-        spec = _catalog().find(command)  # the commands of a default worker
-        known = spec is not None and spec.scheduling == "global"
-        _BARRIERS[command] = known
-    return known
-
-
-def drop_redacted(frame: Any) -> Any:
-    """A request for a live replay: what recording scrubbed is left out, and each adapter
-    may fill it in within its own rules (DSPy: a provider key from the environment, never
-    for an api_base the transcript names)."""
-    if isinstance(frame, dict) and isinstance(frame.get("args"), dict):
-        for adapter in _live_adapters():
-            frame = adapter.live_replay_frame(frame)
-        frame = {**frame, "args": {k: v for k, v in frame["args"].items() if v != REDACTED}}
-    return frame
-
-
-@functools.cache
-def _catalog() -> Any:
-    from ..catalog import catalog
-
-    return catalog()
-
-
-@functools.cache
-def _live_adapters() -> list[Any]:
-    from ..adapters import default_adapters
-
-    return default_adapters()
-
 
 class Replayer:
     """One replay of one transcript: sends its requests in the recorded order, compares replies."""
@@ -115,6 +75,18 @@ class Replayer:
         self.rewrites: dict[tuple[Any, int], Any] = {}
         self.rewrite_mismatches: list[Mismatch] = []
         self.new_lm_calls: list[dict[str, Any]] = []
+        self.events = EventLog()
+        # Only a two-way session holds callback answers: others skip the second read.
+        self.callbacks = CallbackAnswers(self.transcript.replay_frames() if mentions(path, b'"callback_id"') else ())
+        self.inbox.on_event = self._on_event
+
+    def _on_event(self, frame: dict[str, Any]) -> None:
+        """An event of a replayed request: kept for comparison; a callback is answered
+        from the transcript at once (the request waits for it)."""
+        self.events.arrived(frame)
+        data = frame.get("data")
+        if frame.get("event") == "callback" and isinstance(data, dict):
+            self.target.send(self.callbacks.answer_for(frame.get("id"), data), None)
 
     # sending -------------------------------------------------------------------------
 
@@ -190,6 +162,9 @@ class Replayer:
                 if collect_every and frames % collect_every == 0:
                     gc.collect(1)
                 if direction == "out":
+                    if is_event(frame):
+                        self.events.expect(frame)
+                        continue
                     rid = frame.get("id") if type(frame) is dict else None
                     if rid is None or type(rid) in (dict, list):
                         continue
@@ -204,6 +179,8 @@ class Replayer:
                     else:
                         must_arrive.append((rid, seen))
                     continue
+                if is_callback_answer(frame):
+                    continue  # answered from the transcript when the replayed worker asks (events.py)
                 # A request: first everything the recording saw answered before it.
                 if must_arrive:
                     for rid, count in must_arrive:
@@ -243,7 +220,7 @@ class Replayer:
                     requested[rid] += 1
                 if deferred:
                     self._pump()
-                    if deferred and _is_barrier(command):
+                    if deferred and is_barrier(command):
                         self._drain_deferred()  # a worker-wide command must see every earlier one
                 if session in deferred or not self._arrived(session_last.get(session)):
                     # One session's requests go strictly in order; other sessions carry on.
@@ -258,6 +235,10 @@ class Replayer:
                 if queue:
                     self._wait(rid, expected_seen[rid])
                     self._compare_ready(rid)
+            result.mismatches.extend(self.events.mismatches(self.commands))
+            result.mismatches.extend(Mismatch(miss["request_id"], self.commands.get(miss["request_id"]),
+                                              f"callback {miss['kind']} {miss['name']}", "a recorded answer",
+                                              miss["args"], "callback_miss") for miss in self.callbacks.unknown)
         finally:
             result.frames = frames
             target.close()

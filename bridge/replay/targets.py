@@ -180,6 +180,7 @@ class WorkerTarget:
     def __init__(self, argv: list[str], inbox: Inbox, env: dict[str, str]) -> None:
         self.inbox = inbox
         self.worker = SpawnedWorker(argv, env=env)
+        self.worker.client.on_event = inbox.deliver  # events (callbacks to answer) reach the replayer
 
     def send(self, payload: bytes, rid: Any) -> None:
         self.worker.send_frame(payload, rid, self.inbox.deliver, self.inbox.gone)

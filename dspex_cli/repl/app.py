@@ -90,6 +90,13 @@ def ask_secret(prompt: str) -> str:
     return ask(prompt, is_password=True)
 
 
+def ask_callback(prompt: str) -> str:
+    """A callback's answer typed by hand (a client tool with no --tools function)."""
+    from prompt_toolkit import prompt as ask
+
+    return ask(prompt)
+
+
 def confirm(question: str) -> bool:
     """A pgcli-style yes/no question; anything but y/yes (Enter included) is no."""
     from prompt_toolkit import prompt as ask
@@ -219,6 +226,7 @@ def run_console(shell: Shell, config: ReplConfig, history_path: str | None,
     history: History = RedactingFileHistory(history_path) if history_path else InMemoryHistory()
     shell.ask_secret = ask_secret
     shell.confirm = confirm
+    shell.ask_line = ask_callback
     session = build_session(shell, config, history, input=input, output=output)
     start = BackgroundStart(shell)
     # after_render, not pre_run: the import of DSPy must not compete with the first draw.

@@ -79,6 +79,14 @@ def timing(ctx: MetaContext, argument: str) -> None:
     ctx.out.info(f"timing {'on' if ctx.timing else 'off'}", {"timing": ctx.timing})
 
 
+@meta("stream", "on|off", complete="onoff")
+def stream(ctx: MetaContext, argument: str) -> None:
+    """Sends commands that can stream with "stream": true (on) and shows their chunks and
+    progress as they arrive, or not (off)."""
+    ctx.stream = _on_off(argument, ctx.stream, "stream")
+    ctx.out.info(f"stream {'on' if ctx.stream else 'off'}", {"stream": ctx.stream})
+
+
 @meta("quit", aliases=("q", "exit"))
 def quit_(ctx: MetaContext, argument: str) -> None:
     """Leaves the console (Ctrl-D does too)."""

@@ -90,6 +90,14 @@ class MetaContext:
         self._shell.show_json = value
 
     @property
+    def stream(self) -> bool:
+        return self._shell.stream
+
+    @stream.setter
+    def stream(self, value: bool) -> None:
+        self._shell.stream = value
+
+    @property
     def timing(self) -> bool:
         return self._shell.timing
 

@@ -58,6 +58,10 @@ class JsonLinesOutput:
     def data(self, kind: str, payload: Any) -> None:
         self._write({"success": True, "meta": kind, "result": payload})
 
+    def event(self, frame: dict[str, Any]) -> None:
+        # Only requests that asked have events (`:stream on`, client tools): a line each.
+        self._write({"event": frame.get("event"), "id": frame.get("id"), "data": frame.get("data")})
+
     def cancelled(self, request: dict[str, Any]) -> None:
         self.error(f"{request['command']} (id {request['id']}) was interrupted", None, "cancelled")
 

@@ -45,6 +45,7 @@ class RichOutput:
         self.console = console or (env or Environment.from_process()).console()
         self._progress_lock = threading.Lock()
         self._progress_shown = 0.0
+        self._streaming: str | None = None  # the field whose chunks are being written
 
     # -- the Output protocol ------------------------------------------------------------
 
@@ -57,8 +58,38 @@ class RichOutput:
         args = format_assignments(request.get("args") or {})
         self.console.print(Text(f"→ {request['command']} {args}".rstrip(), style="dim"))
 
+    def event(self, frame: dict[str, Any]) -> None:
+        """A streamed chunk is written as it arrives, on one line per field; status,
+        progress and callbacks as dim lines of their own."""
+        kind, data = frame.get("event"), frame.get("data") if isinstance(frame.get("data"), dict) else {}
+        with self._progress_lock:
+            if kind == "chunk":
+                field = str(data.get("field"))
+                if field != self._streaming:
+                    self._end_stream()
+                    self.console.print(Text(f"{field}: ", style="bold"), end="")
+                    self._streaming = field
+                self.console.print(Text(str(data.get("delta") or "")), end="", soft_wrap=True)
+                return
+            self._end_stream()
+            if kind == "progress":
+                score = data.get("score")
+                line = f"… {data.get('done')}/{data.get('total')}" + (f" score {score:g}" if isinstance(score, (int, float)) else "")
+            elif kind == "callback":
+                line = f"↪ {data.get('kind')} {data.get('name')} {json.dumps(data.get('args'), ensure_ascii=False)}"
+            else:
+                line = f"… {data.get('message', kind)}"
+            self.console.print(Text(line, style="dim"), soft_wrap=True)
+
+    def _end_stream(self) -> None:
+        if self._streaming is not None:
+            self.console.print()
+            self._streaming = None
+
     def reply(self, request: dict[str, Any], reply: dict[str, Any], elapsed_ms: float | None,
               raw: bool) -> None:
+        with self._progress_lock:
+            self._end_stream()
         if raw:
             self.console.print(_json(reply))
         elif not reply.get("success"):

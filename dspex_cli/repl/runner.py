@@ -18,7 +18,7 @@ from .targets import AttachTarget, InProcessTarget, SpawnTarget, Target
 
 
 USAGE = """dspex repl [--attach WORKER [--read-only] | --spawn CMD] [--session ID] [--lm MODEL]
-                  [--json] [--yes] [--config FILE] [--no-history] [--plugin MODULE ...]
+                  [--json] [--yes] [--config FILE] [--no-history] [--plugin MODULE ...] [--tools FILE]
 
 An interactive console for DSPy through the bridge. On a terminal: completion, history
 (Ctrl-R), Ctrl-C cancels a running call, Ctrl-D exits; :help lists everything. With stdin
@@ -39,6 +39,7 @@ class ReplOptions:
     plugins: list[str] = field(default_factory=list)
     read_only: bool = False
     assume_yes: bool = False
+    tools: Path | None = None
 
 
 class LazyRichOutput:
@@ -78,12 +79,15 @@ def parse_args(argv: list[str]) -> ReplOptions:
     parser.add_argument("--no-history", action="store_true", help="do not read or write the history file")
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                         help="also load this plugin module's commands (repeatable; $DSPEX_PLUGINS too)")
+    parser.add_argument("--tools", type=Path, metavar="FILE",
+                        help="a Python file whose functions answer client tools and metrics by name "
+                             "(else the console asks by hand)")
     ns = parser.parse_args(argv)
     if ns.read_only and not ns.attach:
         parser.error("--read-only needs --attach WORKER (it guards a live worker)")
     return ReplOptions(attach=ns.attach, spawn=ns.spawn, session=ns.session, lm=ns.lm, json=ns.json,
                        config_path=ns.config, no_history=ns.no_history, plugins=ns.plugin,
-                       read_only=ns.read_only, assume_yes=ns.yes)
+                       read_only=ns.read_only, assume_yes=ns.yes, tools=ns.tools)
 
 
 def execute(argv: list[str], env: Environment) -> int:
@@ -161,18 +165,20 @@ def run(options: ReplOptions, env: Environment | None = None) -> int:
     from .parsing import use_plugins
 
     use_plugins(options.plugins)
+    functions = _tool_functions(options)
     target = make_target(options, states)  # a UserError ends the command in the boundary
     models = ModelMemory(states / "repl_models.json")
     if not interactive:
         for problem in config.problems:
             env.error_line("dspex repl", f"config: {problem}")
         config.problems = []
-        return _pipe(target, config, models, config.lm or None, options, env)
+        return _pipe(target, config, models, config.lm or None, options, env, functions)
     from .app import run_console, show_banner
     from .shell import Shell
 
     shell = Shell(target, LazyRichOutput(env), config=config, models=models, interactive=True,
                   read_only=options.read_only, assume_yes=options.assume_yes)
+    shell.callbacks.functions.update(functions)
     history_path = None
     if not options.no_history:
         try:
@@ -187,13 +193,25 @@ def run(options: ReplOptions, env: Environment | None = None) -> int:
         shell.close()
 
 
+def _tool_functions(options: ReplOptions) -> dict[str, Any]:
+    if options.tools is None:
+        return {}
+    from .callbacks import ToolsFileError, load_tools_file
+
+    try:
+        return load_tools_file(options.tools)
+    except ToolsFileError as exc:
+        raise UserError(str(exc)) from None
+
+
 def _pipe(target: Target, config: Any, models: ModelMemory, lm: str | None, options: ReplOptions,
-          env: Environment) -> int:
+          env: Environment, functions: dict[str, Any]) -> int:
     from .pipe import JsonLinesOutput, run_pipe
     from .shell import Shell
 
     shell = Shell(target, JsonLinesOutput(env.stdout, env.stderr), config=config, models=models,
                   read_only=options.read_only, assume_yes=options.assume_yes)
+    shell.callbacks.functions.update(functions)
     try:
         if lm:
             # Same as typing `:lm MODEL` first, so its reply is the first line of output.

@@ -21,6 +21,7 @@ from .parsing import (registry, CallInput, DefineInput, Empty, MetaInput, ParseE
 from .guard import Refused, check_read_only, destructive_question, is_destructive
 from .secrets import KEY_FLAG, SecretAsker, ask_secret_on_tty, mask_request, resolve_secret_args
 from .targets import AttachTarget, Target
+from .callbacks import ClientCallbacks
 
 # What a reply teaches the console is read from its command's effect tags in the one
 # registry (bridge.registry.CREATES_PROGRAM ...), never from command names written here.
@@ -62,6 +63,8 @@ class Output(Protocol):
 
     def notice(self, message: str, suggestion: str | None = None) -> None: ...
 
+    def event(self, frame: dict[str, Any]) -> None: ...
+
 
 class Cancelled(Exception):
     """The user pressed Ctrl-C while waiting for a reply."""
@@ -102,6 +105,12 @@ class Shell:
         self._waiting: set[Future[dict[str, Any]]] = set()
         self._notices: list[tuple[str, str | None]] = []
         self._lock = threading.Lock()
+        self.stream = False  # `:stream on`: commands that can stream are sent with "stream": true
+        # Client tools and metrics: --tools functions, else asked by hand with `ask_line`
+        # (the terminal sets it; a pipe cannot ask).
+        self.callbacks = ClientCallbacks()
+        self.ask_line: Any = None
+        target.on_event = self.on_event
 
     # -- input ------------------------------------------------------------------------
 
@@ -160,6 +169,11 @@ class Shell:
         # The current session goes to every command that has one, unless given explicitly.
         if self.session != ANONYMOUS and "session_id" in spec.arg_names and "session_id" not in args:
             args["session_id"] = self.session
+        if self.stream and "stream" not in args:
+            from bridge.registry import STREAMS  # loaded by now: registry() built the catalog
+
+            if spec.has(STREAMS):
+                args["stream"] = True
         return {"id": next(self._ids), "command": command, "args": args}
 
     def attached(self) -> bool:
@@ -220,6 +234,8 @@ class Shell:
                 try:
                     return future.result(timeout=0.05)
                 except FutureTimeout:
+                    if self.ask_line is not None:  # callbacks waiting for a hand answer
+                        self.callbacks.answer_pending(self.ask_line, self.target.answer)
                     continue
         except KeyboardInterrupt:
             self.target.cancel(request["id"])
@@ -229,6 +245,11 @@ class Shell:
                 self._waiting.discard(future)
             else:
                 future.add_done_callback(self._waiting.discard)
+
+    def on_event(self, frame: dict[str, Any]) -> None:  # on the target's thread
+        if frame.get("event") == "callback" and isinstance(frame.get("data"), dict):
+            self.callbacks.on_callback(frame["data"], self.ask_line is not None, self.target.answer)
+        self.out.event(frame)
 
     def inflight(self) -> int:
         """Calls not answered yet, including those the user stopped waiting for."""

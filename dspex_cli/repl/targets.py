@@ -8,6 +8,7 @@ shows it in red and carries on.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import threading
@@ -48,6 +49,7 @@ class Target:
     def __init__(self) -> None:
         self._taps: list[FrameTap] = []
         self._started = time.monotonic()
+        self.on_event: Callable[[dict[str, Any]], None] | None = None
 
     # -- what subclasses provide ----------------------------------------------------
 
@@ -77,7 +79,15 @@ class Target:
     def close(self) -> None:
         """Releases the target."""
 
+    def answer(self, frame: dict[str, Any]) -> None:
+        """Sends a callback's answer `{callback_id, result|error}` (not through --attach)."""
+
     # -- shared -------------------------------------------------------------------
+
+    def _event(self, frame: dict[str, Any]) -> None:
+        handler = self.on_event
+        if handler is not None:
+            handler(frame)
 
     def submit(self, request: dict[str, Any]) -> Future[dict[str, Any]]:
         taps = list(self._taps)
@@ -162,8 +172,11 @@ class InProcessTarget(Target):
         future: Future[dict[str, Any]] = Future()
 
         def deliver(payload: bytes) -> None:
-            if not future.done():
-                future.set_result(orjson.loads(payload))
+            frame = orjson.loads(payload)
+            if type(frame) is dict and "event" in frame and "success" not in frame:
+                self._event(frame)  # a chunk, progress or callback of the request, before its reply
+            elif not future.done():
+                future.set_result(frame)
 
         # Through the frame entry point, so frame taps (the recorder) see the request too.
         self.engine.submit_frame(orjson.dumps(request), deliver)
@@ -176,6 +189,9 @@ class InProcessTarget(Target):
 
     def inflight(self) -> int | None:
         return len(self._engine.inflight) if self._engine is not None else 0
+
+    def answer(self, frame: dict[str, Any]) -> None:
+        self.engine.submit_frame(orjson.dumps(frame), lambda _reply: None)  # an answer gets no reply
 
     def lm_calls(self, limit: int) -> list[dict[str, Any]] | None:
         calls = list(self.engine.recent_lm_calls)
@@ -250,6 +266,7 @@ class SpawnTarget(Target):
                 stderr = os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
                 try:
                     self._worker = SpawnedWorker(self.argv, env=self._env, stderr=stderr)
+                    self._worker.client.on_event = self._event
                 except WorkerStartFailed as exc:
                     self._error = str(exc)
                 finally:
@@ -272,6 +289,10 @@ class SpawnTarget(Target):
 
         inner.add_done_callback(relay)
         return outer
+
+    def answer(self, frame: dict[str, Any]) -> None:
+        with contextlib.suppress(OSError):  # a worker that left answers its requests worker_gone
+            self._worker.client.send_frame(frame)
 
     def _gone(self, request: dict[str, Any], worker: Any) -> dict[str, Any]:
         return error_reply(request.get("id"), f"The spawned worker {worker.gone_reason()}", "worker_gone",

@@ -12,6 +12,7 @@ case Path.wildcard("/usr/lib/erlang/lib/jiffy-*/ebin") do
 end
 
 Code.require_file("port_replies.exs", __DIR__)
+Code.require_file("two_way_frames.exs", __DIR__)
 
 defmodule Rec do
   def open(ctx, name, extra_args, opts \\ []) do
@@ -399,13 +400,51 @@ defmodule Scenarios do
     close_and_wait(port)
     path
   end
+
+  # Tools and a metric that live in Elixir: a ReAct agent whose two tools are Elixir
+  # functions (answered through callback events), then an evaluate scored by an Elixir
+  # metric with its progress streamed. The replay answers the callbacks from this transcript.
+  def elixir_tools(ctx) do
+    {port, path} = open(ctx, "elixir_tools", [])
+    ok!(TwoWayFrames.call(port, 1, "ping", %{}) |> elem(0), "ping")
+    ok!(TwoWayFrames.call(port, 2, "configure_lm", lm(ctx, "openai/local-model"), %{}, 60_000) |> elem(0), "configure_lm")
+    tools = [
+      %{"name" => "lookup", "description" => "Finds a customer row.", "handler" => "client",
+        "parameters" => %{"type" => "object", "properties" => %{"query" => %{"type" => "string"}}, "required" => ["query"]}},
+      %{"name" => "count_words", "description" => "Counts the words of a text.", "handler" => "client",
+        "parameters" => %{"type" => "object", "properties" => %{"text" => %{"type" => "string"}}, "required" => ["text"]}}
+    ]
+    ok!(TwoWayFrames.call(port, 3, "create_program", %{"id" => "agent", "signature" => "question -> answer",
+                                                      "program_type" => "react", "tools" => tools}) |> elem(0), "create agent")
+    handlers = %{
+      "lookup" => fn %{"query" => q} -> %{"row" => String.upcase(q)} end,
+      "count_words" => fn %{"text" => t} -> length(String.split(t)) end,
+      "keep_metric" => fn %{"example" => ex} -> ex["answer"] == "keep" end
+    }
+    {reply, events} = TwoWayFrames.call(port, 4, "execute_program", %{"program_id" => "agent",
+                                        "inputs" => %{"question" => "where is bob"}}, handlers, 60_000)
+    steps = ok!(reply, "execute agent")["trajectory"]
+    ["lookup", "count_words", "finish"] = Enum.map(steps, & &1["tool"])
+    %{"row" => "WHERE IS BOB"} = Enum.at(steps, 0)["observation"]
+    2 = length(events)
+    ok!(TwoWayFrames.call(port, 5, "create_program", %{"id" => "qa", "signature" => "question -> answer"}) |> elem(0), "create qa")
+    devset = for {q, a} <- [{"one", "keep"}, {"two", "drop"}, {"three", "keep"}], do: %{"question" => q, "answer" => a}
+    {reply, _} = TwoWayFrames.call(port, 6, "evaluate_program", %{"program_id" => "qa", "devset" => devset, "wait" => true,
+                                   "stream" => true, "metric" => %{"handler" => "client", "name" => "keep_metric"}},
+                                   handlers, 60_000)
+    scored = ok!(reply, "evaluate with an Elixir metric")
+    true = abs(scored["score"] - 200 / 3) < 0.01
+    ok!(TwoWayFrames.call(port, 999_999, "cleanup", %{}) |> elem(0), "cleanup")
+    close_and_wait(port)
+    path
+  end
 end
 
 [out_dir, api_base, python, root, api_key | only] = System.argv()
 File.mkdir_p!(out_dir)
 ctx = %{out_dir: out_dir, api_base: api_base, python: python, root: root, api_key: api_key}
 all = [:standalone_bridge, :pool_session, :typed_outputs, :chain_of_thought, :concurrent_requests,
-       :evaluate_and_compile]
+       :evaluate_and_compile, :elixir_tools]
 wanted = if only == [], do: all, else: Enum.map(only, &String.to_atom/1)
 
 for scenario <- wanted do

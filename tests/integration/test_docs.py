@@ -80,7 +80,8 @@ RUN_BY_TESTS = {
                    "python metric-plugin"},  # run by tests/adapters/dspy/test_evaluate.py
     "inspect.md": {"sh inspect-forms", "python control-client"},
     "elixir.md": {"elixir runtime-config", "elixir plain-port", "elixir genserver", "elixir application",
-                  "elixir usage", "sh shim", "sh inspect-w1", "elixir running-pools", "elixir programs-across-nodes"},
+                  "elixir usage", "sh shim", "sh inspect-w1", "elixir running-pools", "elixir programs-across-nodes",
+                  "elixir twoway-genserver", "elixir twoway-usage"},  # tests/integration/test_docs_elixir_twoway.py
 }
 # Values that differ from run to run: a number in the doc stands for any number here.
 VARYING_NUMBERS = {"timestamp", "execution_time", "duration_ms", "uptime",

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 def test_the_required_sessions_are_recorded() -> None:
     assert {p.stem for p in RECORDINGS} >= {"standalone_bridge", "pool_session", "typed_outputs",
-                                           "chain_of_thought", "concurrent_requests"}
+                                           "chain_of_thought", "concurrent_requests", "elixir_tools"}
 
 
 @pytest.mark.parametrize("path", RECORDINGS, ids=[p.stem for p in RECORDINGS])
@@ -65,6 +65,20 @@ def test_standalone_session_follows_the_bridge_protocol() -> None:
     commands = {r["command"] for r in requests}
     assert commands >= {"get_stats", "create_program", "execute_program", "list_programs", "get_program_info",
                         "delete_program", "frobnicate"}
+
+
+def test_elixir_tools_session_called_back_into_elixir() -> None:
+    """The ReAct agent's two tools and the evaluate's metric lived in Elixir: the transcript
+    holds each callback event and Elixir's answer, which the replay above answered from."""
+    frames = [e for e in read_transcript(ROOT / "recordings" / "elixir_tools.jsonl").frames() if e.decoded]
+    callbacks = [e.frame["data"] for e in frames if e.direction == "out" and e.frame.get("event") == "callback"]
+    answers = {e.frame["callback_id"]: e.frame for e in frames if e.direction == "in" and "callback_id" in e.frame}
+    assert [(c["kind"], c["name"]) for c in callbacks] == [("tool", "lookup"), ("tool", "count_words")] + \
+        [("metric", "keep_metric")] * 3
+    assert set(answers) == {c["callback_id"] for c in callbacks}
+    assert answers[callbacks[0]["callback_id"]]["result"] == {"row": "WHERE IS BOB"}
+    progress = [e.frame for e in frames if e.direction == "out" and e.frame.get("event") == "progress"]
+    assert progress[-1]["data"]["status"] == "succeeded"
 
 
 def test_pool_session_follows_the_pool_protocol() -> None:

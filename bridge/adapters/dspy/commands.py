@@ -32,7 +32,7 @@ from .modules import (PROGRAM_TYPES, apply_demos, build_module, parse_adapter, p
                       parse_program_type)
 from .signatures import (SignatureError, SignatureSpec, coerce_inputs, field_mapping, parse_signature,
                          signature_def)
-from .tools import TOOLS, resolve_tools
+from .tools import TOOLS, resolve_tools, tool_declarations
 
 COMMANDS = Registry()
 
@@ -158,7 +158,7 @@ def build_record(program_id: str, args: dict[str, Any]) -> ProgramRecord:
         "signature_def": signature_def(spec), "demos": demos,
     }
     # Only what differs from a plain program, so replies recorded before these existed replay unchanged.
-    extra = {"options": options, "tools": [tool.name for tool in tools], "adapter": adapter}
+    extra = {"options": options, "tools": tool_declarations(tools), "adapter": adapter}
     description.update({key: value for key, value in extra.items() if value})
     if args.get("model"):
         description["model"] = args["model"]
@@ -179,7 +179,8 @@ _PROGRAM_ARGS = (
     Arg("program_type", "string", help=", ".join(row.name for row in PROGRAM_TYPES) + " (default predict)",
         choices=tuple(row.name for row in PROGRAM_TYPES)),
     Arg("options", "object", help="the program type's own options, e.g. {\"max_iters\": 5} for react"),
-    Arg("tools", "array", help="names of registered tools (see list_tools), for react"),
+    Arg("tools", "array", help="for react: names of registered tools (see list_tools) and client tools "
+        "{name, description, parameters: JSON schema, handler: \"client\"} answered through callback events"),
     Arg("adapter", "string", help="chat, json or xml (default: the LM's, else chat)"),
     Arg("demos", "array", help="few-shot examples: objects with input and output fields"),
     Arg("session_id", "string"),

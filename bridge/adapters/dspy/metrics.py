@@ -192,6 +192,56 @@ class ResolvedMetric:
         return {"metric": self.name, "field": self.field, **self.options}
 
 
+@dataclass(frozen=True)
+class ClientMetric(ResolvedMetric):
+    """A metric that lives in the client: each call is a `callback` event (kind "metric")
+    with args `{example, prediction}` as JSON objects, through the context of the request
+    waiting for the job (evaluate's threads may each wait on one at once)."""
+
+    def __call__(self, example: Any, prediction: Any, trace: Any = None, *_: Any, **__: Any) -> float:
+        from ...errors import CallbackFailed
+        from .tools import calling_request
+
+        ctx = calling_request()
+        if ctx is None:
+            raise CallbackFailed(f"metric {self.name} lives in the client, but no request is running it")
+        value = ctx.callback("metric", self.name, {"example": _as_object(example),
+                                                   "prediction": _as_object(prediction)})
+        return score_value(value, self.name)
+
+    def describe(self) -> dict[str, Any]:
+        return {"metric": self.name, "handler": "client"}
+
+
+def _as_object(value: Any) -> dict[str, Any]:
+    from .signatures import to_json_safe
+
+    to_dict = getattr(value, "toDict", None)
+    raw = to_dict() if callable(to_dict) else value if isinstance(value, dict) else {"value": value}
+    safe = to_json_safe(raw)
+    return safe if isinstance(safe, dict) else {"value": safe}
+
+
+def _client_metric(value: dict[str, Any]) -> ClientMetric:
+    name = value.get("name", value.get("metric"))
+    if not isinstance(name, str) or not _CLIENT_NAME.match(name):
+        raise InvalidArguments("a client metric needs a 'name': an identifier of at most 64 characters, "
+                               "e.g. {\"handler\": \"client\", \"name\": \"my_metric\"}")
+    unknown = sorted(set(value) - {"handler", "name", "metric"})
+    if unknown:
+        raise InvalidArguments(f"client metric {name!r} has unknown keys: {', '.join(k[:40] for k in unknown)} "
+                               "(the client computes the score from {example, prediction})")
+    spec = MetricSpec(name, "a metric that lives in the client", _never_called, uses_field=False, plugin="client")
+    return ClientMetric(name, None, {}, spec)
+
+
+def _never_called(*_: Any) -> Any:  # ClientMetric.__call__ asks the client instead
+    raise AssertionError("a client metric's spec function is never called")
+
+
+_CLIENT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$")
+
+
 def _takes_trace(fn: Callable[..., Any]) -> bool:
     try:
         params = inspect.signature(fn).parameters.values()
@@ -221,6 +271,10 @@ def _suggest(name: str) -> str:
 def resolve_metric(value: Any, output_names: list[str]) -> ResolvedMetric:
     """What `metric` names in a request, checked: a name, or an object with `metric`,
     `field` and the metric's options. The field defaults to the first output field."""
+    if isinstance(value, dict) and "handler" in value:
+        if value["handler"] != "client":
+            raise InvalidArguments("a metric's 'handler' can only be \"client\" (a metric that lives in the client)")
+        return _client_metric(value)
     if isinstance(value, str):
         name, rest = value, {}
     elif isinstance(value, dict) and isinstance(value.get("metric", value.get("name")), str):
@@ -252,4 +306,4 @@ def resolve_metric(value: Any, output_names: list[str]) -> ResolvedMetric:
     return ResolvedMetric(name, field_name if spec.uses_field else None, rest, spec)
 
 
-__all__ = ["METRICS", "MetricSpec", "ResolvedMetric", "UnknownMetric", "metric", "resolve_metric", "score_value"]
+__all__ = ["ClientMetric", "METRICS", "MetricSpec", "ResolvedMetric", "UnknownMetric", "metric", "resolve_metric", "score_value"]

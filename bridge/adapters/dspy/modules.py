@@ -20,7 +20,7 @@ from ...errors import InvalidArguments
 from ...redact import scrub_values
 from .errors import Unsupported
 from .signatures import SignatureSpec, build_dspy_signature, to_json_safe
-from .tools import ToolSpec, dspy_tools
+from .tools import ClientTool, ToolSpec, dspy_tools
 
 # Bounds that keep one request from asking for thousands of LM calls.
 MAX_ITERS = 50
@@ -316,14 +316,14 @@ def deno_executable() -> str | None:
         return shutil.which("deno")
 
 
-def check_tools(row: ProgramType, tools: list[ToolSpec]) -> None:
+def check_tools(row: ProgramType, tools: list[ToolSpec | ClientTool]) -> None:
     if tools and not row.takes_tools:
         takers = ", ".join(r.name for r in PROGRAM_TYPES if r.takes_tools)
         raise InvalidArguments(f"program_type {row.name} takes no tools; only {takers} does")
 
 
 def build_module(spec: SignatureSpec, program_type: ProgramType | str, options: dict[str, Any],
-                 tools: list[ToolSpec]) -> tuple[Any, str]:
+                 tools: list[ToolSpec | ClientTool]) -> tuple[Any, str]:
     """The DSPy module for a program type (options already parsed) and its signature class name."""
     row = program_type if isinstance(program_type, ProgramType) else parse_program_type(program_type)
     check_tools(row, tools)

@@ -179,17 +179,31 @@ def tool(func: Callable[..., Any] | None = None, *, name: str | None = None, des
     return decorate(func) if func is not None else decorate
 
 
-def resolve_tools(names: Any, registry: ToolRegistry | None = None) -> list[ToolSpec]:
-    """The registered tools a create_program names, or a clear error for an unknown one."""
+def resolve_tools(names: Any, registry: ToolRegistry | None = None) -> list[ToolSpec | ClientTool]:
+    """The tools a create_program declares: registered tool names and client tool
+    declarations (`{"name", "description", "parameters", "handler": "client"}`), in order,
+    or a clear error for an unknown name or a bad declaration."""
     from ...errors import InvalidArguments
 
     registry = registry or TOOLS
     if names is None:
         return []
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise InvalidArguments("'tools' must be a list of tool names (strings); see list_tools")
-    found: list[ToolSpec] = []
-    for tool_name in dict.fromkeys(names):
+    if not isinstance(names, list) or not all(isinstance(n, (str, dict)) for n in names):
+        raise InvalidArguments("'tools' must be a list of tool names (strings, see list_tools) or client tool "
+                               "declarations ({\"name\", \"description\", \"parameters\", \"handler\": \"client\"})")
+    if len(names) > MAX_TOOLS:
+        raise InvalidArguments(f"a program takes at most {MAX_TOOLS} tools, got {len(names)}")
+    found: dict[str, ToolSpec | ClientTool] = {}
+    for entry in names:
+        if isinstance(entry, dict):
+            client = parse_client_tool(entry)
+            if client.name in found:
+                raise InvalidArguments(f"tool {client.name!r} is declared twice")
+            found[client.name] = client
+            continue
+        tool_name = entry
+        if tool_name in found:
+            continue
         spec = registry.find(tool_name)
         if spec is None:
             hint = registry.suggest(tool_name)
@@ -197,14 +211,140 @@ def resolve_tools(names: Any, registry: ToolRegistry | None = None) -> list[Tool
             shown = tool_name if len(tool_name) <= 80 else f"{tool_name[:80]}…"
             raise InvalidArguments(f"Unknown tool {shown!r}" + (f"; did you mean {hint!r}?" if hint else "")
                                    + f" Registered tools: {known}", details={"suggestion": hint} if hint else None)
-        found.append(spec)
-    return found
+        found[tool_name] = spec
+    return list(found.values())
 
 
-def dspy_tools(specs: list[ToolSpec]) -> list[Any]:
-    """The tools as DSPy's own `dspy.Tool` objects (DSPy validates and converts the arguments)."""
+def tool_declarations(tools: list[ToolSpec | ClientTool]) -> list[str | dict[str, Any]]:
+    """What program_data keeps of a program's tools: registered names, client declarations
+    (so another worker rebuilds the same program)."""
+    return [tool.declaration() if isinstance(tool, ClientTool) else tool.name for tool in tools]
+
+
+# -- tools that live in the client ----------------------------------------------------------
+
+# Bounds on what one create_program may declare (each declaration is kept in program_data).
+MAX_TOOLS = 64
+MAX_DESCRIPTION = 4000
+MAX_SCHEMA_BYTES = 16_384
+
+
+@dataclass(frozen=True)
+class ClientTool:
+    """A tool the client runs: calling it sends a `callback` event of the request that runs
+    the program and waits for the client's answer."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+    def declaration(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "parameters": self.parameters,
+                "handler": "client"}
+
+
+def parse_client_tool(entry: dict[str, Any]) -> ClientTool:
+    """A client tool declaration, checked: an identifier name, a JSON schema of an object
+    for `parameters` (required: the agent must be told what to send)."""
+    import json
+
+    from ...errors import InvalidArguments
+
+    name = entry.get("name")
+    shown = str(name)[:80]
+    if entry.get("handler") != "client":
+        raise InvalidArguments(f"tool {shown!r}: a tool given as an object must say \"handler\": \"client\" "
+                               "(registered tools are named by a string)")
+    if not isinstance(name, str) or not TOOL_NAME.match(name) or name == "finish":
+        raise InvalidArguments(f"client tool name {shown!r} must be an identifier of at most 64 characters "
+                               "(and not 'finish', ReAct's own)")
+    unknown = sorted(set(entry) - {"name", "description", "parameters", "handler"})
+    if unknown:
+        raise InvalidArguments(f"client tool {name!r} has unknown keys: {', '.join(k[:40] for k in unknown)}")
+    description = entry.get("description", name)
+    if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
+        raise InvalidArguments(f"client tool {name!r}: 'description' must be a string of at most "
+                               f"{MAX_DESCRIPTION} characters")
+    parameters = entry.get("parameters")
+    if parameters is None:
+        raise InvalidArguments(f"client tool {name!r} needs 'parameters': a JSON schema of its arguments "
+                               "object, e.g. {\"type\": \"object\", \"properties\": {\"q\": {\"type\": \"string\"}}}")
+    _check_parameters(name, parameters)
+    if len(json.dumps(parameters)) > MAX_SCHEMA_BYTES:
+        raise InvalidArguments(f"client tool {name!r}: 'parameters' is larger than {MAX_SCHEMA_BYTES} bytes")
+    return ClientTool(name, description or name, parameters)
+
+
+def _check_parameters(name: str, parameters: Any) -> None:
+    from ...errors import InvalidArguments
+
+    def bad(why: str) -> InvalidArguments:
+        return InvalidArguments(f"client tool {name!r}: 'parameters' {why}")
+
+    if not isinstance(parameters, dict):
+        raise bad("must be a JSON schema object")
+    if parameters.get("type", "object") != "object":
+        raise bad("must describe an object (\"type\": \"object\"): an agent calls a tool with named arguments")
+    properties = parameters.get("properties", {})
+    if not isinstance(properties, dict) or not all(isinstance(k, str) and TOOL_NAME.match(k) and isinstance(v, dict)
+                                                   for k, v in properties.items()):
+        raise bad("'properties' must map argument names (identifiers) to JSON schemas (objects)")
+    required = parameters.get("required", [])
+    if not isinstance(required, list) or not all(isinstance(r, str) and r in properties for r in required):
+        raise bad("'required' must list names of its properties")
+    from jsonschema import Draft202012Validator  # dspy's own dependency; only for a client tool
+    from jsonschema.exceptions import SchemaError
+
+    try:
+        Draft202012Validator.check_schema(parameters)
+    except SchemaError as exc:
+        raise bad(f"is not a valid JSON schema: {str(exc.message)[:300]}") from None
+
+
+def calling_request() -> Any:
+    """The RequestContext of the request whose DSPy call is running here, found through
+    the LM-call observer every runner of programs puts into `dspy.context` (execute_program,
+    evaluate, batches, compile jobs), so a tool or metric deep inside DSPy reaches the request
+    without a global. None outside such a call."""
+    from ...twoway import RequestContext
+    from .lm_calls import _observer_class
+    from .loader import load_dspy
+
+    observer_class = _observer_class()
+    for callback in load_dspy().settings.callbacks or []:
+        if isinstance(callback, observer_class) and isinstance(callback.ctx, RequestContext):
+            return callback.ctx
+    return None
+
+
+def _client_tool_function(tool: ClientTool) -> Callable[..., Any]:
+    def call_client(**kwargs: Any) -> Any:
+        from ...errors import CallbackFailed
+
+        ctx = calling_request()
+        if ctx is None:
+            raise CallbackFailed(f"tool {tool.name} lives in the client, but no request is running it")
+        ctx.enable_callbacks()  # running a program with client tools is asking for their callbacks
+        # An error answer or a timeout raises CallbackFailed: ReAct turns it into the observation.
+        return ctx.callback("tool", tool.name, kwargs)
+
+    call_client.__name__ = tool.name
+    return call_client
+
+
+def dspy_tools(specs: list[ToolSpec | ClientTool]) -> list[Any]:
+    """The tools as DSPy's own `dspy.Tool` objects (DSPy validates and converts the arguments;
+    a client tool's against the schema the client gave)."""
     from .loader import load_dspy
 
     dspy = load_dspy()
-    return [dspy.Tool(spec.func, name=spec.name, desc=spec.description, arg_desc=spec.arg_descriptions or None)
-            for spec in specs]
+    tools = []
+    for spec in specs:
+        if isinstance(spec, ClientTool):
+            properties = spec.parameters.get("properties", {})
+            tools.append(dspy.Tool(_client_tool_function(spec), name=spec.name, desc=spec.description,
+                                   args=dict(properties), arg_types={name: Any for name in properties}))
+        else:
+            tools.append(dspy.Tool(spec.func, name=spec.name, desc=spec.description,
+                                   arg_desc=spec.arg_descriptions or None))
+    return tools
