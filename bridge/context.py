@@ -34,6 +34,9 @@ class Inflight:
     # call under a deadline): `inspect stack REQUEST_ID` shows these threads' stacks.
     thread: int | None = None
     threads: tuple[int, ...] = ()
+    # The asyncio task serving it on an event loop (the DSPy adapter's lane): a suspended
+    # coroutine is on no thread's stack, so `stack` walks the task's await chain instead.
+    task: Any = None
 
 
 # Notes a handler may make are values for a table a client can see; a runaway handler
@@ -122,6 +125,12 @@ class Context:
         if len(detail) + len(fields) > MAX_NOTE_FIELDS and not detail.keys() >= fields.keys():
             return
         detail.update(fields)
+
+    def note_task(self, task: Any) -> None:
+        """Records the asyncio task that works for this request (for `stack`)."""
+        entry: Inflight | None = getattr(self, "inflight", None)
+        if entry is not None:
+            entry.task = task
 
     def note_thread(self) -> None:
         """Records the calling thread as one that works for this request (for `stack`)."""

@@ -91,6 +91,30 @@ def _frames_of(frame: FrameType | None) -> list[dict[str, Any]]:
     return frames
 
 
+def _task_frames(task: Any) -> list[dict[str, Any]]:
+    """A task's await chain, outermost first: where a suspended coroutine waits (an LM
+    call's HTTP read), which no thread's stack shows. Read from another thread, so a task
+    that moves on meanwhile gives a stale chain, never an error."""
+    frames: list[dict[str, Any]] = []
+    try:
+        awaitable = task.get_coro()
+        while awaitable is not None and len(frames) < MAX_FRAMES:
+            frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "gi_frame", None)
+            if frame is not None:
+                code = frame.f_code
+                frames.append({"file": code.co_filename, "line": frame.f_lineno, "function": code.co_name})
+            awaitable = getattr(awaitable, "cr_await", None) or getattr(awaitable, "gi_yieldfrom", None)
+    except Exception:  # the coroutine changed under us: what was read so far stands
+        pass
+    return frames
+
+
+def _task_entries(entries: list[Inflight]) -> list[dict[str, Any]]:
+    return [{"ident": None, "name": f"asyncio task {entry.task.get_name()}", "daemon": True,
+             "requests": [entry.request_id], "inspector": False, "frames": _task_frames(entry.task)}
+            for entry in entries if entry.task is not None and not entry.task.done()]
+
+
 def thread_stacks(engine: Engine, request_id: Any = None) -> dict[str, Any]:
     """The stacks of all threads, or of those serving one request (its own thread and any
     helper it handed work to, such as an LM call under a deadline)."""
@@ -123,6 +147,8 @@ def thread_stacks(engine: Engine, request_id: Any = None) -> dict[str, Any]:
                         "inspector": ident == me, "frames": _frames_of(frame)})
     del frames  # frames hold references to every local of every thread
     threads.sort(key=lambda t: (not t["requests"], t["inspector"], t["name"]))
+    # Requests served by asyncio tasks: their await chains first, where the work waits.
+    threads[:0] = _task_entries([target] if target is not None else list(_running(engine)))
     out: dict[str, Any] = {"threads": threads, "total": len(threads)}
     if target is not None:
         out.update(request_id=target.request_id, command=target.command, session_id=target.session_id,

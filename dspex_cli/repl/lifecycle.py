@@ -65,6 +65,11 @@ def _metric(settings: dict[str, Any]) -> Any:
     return {"metric": name, "field": field} if field else name
 
 
+def _pause(seconds: float) -> None:
+    """The wait between two looks at a followed job (where Ctrl-C lands, mostly)."""
+    time.sleep(seconds)
+
+
 def follow_job(ctx: MetaContext, job_id: str, label: str) -> dict[str, Any] | None:
     """Shows a job's progress until it ends; Ctrl-C cancels it. Returns its last view."""
     show = getattr(ctx.out, "progress", None)
@@ -82,7 +87,7 @@ def follow_job(ctx: MetaContext, job_id: str, label: str) -> dict[str, Any] | No
                      final=not running, note=_score_note(view))
             if not running:
                 break
-            time.sleep(POLL_S)
+            _pause(POLL_S)
     except KeyboardInterrupt:
         ctx.out.notice(f"cancelling {job_id}")
         ctx.send("cancel_job", {"job_id": job_id})

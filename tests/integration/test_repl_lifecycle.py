@@ -107,7 +107,7 @@ def test_ctrl_c_while_following_a_job_cancels_it(screen: Screen, tmp_path: Path,
         calls["n"] += 1
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(lifecycle.time, "sleep", interrupt)
+    monkeypatch.setattr(lifecycle, "_pause", interrupt)  # Ctrl-C while the console waits
     text = screen.run(f":eval qa {devset}")
     assert calls["n"] == 1 and "cancelling job-" in text
     (job,) = [j for j in screen.shell.target.engine.jobs.all() if j.kind == "evaluate"]

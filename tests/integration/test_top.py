@@ -143,7 +143,8 @@ def test_top_finds_sorts_opens_stacks_and_cancels_a_stuck_request(start, runtime
         screen = pane.wait(lambda t: "stack of request #4242" in t)
         frames = screen.split("innermost first", 1)[1]
         assert any(name in frames for name in ("httpcore", "httpx", "litellm", "dspy/clients")), screen
-        assert "dspex-request" in frames or "dspex-lm-call" in frames
+        # The thread that serves it, or the asyncio task of the DSPy adapter's lane.
+        assert any(name in frames for name in ("dspex-request", "dspex-lm-call", "asyncio task"))
 
         # Esc back, then c and y: cancelled, and the Elixir caller gets error_type cancelled.
         pane.keys("Escape")

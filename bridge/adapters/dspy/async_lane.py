@@ -77,13 +77,16 @@ class AsyncLane:
                 self._loop = new_loop
             return self._loop
 
-    def submit(self, make: Callable[[], Awaitable[T]], cancel: threading.Event) -> Future[T]:
+    def submit(self, make: Callable[[], Awaitable[T]], cancel: threading.Event,
+               on_start: Callable[[asyncio.Task[Any]], None] | None = None) -> Future[T]:
         """Runs `make()` on the lane once a slot is free; the returned future ends with its
-        result. A request cancelled before its turn never starts."""
+        result. A request cancelled before its turn never starts. `on_start` learns the
+        task that runs it (inspect's `stack` walks its await chain)."""
         loop = self._ensure_started()
-        return asyncio.run_coroutine_threadsafe(self._guarded(make, cancel), loop)
+        return asyncio.run_coroutine_threadsafe(self._guarded(make, cancel, on_start), loop)
 
-    async def _guarded(self, make: Callable[[], Awaitable[T]], cancel: threading.Event) -> T:
+    async def _guarded(self, make: Callable[[], Awaitable[T]], cancel: threading.Event,
+                       on_start: Callable[[asyncio.Task[Any]], None] | None = None) -> T:
         assert self._slots is not None
         self.waiting += 1
         try:
@@ -96,6 +99,8 @@ class AsyncLane:
         try:
             if cancel.is_set():
                 raise Cancelled("Request cancelled before it started")
+            if on_start is not None:
+                on_start(task)
             self._watch(task, cancel)
             try:
                 return await make()

@@ -276,7 +276,7 @@ def execute_program(args: dict[str, Any], ctx: Context) -> Deferred:
         call_kwargs["config"] = options
     run = ProgramRun(record, handle, spec, call_kwargs, ctx, args)  # type: ignore[arg-type]
     # The pool thread is free once this returns; the lane's task sends the reply.
-    return Deferred(LANE.submit(run.execute, ctx.cancel))
+    return Deferred(LANE.submit(run.execute, ctx.cancel, on_start=ctx.note_task))
 
 
 @command("execute_gemini_program", registry=COMMANDS, read_only=True, args=_EXECUTE_ARGS, scheduling="read",
