@@ -71,10 +71,6 @@ class EngineConfig:
     argv: list[str] = field(default_factory=list)
     recent_frames: int = 200
     recent_lm_calls: int = 100
-    # Build the command registry on first need instead of in the constructor: importing the
-    # adapters' command modules was a tenth of `dspex serve`'s time to its first reply, and
-    # the first request of a pool is a ping, which the core's registry answers.
-    lazy_registry: bool = False
 
 
 class Engine(twoway.TwoWayReplies, Lifecycle):
@@ -91,17 +87,13 @@ class Engine(twoway.TwoWayReplies, Lifecycle):
         from .adapters import default_adapters
 
         self.adapters: list[Adapter] = list(adapters) if adapters is not None else default_adapters()
-        self._extra_registry = REGISTRY if registry is None else registry
-        self._registry: Registry | None = None
-        self._registry_lock = threading.Lock()
+        self.registry = build_registry(self.adapters, REGISTRY if registry is None else registry)
         self._adapters_by_name = {adapter.name: adapter for adapter in self.adapters}
         # Provider keys reach LiteLLM through the environment; they are secrets to scrub
         # even though no configure_lm ever carried them.
         remember_environment_secrets()
 
         self.config = config or EngineConfig()
-        if not self.config.lazy_registry:
-            self._registry = build_registry(self.adapters, self._extra_registry)
         self.worker_id = self.config.worker_id or f"{os.uname().nodename}-{os.getpid()}"
         self.started_wall = time.time()
         self.started = time.monotonic()
@@ -140,20 +132,6 @@ class Engine(twoway.TwoWayReplies, Lifecycle):
         # unchanged (core_commands.PingTemplate); a registry always holds the core's spec.
         self._templated_ping = CORE.find("ping")
         self.ping_template = PingTemplate(self)
-        # What inline requests are answered from until the registry is built: the core's
-        # own specs, the very objects the full registry will hold (names cannot be redefined).
-        self._core_inline = CORE.fast_inline()
-
-    @property
-    def registry(self) -> Registry:
-        """Every command this engine serves (catalog.build_registry), built at most once."""
-        registry = self._registry
-        if registry is None:
-            with self._registry_lock:
-                registry = self._registry
-                if registry is None:
-                    registry = self._registry = build_registry(self.adapters, self._extra_registry)
-        return registry
 
     def adapter(self, name: str) -> Adapter:
         """The adapter of that name (KeyError when this engine has none)."""
@@ -170,9 +148,7 @@ class Engine(twoway.TwoWayReplies, Lifecycle):
                      if getattr(type(adapter), "ping_fields", None) is not Adapter.ping_fields)
 
     def warm(self) -> None:
-        """Builds the registry if it waited (lazy_registry), then lets every adapter start
-        its warm-up (background imports). Called after the first reply."""
-        self.registry
+        """Lets every adapter start its warm-up (background imports)."""
         for adapter in self.adapters:
             try:
                 adapter.warm()
@@ -207,9 +183,7 @@ class Engine(twoway.TwoWayReplies, Lifecycle):
                     request = codec.decode_exact(payload, request)
                     request_id = request.get("id")
                 # Only a string is looked up: a list or object as command must reach validation.
-                registry = self._registry
-                inline = self._core_inline if registry is None else registry.fast_inline()
-                spec = inline.get(command) if type(command) is str else None
+                spec = self.registry.fast_inline().get(command) if type(command) is str else None
                 if spec is not None:
                     args = request.get("args")
                     if type(request_id) in _PLAIN_IDS and (args is None or type(args) is dict):
@@ -302,16 +276,11 @@ class Engine(twoway.TwoWayReplies, Lifecycle):
                 self._protocol_error(rejected.error)
             return
         request_id, name, args = parsed.id, parsed.command, parsed.args
-        try:
-            registry = self.registry
-        except Exception as exc:  # a lazily built registry that fails (a plugin's clash) still answers
-            self._reply_error(request_id, exc, send)
-            return
-        spec = registry.find(name)
+        spec = self.registry.find(name)
         self.stats.count_command(UNKNOWN_BUCKET if spec is None else spec.name)
         try:
             if spec is None:
-                spec = registry.get(name)  # raises UnknownCommand, with a suggestion
+                spec = self.registry.get(name)  # raises UnknownCommand, with a suggestion
             if spec.validated:
                 spec.validate(args)
             session_id = session_of(args)

@@ -84,8 +84,7 @@ class Server:
         self.protocol_fd = protocol_fd
         self.input_fd = input_fd
         self.engine = Engine(EngineConfig(mode=config.mode, worker_id=config.worker_id,
-                                          max_concurrency=config.max_concurrency, argv=config.argv,
-                                          lazy_registry=True),
+                                          max_concurrency=config.max_concurrency, argv=config.argv),
                              adapters=choose_adapters(config.adapters, config.entry_point_adapters))
         self.engine.on_shutdown = lambda: self.begin_drain("shutdown command")
         for adapter in self.engine.adapters:
@@ -219,7 +218,7 @@ class Server:
                 first_answered = True
                 self._first_answered.set()
                 if warm:
-                    engine.warm()  # builds the registry too; without warm-up, the first need does
+                    engine.warm()
         if reader.pending:
             engine._protocol_error(TruncatedFrame(
                 f"Input ended inside a frame ({reader.pending} bytes unread)"))

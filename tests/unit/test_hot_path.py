@@ -101,36 +101,3 @@ def test_lazily_compiled_patterns_scrub_as_before() -> None:
     text = "key sk-abcdefghijklmnop and https://user:pw12345@host/x"
     assert scrub_text(text) == "key [REDACTED] and https://user:[REDACTED]@host/x"
     assert scrub_text(text) == "key [REDACTED] and https://user:[REDACTED]@host/x"  # compiled now
-
-
-def test_a_lazy_registry_waits_for_the_first_request_the_core_cannot_answer() -> None:
-    eng = Engine(EngineConfig(worker_id="lazy", lazy_registry=True), registry=EXTRA, adapters=[LoudAdapter()])
-    try:
-        assert frame_reply(eng, {"id": 1, "command": "ping"})["result"]["loud_pings"] == 1
-        assert frame_reply(eng, {"id": 2, "command": "get_stats"})["success"] is True
-        assert eng._registry is None  # answered from the core's own specs
-        unknown = frame_reply(eng, {"id": 3, "command": "odd_kes"})
-        assert unknown["error"].startswith("Unknown command: odd_kes") and eng._registry is not None
-        assert frame_reply(eng, {"id": 4, "command": "odd_keys"})["result"]["big"] == 2**70
-        assert "odd_keys" in eng.registry and eng.registry is eng.registry
-    finally:
-        eng.close()
-
-
-def test_a_lazy_registry_that_cannot_be_built_answers_with_an_error_not_silence() -> None:
-    clashing = Registry()
-
-    @command("ping", scheduling="inline", registry=clashing)
-    def other_ping(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
-        return {}
-
-    eng = Engine(EngineConfig(lazy_registry=True), registry=clashing, adapters=[])
-    try:
-        assert frame_reply(eng, {"id": 1, "command": "ping"})["success"] is True
-        for request_id in (2, 3):  # every request that needs the registry says so
-            reply = frame_reply(eng, {"id": request_id, "command": "cleanup"})
-            assert reply["success"] is False and "already registered" in reply["error"]
-    finally:
-        eng.close()
-    with pytest.raises(ValueError, match="already registered"):
-        Engine(EngineConfig(), registry=clashing, adapters=[])  # eager engines fail at once, as before
