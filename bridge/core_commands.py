@@ -62,13 +62,13 @@ class PingTemplate:
 
     A ping's result is static except its `timestamp` and `uptime`: the status changes only
     when a drain begins, mode and worker id never, and each adapter's fields only when its
-    `ping_fields_version()` changes. So the reply is made once per combination of those
-    by calling the `ping` handler itself (the template cannot drift from the handler) and
-    encoding it, and each ping fills in its id and two clock readings. Health pings are
-    the most frequent request; this cut the engine's work per ping roughly in half.
+    `ping_fields_version()` changes. So the reply's static parts are made once per
+    combination of those, by calling the `ping` handler itself (the template cannot drift
+    from the handler) and encoding its result, and each ping fills in its id and two clock
+    readings. Health pings are the most frequent request of all.
     """
 
-    __slots__ = ("_engine", "_shutting_down", "_started", "_versions", "_key", "_int_reply", "_str_reply")
+    __slots__ = ("_engine", "_shutting_down", "_started", "_versions", "_key", "_status", "_rest")
 
     def __init__(self, engine: Any) -> None:
         self._engine = engine
@@ -80,38 +80,40 @@ class PingTemplate:
         self._versions = tuple(adapter.ping_fields_version for adapter in engine.adapters
                                if type(adapter).ping_fields is not Adapter.ping_fields)
         self._key: tuple[Any, ...] | None = None
-        self._int_reply: bytes | None = None
-        self._str_reply: bytes | None = None
+        self._status: bytes | None = None  # up to the result's timestamp value
+        self._rest: bytes | None = None  # after the uptime value, up to the reply's timestamp
 
     def encoded(self, request_id: Any) -> bytes | None:
         """The reply to a ping with this id (an int or str), or None when only the generic
         path can answer it: an adapter whose fields are not versioned, a result that plain
-        orjson cannot encode, a handler that fails (its error reply is the generic path's)."""
+        orjson cannot encode, a handler that fails (its error reply is the generic path's),
+        an id orjson cannot write (an integer beyond 64 bits, a string with lone surrogates)."""
         # map, not a comprehension: on Python 3.11 a comprehension is a function call of its own.
         key = (self._shutting_down(), *map(_call, self._versions))
         if key != self._key:
             if None in key or not self._build(key):
                 return None
-        if type(request_id) is int:
-            reply = self._int_reply
-            if reply is None:
-                return None
-            now = _time()
-            return reply % (request_id, now, _monotonic() - self._started, now)
-        reply = self._str_reply
-        if reply is None:
-            return None
-        try:
-            quoted = _dumps(request_id)
-        except TypeError:  # a string orjson refuses (lone surrogates): the careful encoder's case
+        status = self._status
+        if status is None:
             return None
         now = _time()
-        return reply % (quoted, now, _monotonic() - self._started, now)
+        try:
+            # One orjson call writes the three values: Python's own float repr (and bytes
+            # %-formatting) cost four times as much. Floats never hold a comma, so the
+            # first two commas end the clock readings whatever the id is.
+            values = _dumps((now, _monotonic() - self._started, request_id))
+        except TypeError:
+            return None
+        first = values.index(b",")
+        second = values.index(b",", first + 1)
+        timestamp = values[1:first]
+        return b"".join((b'{"id":', values[second + 1:-1], status, timestamp, b',"uptime":',
+                         values[first + 1:second], self._rest, timestamp, b"}"))
 
     def _build(self, key: tuple[Any, ...]) -> bool:
         # The key is read before the handler runs, so the fields cached under it are at
         # least as new as it: a change during the build shows up as a new key next time.
-        self._key, self._int_reply, self._str_reply = key, None, None
+        self._key, self._status, self._rest = key, None, None
         try:
             result = ping({}, Context(self._engine, 0, "ping", "anonymous"))
             rest = dict(result)
@@ -120,14 +122,12 @@ class PingTemplate:
             if list(result)[:3] != ["status", "timestamp", "uptime"] \
                     or not all(type(value) is float for value in clock):
                 return False  # an adapter replaced the clock fields: not this template's shape
-            middle = _dumps(rest)[1:-1].replace(b"%", b"%%")
-            head = b',"success":true,"result":{"status":' + _dumps(status).replace(b"%", b"%%")
+            middle = _dumps(rest)[1:-1]
+            self._status = b',"success":true,"result":{"status":' + _dumps(status) + b',"timestamp":'
         except Exception:
             return False
         # The reply's own timestamp is the result's clock reading: one reading, both fields.
-        tail = b',"timestamp":%a,"uptime":%a' + (b"," + middle if middle else b"") + b'},"timestamp":%a}'
-        self._int_reply = b'{"id":%d' + head + tail
-        self._str_reply = b'{"id":%s' + head + tail
+        self._rest = (b"," + middle if middle else b"") + b'},"timestamp":'
         return True
 
 
