@@ -83,6 +83,16 @@ class Adapter:
         """Fields added to every `ping` reply. Must be cheap: pings are frequent."""
         return {}
 
+    def ping_fields_version(self) -> int | None:
+        """A number that changes whenever `ping_fields` would return something else, or
+        None (the default) for fields that may change at any call.
+
+        When every adapter that adds ping fields gives a number, the engine encodes those
+        fields once per combination of numbers and answers pings from that template
+        (bridge.ping_reply) instead of calling `ping_fields` and encoding each reply.
+        """
+        return None
+
     def stats_fields(self, states: list[Any]) -> dict[str, Any]:
         """Fields added to `get_stats` (given every session's slot)."""
         return {}

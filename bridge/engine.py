@@ -128,6 +128,12 @@ class Engine(twoway.TwoWayReplies, Lifecycle):
         self.on_shutdown: Callable[[], None] | None = None
         for adapter in self.adapters:
             adapter.bind(self)
+        from .core_commands import COMMANDS as CORE, PingTemplate
+
+        # The core's ping, answered from a template while adapters say their fields are
+        # unchanged (core_commands.PingTemplate); a registry always holds the core's spec.
+        self._templated_ping = CORE.find("ping")
+        self.ping_template = PingTemplate(self)
 
     def adapter(self, name: str) -> Adapter:
         """The adapter of that name (KeyError when this engine has none)."""
@@ -183,6 +189,11 @@ class Engine(twoway.TwoWayReplies, Lifecycle):
                 if spec is not None:
                     args = request.get("args")
                     if type(request_id) in _PLAIN_IDS and (args is None or type(args) is dict):
+                        if spec is self._templated_ping and (args is None or args.get("session_id") is None):
+                            data = self.ping_template.encoded(request_id)
+                            if data is not None:
+                                self._send_inline(spec.name, data, send)
+                                return
                         self._run_inline(spec, request_id, args or {}, send)
                         return
             self.submit(request, send)
@@ -236,6 +247,17 @@ class Engine(twoway.TwoWayReplies, Lifecycle):
             except BridgeError as exc:
                 self._reply_error(request_id, exc, send)
                 return
+        now = _monotonic()
+        self.recent_frames.append(("out", now, data))
+        for tap in self.frame_taps:
+            tap("out", data, now)
+        send(data)
+
+    def _send_inline(self, name: str, data: bytes, send: Send) -> None:
+        """A templated inline reply: counted and observed as _run_inline's are."""
+        stats = self.stats
+        stats.command_count += 1
+        stats.by_command[name] += 1
         now = _monotonic()
         self.recent_frames.append(("out", now, data))
         for tap in self.frame_taps:

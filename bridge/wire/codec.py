@@ -21,6 +21,7 @@ from ..errors import InvalidJSON, InvalidUTF8, SerializationFailed
 # the scan is bounded to the frame's first 4 KiB and each match to 40 digits.
 _ID_PATTERN = re.compile(rb'"id"\s{0,64}:\s{0,64}(-?\d{1,40})(?![\d.eE])')
 _SALVAGE_WINDOW = 4096
+_ANY_ID_KEY = re.compile(rb'"id"\s{0,64}:')
 
 
 def decode(payload: bytes) -> Any:
@@ -75,9 +76,14 @@ def _refuse_constant(name: str) -> Any:
 
 
 def salvage_id(payload: bytes) -> int | None:
-    """Finds the request id in an undecodable frame, if it is unambiguous."""
-    found = _ID_PATTERN.findall(payload[:_SALVAGE_WINDOW])
-    return int(found[0]) if len(found) == 1 else None
+    """Finds the request id in an undecodable frame, if it is unambiguous: the only "id" key
+    in the window, with an integer value (a string id beside an integer "id" nested in the
+    args must not make the nested one the reply's id)."""
+    window = payload[:_SALVAGE_WINDOW]
+    found = _ID_PATTERN.findall(window)
+    if len(found) != 1 or len(_ANY_ID_KEY.findall(window)) != 1:
+        return None
+    return int(found[0])
 
 
 def _reject(value: Any) -> Any:

@@ -101,3 +101,14 @@ def test_lazily_compiled_patterns_scrub_as_before() -> None:
     text = "key sk-abcdefghijklmnop and https://user:pw12345@host/x"
     assert scrub_text(text) == "key [REDACTED] and https://user:[REDACTED]@host/x"
     assert scrub_text(text) == "key [REDACTED] and https://user:[REDACTED]@host/x"  # compiled now
+
+
+def test_an_undecodable_frame_is_answered_with_its_own_id_not_a_nested_one(engine: Engine) -> None:
+    # Found by tests/integration/test_fuzz.py: 1e999 makes orjson refuse the frame, and the
+    # only integer "id" in it was the args' one, so the reply went to an id nobody sent.
+    replies: list[bytes] = []
+    engine.submit_frame(b'{"id":"2807","command":"x","args":{"id":-9223372036854775809,"v":1e999}}', replies.append)
+    assert orjson.loads(replies[0])["id"] == "2807"
+    replies.clear()
+    engine.submit_frame(b'{"id": 12, "command": "x", "args": {"v": 1e999', replies.append)  # truncated: salvaged
+    assert orjson.loads(replies[0])["id"] == 12

@@ -50,9 +50,22 @@ class DSPyAdapter(Adapter):
 
     def __init__(self) -> None:
         self.engine: Engine | None = None
-        self.default_lm: LMHandle | None = None
+        # Counts changes of what ping_fields reports besides dspy_loaded (see default_lm).
+        self._lm_changes = 0
+        self._default_lm: LMHandle | None = None
         # The worker's own LM from `dspex serve --lm` / DSPEX_LM; reset_state returns to it.
         self.startup_lm: LMHandle | None = None
+
+    @property
+    def default_lm(self) -> LMHandle | None:
+        """The worker's default LM (configure_lm without a session sets it)."""
+        return self._default_lm
+
+    @default_lm.setter
+    def default_lm(self, handle: LMHandle | None) -> None:
+        # Set after the handle so a ping that sees the new version sees the new LM too.
+        self._default_lm = handle
+        self._lm_changes += 1
 
     def bind(self, engine: Engine) -> None:
         self.engine = engine
@@ -104,7 +117,8 @@ class DSPyAdapter(Adapter):
             return make_replay_lm(lm_config.public_dict(), SimpleNamespace(engine=engine))  # type: ignore[arg-type]
 
         handle = LazyLMHandle(lm_config, replay=replayed)
-        self.default_lm = self.startup_lm = handle  # type: ignore[assignment]
+        self.startup_lm = handle  # type: ignore[assignment]
+        self.default_lm = handle  # type: ignore[assignment]  (last: it bumps the ping version)
         log.info("default LM %s (built on first use)", handle.model)
 
     # -- hooks of the engine -------------------------------------------------------------
@@ -148,6 +162,11 @@ class DSPyAdapter(Adapter):
             "gemini_available": gemini_available(),
             **self._lm_model(),
         }
+
+    def ping_fields_version(self) -> int:
+        # dspy_available and gemini_available are cached for the worker's life; what moves
+        # is the background import's end (once) and the default LM (each assignment).
+        return self._lm_changes * 2 + is_loaded()
 
     def stats_fields(self, states: list[DSPySession]) -> dict[str, Any]:
         return {"programs_count": sum(len(state.programs) for state in states),

@@ -17,6 +17,7 @@ import os
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -25,10 +26,16 @@ __all__ = ["DSPyUnavailableError", "dspy_available", "is_loaded", "load_dspy", "
 
 logger = logging.getLogger("dspex.dspy_loader")
 
-# Optional packages DSPy imports only if installed, for notebook display. A worker never
-# displays a notebook, and IPython alone adds ~0.4 s and ~20 MB to every worker, so they
-# are hidden while DSPy is imported (DSPy falls back to its own plain versions).
-_OPTIONAL_EXTRAS = ("IPython",)
+# Optional packages that DSPy's import pulls in only if they are installed, hidden while
+# DSPy is imported:
+# - IPython, for notebook display: a worker never displays a notebook, and IPython alone
+#   adds ~0.4 s and ~20 MB to every worker (DSPy falls back to its own plain versions).
+# - the character-set guessers `requests` looks for when it is first imported (DSPy
+#   imports requests): charset_normalizer imports every codec of the standard library,
+#   121 modules and 4.3 MiB of the worker's memory. Without one, requests decodes a body
+#   that names no charset as UTF-8 (Response.apparent_encoding), which is what every
+#   LM API sends anyway.
+_OPTIONAL_EXTRAS = ("IPython", "charset_normalizer", "chardet")
 
 _lock = threading.Lock()
 _dspy: ModuleType | None = None
@@ -90,6 +97,10 @@ def _import_locked() -> ModuleType:
         blocked = [name for name in _OPTIONAL_EXTRAS if name not in sys.modules]
         for name in blocked:
             sys.modules[name] = None  # type: ignore[assignment]  (makes `import` raise ImportError)
+        if "charset_normalizer" in blocked:
+            # requests warns once, on its import, that it found no guesser: we chose that.
+            warnings.filterwarnings("ignore", message="Unable to find acceptable character detection",
+                                    module="requests")
         try:
             module = importlib.import_module("dspy")
         except ImportError as exc:
