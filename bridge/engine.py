@@ -19,20 +19,18 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import orjson
-from orjson import JSONDecodeError
-
 from .errors import BridgeError, InvalidRequest, Overloaded, ShuttingDown
 from .redact import holds_known_secret, remember_environment_secrets
 from .registry import REGISTRY, STREAMS, CommandSpec, Registry
-from .context import MAX_SESSION_ID, Context, Inflight, OnceReply, session_of
+from .context import Context, Inflight, OnceReply, session_of
 from .catalog import build_registry
 from .scheduler import SessionScheduler
 from .stats import Stats
-from .sessions import ANONYMOUS, SessionStore
+from .sessions import SessionStore
 from .wire import codec, messages
 from .wire.messages import RejectedRequest, describe_error, short_repr
 from . import twoway
+from .intake import NOT_CANCELLABLE, FrameIntake
 from .lifecycle import Lifecycle
 from .twoway import Deferred, RequestContext, RequestOptions, request_options
 
@@ -52,14 +50,6 @@ DEFAULT_MAX_QUEUED = 10_000
 # Unknown command names are counted under one bucket: a client must not grow the
 # counters (and get_stats) with names of its choosing.
 UNKNOWN_BUCKET = "(unknown)"
-# Handed to inline commands, which run to completion at once and are never cancelled.
-_NOT_CANCELLABLE = threading.Event()
-# Bound once: the inline path runs for every health ping.
-_loads = orjson.loads
-_dumps = orjson.dumps
-_monotonic = time.monotonic
-_time = time.time
-_PLAIN_IDS = (int, str)
 
 
 @dataclass
@@ -73,7 +63,7 @@ class EngineConfig:
     recent_lm_calls: int = 100
 
 
-class Engine(twoway.TwoWayReplies, Lifecycle):
+class Engine(FrameIntake, twoway.TwoWayReplies, Lifecycle):
     """Dispatches requests to registered handlers; owns sessions, stats and scheduling."""
 
     def __init__(self, config: EngineConfig | None = None, registry: Registry | None = None,
@@ -156,113 +146,6 @@ class Engine(twoway.TwoWayReplies, Lifecycle):
                 adapter.warm()
             except Exception:  # warming is an optimisation; the first request will say what failed
                 log.warning("warm-up of adapter %s failed", adapter.name, exc_info=True)
-
-    # -- entry points ---------------------------------------------------------------
-
-    def submit_frame(self, payload: bytes, send: Send) -> None:
-        """Takes one raw frame payload; every outcome ends in a reply or a counted log line.
-
-        Never raises: it runs on the reader thread, and an exception there would end the
-        worker for every client because of one frame.
-        """
-        # One function for the whole decode-and-dispatch step, the inline reply included:
-        # a health ping arrives alone and finds the interpreter's caches cold, so each
-        # Python call layer it passes costs several times what a warm loop shows.
-        try:
-            now = _monotonic()
-            self.recent_frames.append(("in", now, payload))
-            for tap in self.frame_taps:
-                tap("in", payload, now)
-            try:
-                request = _loads(payload)
-            except JSONDecodeError:
-                self._undecodable(payload, send)
-                return
-            if type(request) is dict:
-                command = request.get("command")
-                request_id = request.get("id")
-                if type(request_id) is float:  # an integer beyond 64 bits, read as a float by orjson
-                    request = codec.decode_exact(payload, request)
-                    request_id = request.get("id")
-                # Only a string is looked up: a list or object as command must reach validation.
-                spec = self.registry.fast_inline().get(command) if type(command) is str else None
-                if spec is not None:
-                    args = request.get("args")
-                    if type(request_id) in _PLAIN_IDS and (args is None or type(args) is dict):
-                        if spec is self._templated_ping and (args is None or args.get("session_id") is None):
-                            data = self.ping_template.encoded(request_id)
-                            if data is not None:
-                                self._send_inline(spec.name, data, send)
-                                return
-                        self._run_inline(spec, request_id, args or {}, send)
-                        return
-            self.submit(request, send)
-        except BaseException as exc:  # the last line of defence; each path above has its own
-            if not isinstance(exc, Exception):
-                raise
-            self.stats.count_error("internal_error", protocol=True)
-            log.error("frame of %d bytes could not be handled: %s", len(payload), describe_error(exc)[1])
-
-    def _undecodable(self, payload: bytes, send: Send) -> None:
-        try:
-            codec.decode(payload)  # for the precise error: not UTF-8, or not JSON
-        except BridgeError as exc:
-            salvaged = codec.salvage_id(payload)
-            if salvaged is None:
-                # JSON whose numbers orjson cannot hold (1e999): its id, of any type, is
-                # still readable by the standard library, and the client gets its answer.
-                salvaged = codec.id_of_out_of_range_json(payload)
-            if salvaged is None:
-                self._protocol_error(exc)
-            else:
-                self._reply_error(salvaged, exc, send)
-
-    def _run_inline(self, spec: CommandSpec, request_id: Any, args: dict[str, Any], send: Send) -> None:
-        """The short path of an unvalidated inline command (ping): no scheduling, no bookkeeping
-        beyond the counters; errors still become replies."""
-        stats = self.stats
-        name = spec.name
-        stats.command_count += 1
-        stats.by_command[name] += 1
-        try:
-            session_id = args.get("session_id")
-            if session_id is None:
-                session_id = ANONYMOUS
-            elif type(session_id) is not str or not 0 < len(session_id) <= MAX_SESSION_ID:
-                session_id = session_of(args)  # the rules and their errors, for anything unusual
-            result = spec.handler(args, Context(self, request_id, name, session_id, _NOT_CANCELLABLE))
-            if not isinstance(result, dict):
-                raise BridgeError(f"Handler for {spec.name} returned {type(result).__name__}, not an object")
-        except BaseException as exc:  # a handler must never take the worker down
-            self._reply_error(request_id, exc, send)
-            return
-        reply = {"id": request_id, "success": True, "result": result, "timestamp": _time()}
-        try:
-            # Without options: OPT_NON_STR_KEYS alone costs a third of this call, and
-            # results with non-string keys are rare enough to take the careful encoder.
-            data = _dumps(reply)
-        except TypeError:
-            try:  # the careful encoder: non-string keys, integers beyond 64 bits kept exact
-                data = codec.encode(reply)
-            except BridgeError as exc:
-                self._reply_error(request_id, exc, send)
-                return
-        now = _monotonic()
-        self.recent_frames.append(("out", now, data))
-        for tap in self.frame_taps:
-            tap("out", data, now)
-        send(data)
-
-    def _send_inline(self, name: str, data: bytes, send: Send) -> None:
-        """A templated inline reply: counted and observed as _run_inline's are."""
-        stats = self.stats
-        stats.command_count += 1
-        stats.by_command[name] += 1
-        now = _monotonic()
-        self.recent_frames.append(("out", now, data))
-        for tap in self.frame_taps:
-            tap("out", data, now)
-        send(data)
 
     def submit(self, request: Any, send: Send) -> None:
         """Validates a decoded request and runs it, at once or through the scheduler."""
@@ -349,7 +232,7 @@ class Engine(twoway.TwoWayReplies, Lifecycle):
             # Inline commands (ping, get_stats) finish in microseconds on the reader thread;
             # a cancel Event and an in-flight entry would cost more than the ping itself.
             key = None
-            ctx: Context = Context(self, request_id, spec.name, session_id, _NOT_CANCELLABLE)
+            ctx: Context = Context(self, request_id, spec.name, session_id, NOT_CANCELLABLE)
         else:
             key = next(self._ids)
             once = send if type(send) is OnceReply else None
