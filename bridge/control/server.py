@@ -120,17 +120,26 @@ class ControlServer:
 
     def start(self) -> None:
         path = str(self.socket_path)
-        if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        if len(os.fsencode(path)) + len(".new") > MAX_SOCKET_PATH:  # the staging name is bound first
             raise ControlFailure("path_too_long", f"control socket path is too long for a Unix socket: {path}")
         try:
             os.unlink(path)  # a leftover of a dead worker that had our pid
         except FileNotFoundError:
             pass
+        # Bound and listening under a temporary name, then renamed into place: a client that
+        # sees the socket's name can always connect (between bind and listen it would be
+        # refused, and take a live worker's socket for a stale one).
+        staging = f"{path}.new"
+        try:
+            os.unlink(staging)
+        except FileNotFoundError:
+            pass
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(path)
+        listener.bind(staging)
         # The directory is already 0700, so nobody can reach the socket before this chmod.
-        os.chmod(path, 0o600)
+        os.chmod(staging, 0o600)
         listener.listen(16)
+        os.replace(staging, path)
         self._listener = listener
         threading.Thread(target=self._accept_loop, name="dspex-control", daemon=True).start()
         threading.Thread(target=self.rates.run, name="dspex-control-rates", daemon=True).start()
