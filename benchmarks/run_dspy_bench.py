@@ -27,23 +27,13 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from dspy_jobs_data import dataset  # noqa: E402
+from run_port_bench import start_lm_server  # noqa: E402  (the same local LM server, its own process)
 from learnable_task import right_answer  # noqa: E402
 
 DOC = ROOT / "docs" / "benchmarks.md"
 START_MARK = "<!-- dspy-jobs-bench:start (written by benchmarks/run_dspy_bench.py) -->"
 END_MARK = "<!-- dspy-jobs-bench:end -->"
 TARGET = 1.05
-
-
-def start_lm_server() -> tuple[subprocess.Popen[str], str]:
-    server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "openai_server.py"), "--port", "0"],
-                              stdout=subprocess.PIPE, text=True, cwd=str(ROOT))
-    assert server.stdout is not None
-    url = server.stdout.readline().strip()
-    if not url.startswith("http://127.0.0.1:"):
-        server.kill()
-        raise SystemExit(f"run_dspy_bench: the local LM server did not start (printed {url!r})")
-    return server, url
 
 
 def env() -> dict[str, str]:

@@ -23,4 +23,4 @@ python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore 
 export LITELLM_LOCAL_MODEL_COST_MAP=True
 # CI also runs the tests marked slow (optimizers); a developer's default run skips them.
 if [ -n "${CI:-}" ]; then export DSPEX_SLOW=1; fi
-exec python3 -m pytest -q "$@"
+exec python3 -m pytest -q --durations=25 "$@"

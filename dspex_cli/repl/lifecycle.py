@@ -189,13 +189,20 @@ def import_(ctx: MetaContext, argument: str) -> None:
     load_document(ctx, Path(path).expanduser(), rest[0] if rest else None)
 
 
-def load_document(ctx: MetaContext, path: Path, program_id: str | None) -> None:
+def read_json(path: Path) -> Any:
+    """A JSON file's value; an unreadable or broken file is a console error that says which."""
     try:
-        document = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except OSError as exc:
         raise ParseError(f"Cannot read {path}: {exc.strerror or exc}") from None
     except ValueError as exc:
         raise ParseError(f"{path} is not JSON: {exc}") from None
+
+
+def load_document(ctx: MetaContext, path: Path, program_id: str | None, document: Any = None) -> None:
+    """Sends import_program for the document in `path` (already read, when given)."""
+    if document is None:
+        document = read_json(path)
     if not isinstance(document, dict) or document.get("format") != PROGRAM_DOCUMENT:
         raise ParseError(f"{path} holds no program document", "load files written by :export or :save")
     args: dict[str, Any] = {"program": document}

@@ -284,20 +284,15 @@ def save(ctx: MetaContext, argument: str) -> None:
 @meta("load", "FILE [PROGRAM]", complete="file")
 def load(ctx: MetaContext, argument: str) -> None:
     """Rebuilds a program from a file written by :save or :export (optionally under another id)."""
-    from .lifecycle import PROGRAM_DOCUMENT, load_document
+    from .lifecycle import PROGRAM_DOCUMENT, load_document, read_json
 
     words = split_words(argument)
     if not words or len(words) > 2:
         raise ParseError(":load needs a file and optionally a program id", ":load qa.json qa2")
     path = Path(words[0]).expanduser()
-    try:
-        document = json.loads(path.read_text())
-    except OSError as exc:
-        raise ParseError(f"Cannot read {path}: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise ParseError(f"{path} is not JSON: {exc}") from None
+    document = read_json(path)
     if isinstance(document, dict) and document.get("format") == PROGRAM_DOCUMENT:
-        load_document(ctx, path, words[1] if len(words) > 1 else None)
+        load_document(ctx, path, words[1] if len(words) > 1 else None, document)
         return
     # A file of :save from before portable documents: its program_data (no compiled state).
     data = document.get("program_data") if isinstance(document, dict) else None

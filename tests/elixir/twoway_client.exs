@@ -15,38 +15,7 @@ end
 
 Code.require_file("two_way_frames.exs", __DIR__)
 
-defmodule Checks do
-  def equal(name, actual, expected),
-    do: check(name, actual == expected, "expected #{inspect(expected)}, got #{inspect(actual)}")
-
-  def check(name, true, _), do: record(name, :ok, nil)
-  def check(name, _, detail), do: record(name, :fail, detail)
-
-  def note(text), do: IO.puts("note #{text}")
-
-  def step(name, fun) do
-    IO.puts("# #{name}")
-    try do
-      fun.()
-    rescue
-      error -> record("#{name} (aborted)", :fail, Exception.format(:error, error, __STACKTRACE__))
-    end
-  end
-
-  def finish do
-    {passed, failed} = Process.get(:checks, {0, 0})
-    IO.puts("elixir two-way: #{passed} passed, #{failed} failed")
-    System.halt(if failed == 0, do: 0, else: 1)
-  end
-
-  defp record(name, outcome, detail) do
-    {passed, failed} = Process.get(:checks, {0, 0})
-    case outcome do
-      :ok -> IO.puts("ok   #{name}"); Process.put(:checks, {passed + 1, failed})
-      :fail -> IO.puts("FAIL #{name}: #{detail}"); Process.put(:checks, {passed, failed + 1})
-    end
-  end
-end
+Code.require_file("checks.exs", __DIR__)
 
 defmodule ElixirTools do
   # The agent's tools and the evaluation's metric: plain Elixir functions.
@@ -208,4 +177,4 @@ Checks.step("a deadline expires", fn ->
 end)
 
 Port.close(port)
-Checks.finish()
+Checks.finish("elixir two-way")

@@ -5,38 +5,21 @@ optimizer names, and Ctrl-C during a followed job cancelling it."""
 from __future__ import annotations
 
 import csv
-import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rich.console import Console
-
 from learnable_task import right_answer
 from openai_server import LocalOpenAIServer
+from repl_screen import Screen
 
 from dspex_cli.repl import lifecycle
 from dspex_cli.repl.completion import candidates
-from dspex_cli.repl.config import ModelMemory, ReplConfig
-from dspex_cli.repl.render import RichOutput
-from dspex_cli.repl.shell import Shell
-from dspex_cli.repl.targets import InProcessTarget
 
 QUESTIONS = ["alpha", "bravo", "charlie", "delta"]
 
 
-class Screen:
-    def __init__(self, tmp_path: Path) -> None:
-        self.buffer = io.StringIO()
-        console = Console(file=self.buffer, width=200, force_terminal=False, color_system=None)
-        self.shell = Shell(InProcessTarget(), RichOutput(console), ReplConfig(),
-                           ModelMemory(tmp_path / "models.json"), interactive=True)
-
-    def run(self, text: str) -> str:
-        start = self.buffer.tell()
-        self.shell.handle(text)
-        return self.buffer.getvalue()[start:]
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ whole read-eval-print loop driven through prompt_toolkit's pipe input."""
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import threading
@@ -14,34 +13,18 @@ from pathlib import Path
 import pytest
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
-from rich.console import Console
 
 from bridge.record.reader import read_transcript
 from fixtures import ROOT
+from repl_screen import Screen
 from dspex_cli.repl.app import prompt_message, run_console, toolbar_text
 from dspex_cli.repl.completion import candidates
-from dspex_cli.repl.config import ModelMemory, ReplConfig, load_config
+from dspex_cli.repl.config import ReplConfig, load_config
 from dspex_cli.repl.meta import META, meta
 from dspex_cli.repl.meta_registry import MetaContext
 from dspex_cli.repl.parsing import registry
-from dspex_cli.repl.render import RichOutput
-from dspex_cli.repl.shell import Shell
-from dspex_cli.repl.targets import InProcessTarget
 
 
-class Screen:
-    """A shell writing into a 200-column rich console we can read back."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.buffer = io.StringIO()
-        console = Console(file=self.buffer, width=200, force_terminal=False, color_system=None)
-        self.shell = Shell(InProcessTarget(), RichOutput(console), ReplConfig(),
-                           ModelMemory(tmp_path / "models.json"), interactive=True)
-
-    def run(self, text: str) -> str:
-        start = self.buffer.tell()
-        self.shell.handle(text)
-        return self.buffer.getvalue()[start:]
 
 
 @pytest.fixture
