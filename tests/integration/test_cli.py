@@ -39,6 +39,7 @@ def test_version_is_one_line_with_three_versions_and_does_not_import_dspy() -> N
         assert "dspy" not in imported and "typer" not in imported
 
 
+@pytest.mark.slow  # over 5 s here: CI runs it, a developer's default run skips it
 def test_short_help_works_wherever_help_does() -> None:
     for args in ((), *((name,) for name in (*TYPER_COMMANDS, "serve", "repl"))):
         long_help = dspex(*args, "--help")
@@ -50,6 +51,7 @@ def test_short_help_works_wherever_help_does() -> None:
         assert text == long_help.stdout + long_help.stderr, args
 
 
+@pytest.mark.slow  # over 5 s here: CI runs it, a developer's default run skips it
 def test_help_placeholders_say_what_to_type() -> None:
     for args in ((), *((name,) for name in TYPER_COMMANDS)):
         text = dspex(*args, "--help").stdout

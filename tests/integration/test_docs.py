@@ -286,6 +286,7 @@ def test_plugins_md_running_example(spawn_worker: Any, tmp_path: Path) -> None:
         assert_matches(send_request(worker, request), shown, f"reply to {request['command']}")
 
 
+@pytest.mark.slow  # over 5 s here: CI runs it, a developer's default run skips it
 def test_inspect_md_command_forms_run(start: Any, runtime: Path, tmp_path: Path) -> None:
     worker = start("--worker-id", "pool-worker-3")
     ok(worker.request("configure_lm", {"model": "mock"}, timeout=30))
@@ -330,6 +331,7 @@ def test_elixir_md_shim_line_runs(tmp_path: Path) -> None:
     assert all(marker in launcher for marker in ("class DSPyBridge", "def handle_command", "def main()"))
 
 
+@pytest.mark.slow  # over 5 s here: CI runs it, a developer's default run skips it
 def test_elixir_md_inspect_lines_run(start: Any, runtime: Path, tmp_path: Path) -> None:
     worker = start("--worker-id", "w1")
     ok(worker.request("configure_lm", {"model": "mock"}, timeout=30))

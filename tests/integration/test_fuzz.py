@@ -150,6 +150,7 @@ def test_fixed_corpus_one_input_at_a_time(fuzz_worker: Callable[..., FuzzWorker]
     assert worker.close() == 0
 
 
+@pytest.mark.slow  # over 5 s here: CI runs it, a developer's default run skips it
 def test_fuzz_one_worker(fuzz_worker: Callable[..., FuzzWorker], tmp_path: Path) -> None:
     """INPUTS generated inputs through ONE worker, in batches split into random writes."""
     generator = Generator(SEED, MAX_FRAME)

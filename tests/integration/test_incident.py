@@ -107,8 +107,9 @@ def test_a_bad_metrics_address_is_refused_at_start(tmp_path: Path) -> None:
         assert "--metrics" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # over 5 s here: CI runs it, a developer's default run skips it
 def test_stack_and_cancel_of_unknown_requests_and_read_only_refusal(start, runtime: Path, openai_server) -> None:
-    worker = start("--worker-id", "plain")
+    start("--worker-id", "plain")  # the worker the unknown ids are asked of
     readonly = start("--worker-id", "guarded", "--control", "read-only")
     for args in (("stack", "999"), ("cancel", "999", "--yes")):
         result = cli(runtime, "inspect", "plain", *args)

@@ -234,6 +234,7 @@ def test_watch_exits_with_one_line_when_the_worker_stops(start, runtime: Path) -
     assert "vanishing" in out  # the dashboard was drawn before the worker went
 
 
+@pytest.mark.slow  # over 5 s here: CI runs it, a developer's default run skips it
 def test_transcript_views(spawn_worker, runtime: Path, tmp_path: Path) -> None:
     transcript = tmp_path / "session.jsonl"
     worker = spawn_worker("--worker-id", "recorded", "--record", str(transcript),

@@ -154,6 +154,7 @@ def test_a_recorded_worker_fed_a_hostile_frame_answers_every_ping_and_exits(tmp_
         assert end.record["reason"] and "recording to" in stderr.read_text()
 
 
+@pytest.mark.slow  # over 5 s here: CI runs it, a developer's default run skips it
 def test_a_writer_whose_worker_is_gone_stops_within_its_grace_even_with_the_pipe_open(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
     TranscriptWriter(path, {"mode": "test"}).detach()

@@ -7,6 +7,8 @@ recorded worker holds every ping the BEAM sent and every reply, in a complete fi
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import subprocess
 import sys
@@ -18,6 +20,7 @@ from bridge.record.reader import read_transcript
 from test_elixir_client import _elixir
 
 
+@pytest.mark.slow  # over 5 s here: CI runs it, a developer's default run skips it
 def test_every_pipelined_frame_from_a_beam_is_recorded(tmp_path: Path) -> None:
     elixir = _elixir()
     record_dir = tmp_path / "transcripts"

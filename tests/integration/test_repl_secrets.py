@@ -96,6 +96,7 @@ def test_prune_keeps_the_newest_worker_logs(tmp_path: Path) -> None:
     assert (tmp_path / "repl_history").exists()
 
 
+@pytest.mark.slow  # over 5 s here: CI runs it, a developer's default run skips it
 def test_spawned_consoles_leave_at_most_five_logs(tmp_path: Path) -> None:
     spawn = f"{sys.executable} -m dspex_cli serve --no-control"
     for _ in range(7):

@@ -134,6 +134,7 @@ def test_ctrl_c_cancels_a_slow_call_and_keeps_the_console(console: Console, open
     assert console.exit() == 0
 
 
+@pytest.mark.slow  # over 5 s here: CI runs it, a developer's default run skips it
 def test_record_a_session_and_replay_it_with_dspex_replay(console: Console, home: Path, lm_args: dict) -> None:
     transcript = home / "session.jsonl"
     console.run(f":record {transcript}", "recording to")

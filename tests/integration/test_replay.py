@@ -496,6 +496,7 @@ def change_first_answer(path: Path, new_value: str) -> tuple[Any, str, str]:
     raise AssertionError("no execute_program reply in the recording")
 
 
+@pytest.mark.slow  # over 5 s here: CI runs it, a developer's default run skips it
 def test_an_ignore_path_that_matches_nothing_is_reported(tmp_path: Path) -> None:
     transcript, _ = recording_copy(tmp_path)
     code, out, err = run_cli(str(transcript), "--ignore", "result.outptus.answer", "--ignore", "result.status")
@@ -519,6 +520,7 @@ def test_update_on_an_unchanged_recording_changes_nothing_and_says_nothing(tmp_p
     assert "updated" not in out and "(updated)" not in out
 
 
+@pytest.mark.slow  # over 5 s here: CI runs it, a developer's default run skips it
 def test_update_of_a_changed_answer_prints_that_one_change_and_only_it_reaches_the_file(tmp_path: Path) -> None:
     transcript, original = recording_copy(tmp_path)
     rid, name, old = change_first_answer(transcript, "REGRESSION")

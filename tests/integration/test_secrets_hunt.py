@@ -8,6 +8,8 @@ transcript, a live inspect view or a transcript view.
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import subprocess
 import sys
@@ -32,6 +34,7 @@ def inspect(runtime: Path, *args: str) -> str:
     return done.stdout + done.stderr
 
 
+@pytest.mark.slow  # over 5 s here: CI runs it, a developer's default run skips it
 def test_a_planted_key_appears_on_no_surface(spawn_worker, openai_server, runtime: Path, tmp_path: Path) -> None:
     record = tmp_path / "hunt.jsonl"
     env = worker_env(PLUGINS, XDG_RUNTIME_DIR=str(runtime), DSPEX_LOG_LEVEL="debug",

@@ -3,6 +3,8 @@ LM servers that never finish, hostile per-call options, and the exit after `shut
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import signal
 import statistics
@@ -200,6 +202,7 @@ def _exit_latency(tmp_path: Path) -> float:
             proc.kill()
 
 
+@pytest.mark.slow  # over 5 s here: CI runs it, a developer's default run skips it
 def test_exit_soon_after_shutdown_and_eof(tmp_path: Path) -> None:
     runtime = tmp_path / "run"
     runtime.mkdir(mode=0o700)

@@ -38,6 +38,7 @@ def configure(worker: Any, lm_args: dict[str, str], name: str, **extra: Any) -> 
     return chosen
 
 
+@pytest.mark.slow  # over 5 s here: CI runs it, a developer's default run skips it
 def test_hundreds_in_flight_at_once_on_few_threads(spawn_worker: Any) -> None:
     server = LocalOpenAIServer().start()  # its own, so max_in_flight is this test's
     try:
