@@ -53,3 +53,18 @@ def ok(reply: dict[str, Any]) -> dict[str, Any]:
     """The result of a successful reply; fails the test with the reply otherwise."""
     assert reply["success"] is True, reply
     return reply["result"]
+
+
+def copy_transcript_with(path: Path, target: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
+    """Copies a transcript, letting `edit(entry)` change each decoded line after the header
+    (the replay tests tamper with recorded answers this way)."""
+    import orjson
+
+    lines = path.read_bytes().splitlines()
+    out = [lines[0]]
+    for line in lines[1:]:
+        entry = orjson.loads(line)
+        edit(entry)
+        out.append(orjson.dumps(entry))
+    target.write_bytes(b"\n".join(out) + b"\n")
+    return target

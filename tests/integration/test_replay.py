@@ -20,7 +20,7 @@ from bridge.wire.client import dspex_serve_argv
 from bridge.record.recorder import start_recording
 from bridge.replay import Comparer, IgnoreRules, parse_ignore_path, replay_transcript
 from bridge.record.transcript import TranscriptWriter, make_header
-from fixtures import ROOT, worker_env
+from fixtures import ROOT, copy_transcript_with, worker_env
 
 SECRET = "sk-test-secret-123456"
 
@@ -49,18 +49,6 @@ def base_transcript(tmp_path_factory: pytest.TempPathFactory, openai_server) -> 
     record_session(path, lm_args)
     assert SECRET.encode() not in path.read_bytes()
     return path
-
-
-def copy_with(path: Path, target: Path, edit) -> Path:
-    """Copies a transcript, letting `edit(entry_dict)` change decoded lines."""
-    lines = path.read_bytes().splitlines()
-    out = [lines[0]]
-    for line in lines[1:]:
-        entry = orjson.loads(line)
-        edit(entry)
-        out.append(orjson.dumps(entry))
-    target.write_bytes(b"\n".join(out) + b"\n")
-    return target
 
 
 def tamper_answer(entry: dict[str, Any]) -> None:
@@ -99,7 +87,7 @@ def test_replay_matches_and_never_touches_the_network(base_transcript: Path, ope
 
 
 def test_changed_reply_is_reported_with_its_path(base_transcript: Path, tmp_path: Path) -> None:
-    tampered = copy_with(base_transcript, tmp_path / "t.jsonl", tamper_answer)
+    tampered = copy_transcript_with(base_transcript, tmp_path / "t.jsonl", tamper_answer)
     result = replay_transcript(str(tampered))
     assert not result.ok and result.status == "fail"
     [mismatch] = result.mismatches
@@ -111,7 +99,7 @@ def test_changed_reply_is_reported_with_its_path(base_transcript: Path, tmp_path
 
 
 def test_header_ignore_paths_apply(base_transcript: Path, tmp_path: Path) -> None:
-    tampered = copy_with(base_transcript, tmp_path / "t.jsonl", tamper_answer)
+    tampered = copy_transcript_with(base_transcript, tmp_path / "t.jsonl", tamper_answer)
     lines = tampered.read_bytes().splitlines(keepends=True)
     header = orjson.loads(lines[0])
     header["ignore"] = ["$.result.outputs.answer"]
@@ -126,7 +114,7 @@ def test_missing_cassette_answer_names_the_closest_recorded_call(base_transcript
         if entry.get("dir") == "in" and isinstance(frame, dict) and frame.get("id") == 4:
             frame["args"]["inputs"]["question"] = "Why is grass green?"
 
-    changed = copy_with(base_transcript, tmp_path / "t.jsonl", ask_differently)
+    changed = copy_transcript_with(base_transcript, tmp_path / "t.jsonl", ask_differently)
     before = len(openai_server.requests)
     result = replay_transcript(str(changed))
     assert len(openai_server.requests) == before
@@ -150,14 +138,14 @@ def test_live_lm_mode_calls_the_configured_lm(base_transcript: Path, openai_serv
 
 
 def test_update_rewrites_expectations_in_place(base_transcript: Path, tmp_path: Path) -> None:
-    tampered = copy_with(base_transcript, tmp_path / "t.jsonl", tamper_answer)
+    tampered = copy_transcript_with(base_transcript, tmp_path / "t.jsonl", tamper_answer)
     result = replay_transcript(str(tampered), update=True)
     assert result.updated and result.ok
     data = tampered.read_bytes()
     assert b"tampered answer" not in data and SECRET.encode() not in data
     # Only the changed value was rewritten: the generated program id (new in every replay),
     # clocks and durations keep their recorded values, so the file is as recorded.
-    untouched = copy_with(base_transcript, tmp_path / "same.jsonl", lambda entry: None)
+    untouched = copy_transcript_with(base_transcript, tmp_path / "same.jsonl", lambda entry: None)
     assert data == untouched.read_bytes()
     [change] = result.updates
     assert (change.request_id, change.path, change.expected) == (4, "result.outputs.answer", "tampered answer")
@@ -181,7 +169,7 @@ def test_worker_target_replays_through_real_framing(base_transcript: Path, tmp_p
     argv = dspex_serve_argv("--no-control", "{args}")
     result = replay_transcript(str(base_transcript), worker_argv=argv)
     assert result.ok and result.target == "worker" and result.replies_compared == 6
-    tampered = copy_with(base_transcript, tmp_path / "t.jsonl", tamper_answer)
+    tampered = copy_transcript_with(base_transcript, tmp_path / "t.jsonl", tamper_answer)
     failed = replay_transcript(str(tampered), worker_argv=argv)
     assert [m.path for m in failed.mismatches] == ["result.outputs.answer"]
 
@@ -354,7 +342,7 @@ def test_bad_ignore_path_is_rejected() -> None:
 
 def test_cli_json_junit_and_exit_codes(base_transcript: Path, tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
-    tampered = copy_with(base_transcript, tmp_path / "tampered.jsonl", tamper_answer)
+    tampered = copy_transcript_with(base_transcript, tmp_path / "tampered.jsonl", tamper_answer)
     junit = tmp_path / "report.xml"
     code, out, err = run_cli_here(capsys, str(base_transcript), str(tampered), "--json", "--junit", str(junit))
     assert code == 1
@@ -378,7 +366,7 @@ def test_cli_json_junit_and_exit_codes(base_transcript: Path, tmp_path: Path,
 
 
 def test_cli_update_then_clean(base_transcript: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    tampered = copy_with(base_transcript, tmp_path / "tampered.jsonl", tamper_answer)
+    tampered = copy_transcript_with(base_transcript, tmp_path / "tampered.jsonl", tamper_answer)
     code, out, _ = run_cli_here(capsys, str(tampered), "--update")
     assert code == 0 and "updated" in out
     code, _, _ = run_cli_here(capsys, str(tampered))
@@ -387,7 +375,7 @@ def test_cli_update_then_clean(base_transcript: Path, tmp_path: Path, capsys: py
 
 def test_cli_parallel_jobs_match_serial(base_transcript: Path, tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    tampered = copy_with(base_transcript, tmp_path / "tampered.jsonl", tamper_answer)
+    tampered = copy_transcript_with(base_transcript, tmp_path / "tampered.jsonl", tamper_answer)
     good = tmp_path / "good.jsonl"
     good.write_bytes(base_transcript.read_bytes())
 

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from bridge.replay import replay_transcript
-from fixtures import PLUGINS, ok, worker_env
+from fixtures import PLUGINS, copy_transcript_with, ok, worker_env
 
 LOOKUP = {"name": "lookup", "description": "Finds a row.", "handler": "client",
           "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}}
@@ -97,24 +97,13 @@ def test_replay_through_a_worker_answers_its_callbacks_too(transcript: Path, ope
     assert result.replies_compared == 6 and len(openai_server.requests) == before
 
 
-def rewrite(transcript: Path, target: Path, edit: Any) -> Path:
-    lines = transcript.read_bytes().splitlines()
-    out = [lines[0]]
-    for line in lines[1:]:
-        entry = orjson.loads(line)
-        edit(entry)
-        out.append(orjson.dumps(entry))
-    target.write_bytes(b"\n".join(out) + b"\n")
-    return target
-
-
 def test_a_changed_callback_answer_changes_the_replayed_reply(transcript: Path, tmp_path: Path) -> None:
     def edit(entry: dict[str, Any]) -> None:
         frame = entry.get("frame")
         if entry.get("dir") == "in" and isinstance(frame, dict) and frame.get("result") == {"row": "bob si erehw"}:
             frame["result"] = {"row": "someone else"}
 
-    result = replay_transcript(str(rewrite(transcript, tmp_path / "changed.jsonl", edit)))
+    result = replay_transcript(str(copy_transcript_with(transcript, tmp_path / "changed.jsonl", edit)))
     assert not result.ok
     # the agent saw another observation, so its next prompt is not in the cassette, and request 4 failed
     assert any(m.kind == "lm_miss" and "someone else" in str(m.actual) for m in result.mismatches)
@@ -127,6 +116,6 @@ def test_a_callback_the_recording_did_not_ask_is_a_mismatch_not_a_hang(transcrip
         if isinstance(frame, dict) and frame.get("event") == "callback" and frame["data"]["name"] == "lookup":
             frame["data"]["args"] = {"query": "not what the replay asks"}
 
-    result = replay_transcript(str(rewrite(transcript, tmp_path / "unasked.jsonl", edit)), reply_timeout=20)
+    result = replay_transcript(str(copy_transcript_with(transcript, tmp_path / "unasked.jsonl", edit)), reply_timeout=20)
     kinds = {m.kind for m in result.mismatches}
     assert "callback_miss" in kinds and "event" in kinds and "no_reply" not in kinds
