@@ -25,3 +25,12 @@ def fails_on_boom(example: Any, prediction: Any, trace: Any = None) -> float:
 def always_fails(example: Any, prediction: Any) -> float:
     """Raises on every example (to reach max_errors)."""
     raise RuntimeError("this metric always fails")
+
+
+@metric
+def without_dspy_callbacks(example: Any, prediction: Any) -> float:
+    """1 when no DSPy callback is active where the metric runs: the worker observes LM calls
+    inside its LM, so DSPy's per-call callback machinery must stay off (lm_calls.py)."""
+    import dspy
+
+    return float(not dspy.settings.get("callbacks"))

@@ -24,7 +24,7 @@ from .program_run import ProgramRun
 # Other runners of programs import these from here (evaluation: errors; compile: the adapter).
 from .program_run import execution_error as _execution_error  # noqa: F401
 from .program_run import program_adapter  # noqa: F401
-from .lm_calls import DeadlineExceeded, call_with_deadline, make_observer, make_replay_lm, widen_connection_pools
+from .lm_calls import DeadlineExceeded, call_with_deadline, cancellable_lm, make_observer, make_replay_lm, widen_connection_pools
 from .loader import load_dspy
 from .options import GENERATION_OPTIONS, parse_options
 from .state import MAX_PROGRAMS, LMHandle, ProgramRecord
@@ -110,8 +110,10 @@ def configure_lm(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
 def _test_call(handle: LMHandle, ctx: Context) -> None:
     dspy = load_dspy()
     try:
-        with dspy.context(lm=handle.lm, callbacks=[make_observer(ctx)], track_usage=True):
-            call_with_deadline(lambda: handle.lm("Reply with the word ok."), handle.public.get("timeout"))
+        observer = make_observer(ctx)
+        lm = cancellable_lm(handle.lm, ctx.cancel, observer)
+        with dspy.context(lm=lm, dspex_observer=observer):
+            call_with_deadline(lambda: lm("Reply with the word ok."), handle.public.get("timeout"))
     except DeadlineExceeded as exc:
         raise LMCallFailed(f"Test call to {handle.model} {exc}") from None
     except Exception as exc:

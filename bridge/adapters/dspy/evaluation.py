@@ -126,7 +126,8 @@ def _observed(job: Job, ctx: Context, plan: _Plan) -> tuple[Any, Any]:
     def count(record: dict[str, Any]) -> None:
         job.add_lm_call(record.get("usage") or {}, record.get("cost"))
 
-    return cancellable_lm(plan.handle.lm, job.cancel), make_observer(ctx, on_call=count, program=plan.record)
+    observer = make_observer(ctx, on_call=count, program=plan.record)
+    return cancellable_lm(plan.handle.lm, job.cancel, observer), observer
 
 
 def _usage(job: Job) -> dict[str, Any]:
@@ -249,7 +250,7 @@ def _evaluate(job: Job, ctx: Context, plan: _Plan, rows: list[tuple[dict[str, An
                               provide_traceback=False)
     lm, observer = _observed(job, ctx, plan)
     try:
-        with dspy.context(lm=lm, callbacks=[observer], track_usage=True):
+        with dspy.context(lm=lm, dspex_observer=observer):
             outcome = evaluator(tally.program(plan.program, plan.spec))
     except _Stopped:
         raise JobCancelled(f"Job {job.job_id} was cancelled") from None
@@ -330,7 +331,7 @@ def _batch(job: Job, ctx: Context, plan: _Plan, items: list[Any]) -> dict[str, A
                                 disable_progress_bar=True, provide_traceback=False)
     lm, observer = _observed(job, ctx, plan)
     try:
-        with dspy.context(lm=lm, callbacks=[observer], track_usage=True):
+        with dspy.context(lm=lm, dspex_observer=observer):
             executor.execute(run, list(enumerate(items)))
     except _Stopped:
         raise JobCancelled(f"Job {job.job_id} was cancelled") from None

@@ -1,6 +1,7 @@
 """Watching and answering LM calls.
 
-Every LM call made while serving a request is observed through a DSPy callback: its
+Every LM call made while serving a request is observed by the LM itself (the subclass
+`cancellable_lm` makes of each LM a request uses): its
 normalised request (model, messages, generation parameters; never keys or addresses)
 and its answer become a record that the engine keeps for inspect, counts for usage and
 hands to the recorder as a cassette entry. Replay answers calls from a cassette by
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import itertools
 import math
 import threading
 import time
@@ -55,73 +57,86 @@ def _jsonable(value: Any) -> Any:
 
 
 def make_observer(ctx: Context, on_call: Callable[[dict[str, Any]], None] | None = None,
-                  program: ProgramRecord | None = None) -> Any:
-    """A DSPy callback that reports each LM call of this request to the engine, and to
+                  program: ProgramRecord | None = None) -> LMCallObserver:
+    """An observer that reports each LM call of this request to the engine, and to
     `on_call` (a job counting its own calls, tokens and cost) with the call's record.
-    Each call also counts toward the session's usage and, given one, the program's."""
-    return _observer_class()(ctx, on_call, program)
+    Each call also counts toward the session's usage and, given one, the program's.
+    It sees the calls of the LMs it is given to (`cancellable_lm(..., observer)`)."""
+    return LMCallObserver(ctx, on_call, program)
 
 
-@functools.cache
-def _observer_class() -> type:
-    """The callback class, made once: DSPy (its base class) is only there once loaded."""
-    dspy = load_dspy()
+# LM call ids, unique within the worker (uuid4 per call would cost more than the rest).
+_CALL_IDS = itertools.count(1)
 
-    class LMCallObserver(dspy.utils.callback.BaseCallback):  # type: ignore[name-defined,misc]
-        def __init__(self, ctx: Context, on_call: Callable[[dict[str, Any]], None] | None,
-                     program: ProgramRecord | None) -> None:
-            self.ctx = ctx
-            self.on_call = on_call
-            self.program = program
-            self.pending: dict[str, tuple[float, dict[str, Any], Any]] = {}
-            self.attempts = 0
-            self.tools = 0
 
-        def on_tool_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
-            self.tools += 1
-            self.ctx.note_thread()
-            self.ctx.note(phase="tool", tool=str(getattr(instance, "name", "?")), tool_calls=self.tools)
+class LMCallObserver:
+    """Watches LM calls from inside the LM (the subclass `cancellable_lm` makes), not as a
+    DSPy callback: with any callback in `dspy.context`, DSPy inspects the arguments of every
+    module, adapter and LM call (`inspect.getcallargs`, Protocol checks), which cost an
+    evaluate through the worker a tenth of its CPU that DSPy run natively does not pay."""
 
-        def on_tool_end(self, call_id: str, outputs: Any, exception: Exception | None = None) -> None:
-            self.ctx.note(phase="running")
+    def __init__(self, ctx: Context, on_call: Callable[[dict[str, Any]], None] | None,
+                 program: ProgramRecord | None) -> None:
+        self.ctx = ctx
+        self.on_call = on_call
+        self.program = program
+        self.attempts = 0
+        self.tools = 0
+        self._open = 0  # calls started and not yet ended (threads of one evaluate overlap)
 
-        def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
-            params = {**getattr(instance, "kwargs", {}), **(inputs.get("kwargs") or {})}
-            messages = inputs.get("messages")
-            if messages is None and inputs.get("prompt") is not None:
-                messages = [{"role": "user", "content": inputs["prompt"]}]
-            request = normalise_request(str(getattr(instance, "model", "?")), messages, params)
-            self.pending[call_id] = (time.monotonic(), request, instance)
-            self.attempts += 1
-            # The thread that makes the call may be a deadline helper, not the request's own.
-            self.ctx.note_thread()
-            self.ctx.note(phase="lm_call", attempt=self.attempts, lm_call_started=time.time())
+    def tool_started(self, name: str) -> None:
+        self.tools += 1
+        self.ctx.note_thread()
+        self.ctx.note(phase="tool", tool=name, tool_calls=self.tools)
 
-        def on_lm_end(self, call_id: str, outputs: Any, exception: Exception | None = None) -> None:
-            ctx = self.ctx
-            started, request, instance = self.pending.pop(call_id, (time.monotonic(), {}, None))
-            ctx.note(phase="lm_call" if self.pending else "running")
-            usage = _last_usage(dspy, request.get("model"))
-            cost = None if exception else call_cost(instance, outputs, usage)
-            record = {
-                "call_id": call_id, "request_id": ctx.request_id, "session_id": ctx.session_id,
-                "command": ctx.command, "key": _cassette_key(request) if request else None,
-                "program_id": getattr(self.program, "program_id", None),
-                "model": request.get("model"), "request": request,
-                "response": None if exception else {"outputs": _jsonable(outputs), "usage": usage},
-                "error": None if exception is None else f"{type(exception).__name__}: {exception}",
-                "latency_ms": round((time.monotonic() - started) * 1000, 3),
-                "usage": usage, "cost": cost, "timestamp": time.time(),
-            }
-            record = redact(record)
-            ctx.engine.record_lm_call(record)
-            for totals in (session_usage(ctx), getattr(self.program, "usage", None)):
-                if totals is not None:
-                    totals.add(usage, cost)
-            if self.on_call is not None:
-                self.on_call(record)
+    def tool_ended(self) -> None:
+        self.ctx.note(phase="lm_call" if self._open else "running")
 
-    return LMCallObserver
+    def lm_started(self, instance: Any, prompt: Any, messages: Any, kwargs: dict[str, Any]) -> tuple[str, float, dict[str, Any]]:
+        """What lm_ended needs of this call: its id, start time and normalised request."""
+        params = {**getattr(instance, "kwargs", {}), **kwargs}
+        if messages is None and prompt is not None:
+            messages = [{"role": "user", "content": prompt}]
+        request = normalise_request(str(getattr(instance, "model", "?")), messages, params)
+        self.attempts += 1
+        self._open += 1
+        # The thread that makes the call may be a deadline helper, not the request's own.
+        self.ctx.note_thread()
+        self.ctx.note(phase="lm_call", attempt=self.attempts, lm_call_started=time.time())
+        return f"lm-{next(_CALL_IDS)}", time.monotonic(), request
+
+    def lm_ended(self, call: tuple[str, float, dict[str, Any]], instance: Any, outputs: Any,
+                 exception: BaseException | None) -> None:
+        ctx = self.ctx
+        call_id, started, request = call
+        self._open -= 1
+        ctx.note(phase="lm_call" if self._open else "running")
+        entry = None if exception is not None else history_entry(instance, outputs)
+        usage = entry_usage(entry)
+        cost = None if entry is None else call_cost(entry, usage)
+        record = {
+            "call_id": call_id, "request_id": ctx.request_id, "session_id": ctx.session_id,
+            "command": ctx.command, "key": _cassette_key(request),
+            "program_id": getattr(self.program, "program_id", None),
+            "model": request.get("model"), "request": request,
+            "response": None if exception else {"outputs": _jsonable(outputs), "usage": usage},
+            "error": None if exception is None else f"{type(exception).__name__}: {exception}",
+            "latency_ms": round((time.monotonic() - started) * 1000, 3),
+            "usage": usage, "cost": cost, "timestamp": time.time(),
+        }
+        record = redact(record)
+        ctx.engine.record_lm_call(record)
+        for totals in (session_usage(ctx), getattr(self.program, "usage", None)):
+            if totals is not None:
+                totals.add(usage, cost)
+        if self.on_call is not None:
+            self.on_call(record)
+
+
+def current_observer() -> LMCallObserver | None:
+    """The observer of the request whose DSPy call runs here (every runner of programs puts
+    it into `dspy.context` as `dspex_observer`; DSPy carries that into its worker threads)."""
+    return load_dspy().settings.get("dspex_observer")
 
 
 # How far back in an LM's history the entry of the call that just ended may sit: the
@@ -129,26 +144,43 @@ def _observer_class() -> type:
 _HISTORY_LOOKBACK = 256
 
 
-def call_cost(instance: Any, outputs: Any, usage: dict[str, Any]) -> float | None:
-    """The cost in USD of the LM call that returned `outputs`, or None where unknown.
-
-    A provider that reports its own charge (OpenRouter's `usage.cost`) is believed first.
-    Otherwise DSPy has already priced the call from the price map it ships (the LiteLLM
-    map, read locally because the loader sets LITELLM_LOCAL_MODEL_COST_MAP) and written
-    the price into the LM's history entry, which holds the very `outputs` object returned.
-    """
-    reported = usage.get("cost")
-    if isinstance(reported, (int, float)) and not isinstance(reported, bool) and math.isfinite(reported):
-        return float(reported)
+def history_entry(instance: Any, outputs: Any) -> dict[str, Any] | None:
+    """The LM history entry DSPy wrote for the call that returned `outputs` (the very
+    object), or None (history disabled, or no answer)."""
     history = getattr(instance, "history", None)
     if not isinstance(history, list) or outputs is None:
         return None
     for entry in reversed(history[-_HISTORY_LOOKBACK:]):
         if isinstance(entry, dict) and entry.get("outputs") is outputs:
-            cost = entry.get("cost")
-            if isinstance(cost, (int, float)) and not isinstance(cost, bool) and math.isfinite(cost):
-                return float(cost)
-            return None
+            return entry
+    return None
+
+
+def entry_usage(entry: dict[str, Any] | None) -> dict[str, Any]:
+    """Token counts of one call; none for a cache hit, which bills nothing (as DSPy's own
+    usage tracker counts them)."""
+    if entry is None or getattr(entry.get("response"), "cache_hit", False):
+        return {}
+    usage = entry.get("usage")
+    if not isinstance(usage, dict):
+        return {}
+    return {k: v for k, v in usage.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def call_cost(entry: dict[str, Any], usage: dict[str, Any]) -> float | None:
+    """The cost in USD of one LM call, or None where unknown.
+
+    A provider that reports its own charge (OpenRouter's `usage.cost`) is believed first.
+    Otherwise DSPy has already priced the call from the price map it ships (the LiteLLM
+    map, read locally because the loader sets LITELLM_LOCAL_MODEL_COST_MAP) and written
+    the price into the LM's history entry.
+    """
+    reported = usage.get("cost")
+    if isinstance(reported, (int, float)) and not isinstance(reported, bool) and math.isfinite(reported):
+        return float(reported)
+    cost = entry.get("cost")
+    if isinstance(cost, (int, float)) and not isinstance(cost, bool) and math.isfinite(cost):
+        return float(cost)
     return None
 
 
@@ -158,16 +190,6 @@ def session_usage(ctx: Context) -> UsageTotals | None:
     session = ctx.engine.sessions.peek(ctx.session_id)
     state = session.state.get("dspy") if session is not None else None
     return getattr(state, "usage", None)
-
-
-def _last_usage(dspy: Any, model: Any) -> dict[str, Any]:
-    """Token usage of the call that just ended, from the request's usage tracker."""
-    tracker = getattr(dspy.settings, "usage_tracker", None)
-    entries = getattr(tracker, "usage_data", {}).get(model) if tracker is not None else None
-    if not entries:
-        return {}
-    last = entries[-1]
-    return {k: v for k, v in dict(last).items() if isinstance(v, (int, float))}
 
 
 class _AttrDict(dict):
@@ -255,17 +277,27 @@ class LMCallRefused(Exception):
     """An LM call that a cancelled request or job must not start."""
 
 
-def cancellable_lm(lm: Any, cancel: threading.Event) -> Any:
-    """A copy of `lm` that refuses every call once `cancel` is set.
+def cancellable_lm(lm: Any, cancel: threading.Event, observer: LMCallObserver | None = None) -> Any:
+    """A copy of `lm` that refuses every call once `cancel` is set and reports each call
+    to `observer`.
 
     DSPy swallows exceptions raised in callbacks, so a callback cannot stop a call; the
     copy's class is a subclass of the LM's own, so DSPy's `isinstance(lm, BaseLM)` checks
-    hold, and the copies optimizers make of it (`lm.copy(...)`) keep refusing.
+    hold, and the copies optimizers make of it (`lm.copy(...)`, shallow) keep refusing and
+    reporting.
     """
     clone = lm.copy()
     clone.__class__ = _cancellable_class(type(lm))
     clone._dspex_cancel = cancel
+    clone._dspex_observer = observer
     return clone
+
+
+def _split_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+    """(prompt, messages, generation kwargs) of a call `lm(prompt=None, *, messages=None, **kwargs)`."""
+    params = dict(kwargs)
+    prompt = args[0] if args else params.pop("prompt", None)
+    return prompt, params.pop("messages", None), params
 
 
 @functools.cache
@@ -276,11 +308,31 @@ def _cancellable_class(base: type) -> type:
 
     def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
         refuse_if_cancelled(self)
-        return base.__call__(self, *args, **kwargs)
+        observer = self._dspex_observer
+        if observer is None:
+            return base.__call__(self, *args, **kwargs)
+        call = observer.lm_started(self, *_split_call(args, kwargs))
+        try:
+            outputs = base.__call__(self, *args, **kwargs)
+        except BaseException as exc:
+            observer.lm_ended(call, self, None, exc)
+            raise
+        observer.lm_ended(call, self, outputs, None)
+        return outputs
 
     async def acall(self: Any, *args: Any, **kwargs: Any) -> Any:
         refuse_if_cancelled(self)
-        return await base.acall(self, *args, **kwargs)
+        observer = self._dspex_observer
+        if observer is None:
+            return await base.acall(self, *args, **kwargs)
+        call = observer.lm_started(self, *_split_call(args, kwargs))
+        try:
+            outputs = await base.acall(self, *args, **kwargs)
+        except BaseException as exc:
+            observer.lm_ended(call, self, None, exc)
+            raise
+        observer.lm_ended(call, self, outputs, None)
+        return outputs
 
     return type(f"Cancellable{base.__name__}", (base,), {"__call__": __call__, "acall": acall})
 

@@ -212,15 +212,15 @@ def _run_compile(job: Job, ctx: Context, source: ProgramRecord, spec: OptimizerS
     train = [dspy.Example(**example).with_inputs(*inputs) for example in trainset]
     val = [dspy.Example(**example).with_inputs(*inputs) for example in valset]
     counting = CountingMetric(metric, job, len(val) or len(train)) if metric is not None else None
-    lm = cancellable_lm(handle.lm, job.cancel)
-    reflection_lm = cancellable_lm(reflection.lm, job.cancel) if reflection is not None else None
     observer = make_observer(ctx, on_call=lambda call: job.add_lm_call(call.get("usage") or {}, call.get("cost")))
+    lm = cancellable_lm(handle.lm, job.cancel, observer)
+    reflection_lm = cancellable_lm(reflection.lm, job.cancel, observer) if reflection is not None else None
     init, compile_kwargs = _init_and_compile_kwargs(spec, options, seed, lm, reflection_lm, counting)
     compile_kwargs["trainset"] = train
     if val and "valset" in spec.takes("valset"):
         compile_kwargs["valset"] = val
     try:
-        with dspy.context(lm=lm, callbacks=[observer], track_usage=True):
+        with dspy.context(lm=lm, dspex_observer=observer):
             optimizer = spec.dspy_class()(**init)
             compiled = optimizer.compile(student, **compile_kwargs)
             job.check_cancelled()

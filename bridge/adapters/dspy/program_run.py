@@ -37,10 +37,11 @@ class ProgramRun:
         dspy = load_dspy()
         record, handle, ctx = self.record, self.handle, self.ctx
         settings = {"adapter": adapter} if (adapter := program_adapter(record, handle)) is not None else {}
-        callbacks = [make_observer(ctx, program=record)]
+        observer = make_observer(ctx, program=record)
         streamed = self.streamed
-        if streamed:
-            callbacks.append(status_callback(ctx))
+        # DSPy callbacks only for the status events of a streamed run: the observer sits in
+        # the LM itself (lm_calls.LMCallObserver says why).
+        callbacks = {"callbacks": [status_callback(ctx)]} if streamed else {}
         lm_timeout = handle.public.get("timeout")
         budget = ctx.remaining(lm_timeout)
         from_deadline = ctx.deadline is not None and (lm_timeout is None or (budget or 0) < lm_timeout)
@@ -49,8 +50,8 @@ class ProgramRun:
         ok = False
         try:
             with recording_rewards() as rewards, \
-                    dspy.context(lm=cancellable_lm(handle.lm, ctx.cancel), callbacks=callbacks, track_usage=True,
-                                 **settings):
+                    dspy.context(lm=cancellable_lm(handle.lm, ctx.cancel, observer), dspex_observer=observer,
+                                 track_usage=True, **callbacks, **settings):
                 async with asyncio.timeout(budget):
                     prediction = await self._run(dspy, streamed, names)
             ok = True

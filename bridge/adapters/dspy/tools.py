@@ -9,6 +9,7 @@ function in its own `dspy.Tool` only when a ReAct program is built.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 import types
@@ -307,14 +308,41 @@ def calling_request() -> Any:
     evaluate, batches, compile jobs), so a tool or metric deep inside DSPy reaches the request
     without a global. None outside such a call."""
     from ...twoway import RequestContext
-    from .lm_calls import _observer_class
-    from .loader import load_dspy
+    from .lm_calls import current_observer
 
-    observer_class = _observer_class()
-    for callback in load_dspy().settings.callbacks or []:
-        if isinstance(callback, observer_class) and isinstance(callback.ctx, RequestContext):
-            return callback.ctx
-    return None
+    observer = current_observer()
+    ctx = getattr(observer, "ctx", None)
+    return ctx if isinstance(ctx, RequestContext) else None
+
+
+def _noting_tool_calls(func: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """`func`, telling the request's observer when it runs (inspect shows the phase "tool")."""
+    from .lm_calls import current_observer
+
+    if inspect.iscoroutinefunction(func):
+        @functools.wraps(func)
+        async def run_async(*args: Any, **kwargs: Any) -> Any:
+            observer = current_observer()
+            if observer is not None:
+                observer.tool_started(name)
+            try:
+                return await func(*args, **kwargs)
+            finally:
+                if observer is not None:
+                    observer.tool_ended()
+        return run_async
+
+    @functools.wraps(func)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        observer = current_observer()
+        if observer is not None:
+            observer.tool_started(name)
+        try:
+            return func(*args, **kwargs)
+        finally:
+            if observer is not None:
+                observer.tool_ended()
+    return run
 
 
 def _client_tool_function(tool: ClientTool) -> Callable[..., Any]:
@@ -342,9 +370,9 @@ def dspy_tools(specs: list[ToolSpec | ClientTool]) -> list[Any]:
     for spec in specs:
         if isinstance(spec, ClientTool):
             properties = spec.parameters.get("properties", {})
-            tools.append(dspy.Tool(_client_tool_function(spec), name=spec.name, desc=spec.description,
+            tools.append(dspy.Tool(_noting_tool_calls(_client_tool_function(spec), spec.name), name=spec.name, desc=spec.description,
                                    args=dict(properties), arg_types={name: Any for name in properties}))
         else:
-            tools.append(dspy.Tool(spec.func, name=spec.name, desc=spec.description,
+            tools.append(dspy.Tool(_noting_tool_calls(spec.func, spec.name), name=spec.name, desc=spec.description,
                                    arg_desc=spec.arg_descriptions or None))
     return tools

@@ -101,6 +101,20 @@ def test_many_threads_give_the_same_score_and_results(worker: WorkerClient, open
     assert one["results"] == many["results"]
 
 
+def test_lm_calls_are_observed_without_dspys_callback_machinery(
+        worker: WorkerClient, openai_server: LocalOpenAIServer) -> None:
+    # With any DSPy callback installed, DSPy inspects every module, adapter and LM call's
+    # arguments; the worker's observer lives in its LM instead, and still counts each call.
+    session = _session(worker, openai_server)
+    result = ok(worker.request("evaluate_program", {"program_id": "p", "devset": _devset(), "num_threads": 3,
+                                                    "metric": "without_dspy_callbacks", "session_id": session},
+                               timeout=60))
+    assert result["score"] == 100.0 and result["errors"] == 0
+    assert result["usage"]["lm_calls"] == len(QUESTIONS)
+    calls = ok(worker.request("get_usage", {"session_id": session}))["session"]["lm_calls"]
+    assert calls == len(QUESTIONS)
+
+
 def test_a_metric_that_raises_on_one_example_is_that_examples_error(
         worker: WorkerClient, openai_server: LocalOpenAIServer) -> None:
     session = _session(worker, openai_server, demos=DEMOS)
