@@ -322,6 +322,16 @@ def check_tools(row: ProgramType, tools: list[ToolSpec | ClientTool]) -> None:
         raise InvalidArguments(f"program_type {row.name} takes no tools; only {takers} does")
 
 
+@functools.lru_cache(maxsize=256)
+def _signature_class(spec: SignatureSpec) -> type:
+    """One DSPy Signature class per distinct spec: making one (a pydantic model) costs
+    milliseconds, and a compile builds its student and its result from the same spec.
+    Sharing is safe because DSPy derives new classes instead of changing one (with_instructions,
+    load_state), and a program's deepcopy already shares its class with the original.
+    Bounded: clients choose the specs."""
+    return build_dspy_signature(spec)
+
+
 def build_module(spec: SignatureSpec, program_type: ProgramType | str, options: dict[str, Any],
                  tools: list[ToolSpec | ClientTool]) -> tuple[Any, str]:
     """The DSPy module for a program type (options already parsed) and its signature class name."""
@@ -333,7 +343,7 @@ def build_module(spec: SignatureSpec, program_type: ProgramType | str, options: 
     from .loader import load_dspy
 
     dspy = load_dspy()
-    signature = build_dspy_signature(spec)
+    signature = _signature_class(spec)
     return row.build(dspy, signature, options, dspy_tools(tools) if tools else []), signature.__name__
 
 

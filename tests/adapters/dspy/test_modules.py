@@ -231,3 +231,19 @@ def test_protocol_md_program_type_table_matches_the_table_in_code() -> None:
         line = rows[row.name]
         for word in (*row.spellings, row.dspy_class, *(o.name for o in row.options), *row.extra_outputs):
             assert f"`{word}`" in line or (row.name == "refine" and "as `best_of_n`" in line), (row.name, word)
+
+
+def test_one_signature_class_per_spec_and_programs_keep_their_own_demos() -> None:
+    # Building a DSPy signature class costs milliseconds, so identical specs share one
+    # (bounded: clients choose specs); what a program learns lives in its predictors.
+    from bridge.adapters.dspy.modules import _signature_class, apply_demos, build_module
+    from bridge.adapters.dspy.signatures import parse_signature
+
+    spec = parse_signature("question -> answer")
+    first, _ = build_module(spec, "predict", {}, [])
+    second, _ = build_module(parse_signature("question -> answer"), "predict", {}, [])
+    other, _ = build_module(parse_signature("question -> answer: int"), "predict", {}, [])
+    assert first.signature is second.signature and other.signature is not first.signature
+    apply_demos(first, spec, [{"question": "a", "answer": "b"}])
+    assert len(first.demos) == 1 and second.demos == []
+    assert _signature_class.cache_info().maxsize == 256
