@@ -30,6 +30,7 @@ from .sessions import SessionStore
 from .wire import codec, messages
 from .wire.messages import RejectedRequest, describe_error, short_repr
 from . import twoway
+from .command_loading import BackgroundCommands
 from .intake import NOT_CANCELLABLE, FrameIntake
 from .lifecycle import Lifecycle
 from .twoway import Deferred, RequestContext, RequestOptions, request_options
@@ -61,9 +62,12 @@ class EngineConfig:
     argv: list[str] = field(default_factory=list)
     recent_frames: int = 200
     recent_lm_calls: int = 100
+    # `dspex serve`: the adapters' and plugins' commands load after the first reply
+    # (bridge.command_loading); requests that need them meanwhile are held, not refused.
+    background_commands: bool = False
 
 
-class Engine(FrameIntake, twoway.TwoWayReplies, Lifecycle):
+class Engine(FrameIntake, twoway.TwoWayReplies, Lifecycle, BackgroundCommands):
     """Dispatches requests to registered handlers; owns sessions, stats and scheduling."""
 
     def __init__(self, config: EngineConfig | None = None, registry: Registry | None = None,
@@ -77,13 +81,17 @@ class Engine(FrameIntake, twoway.TwoWayReplies, Lifecycle):
         from .adapters import default_adapters
 
         self.adapters: list[Adapter] = list(adapters) if adapters is not None else default_adapters()
-        self.registry = build_registry(self.adapters, REGISTRY if registry is None else registry)
+        self.config = config or EngineConfig()
+        extra = REGISTRY if registry is None else registry
+        background = self.config.background_commands
+        # In the background case only the core's commands (and the jobs') are there at first.
+        self.registry = build_registry([], Registry()) if background else build_registry(self.adapters, extra)
+        self._start_commands(not background, lambda: build_registry(self.adapters, extra))
         self._adapters_by_name = {adapter.name: adapter for adapter in self.adapters}
         # Provider keys reach LiteLLM through the environment; they are secrets to scrub
         # even though no configure_lm ever carried them.
         remember_environment_secrets()
 
-        self.config = config or EngineConfig()
         self.worker_id = self.config.worker_id or f"{os.uname().nodename}-{os.getpid()}"
         self.started_wall = time.time()
         self.started = time.monotonic()
@@ -147,11 +155,17 @@ class Engine(FrameIntake, twoway.TwoWayReplies, Lifecycle):
             except Exception:  # warming is an optimisation; the first request will say what failed
                 log.warning("warm-up of adapter %s failed", adapter.name, exc_info=True)
 
-    def submit(self, request: Any, send: Send) -> None:
-        """Validates a decoded request and runs it, at once or through the scheduler."""
+    def submit(self, request: Any, send: Send | OnceReply, *, admitted: bool = False) -> bool:
+        """Validates a decoded request and runs it, at once or through the scheduler.
+
+        `admitted`: accepted before a drain began (a request held while commands loaded,
+        whose `send` is then its OnceReply, already counted as accepted). True when the
+        request was scheduled: its reply channel is then freed by its run."""
         if type(request) is dict and "callback_id" in request and "command" not in request:
             self.callbacks.answer(request)  # the client answering a callback of a request
-            return
+            return False
+        if type(send) is not OnceReply and not self._commands_ready.is_set() and self._hold(request, send):
+            return False
         try:
             parsed = messages.parse_request(request)
         except RejectedRequest as rejected:
@@ -159,7 +173,7 @@ class Engine(FrameIntake, twoway.TwoWayReplies, Lifecycle):
                 self._reply_error(rejected.request_id, rejected.error, send)
             else:
                 self._protocol_error(rejected.error)
-            return
+            return False
         request_id, name, args = parsed.id, parsed.command, parsed.args
         spec = self.registry.find(name)
         self.stats.count_command(UNKNOWN_BUCKET if spec is None else spec.name)
@@ -172,27 +186,33 @@ class Engine(FrameIntake, twoway.TwoWayReplies, Lifecycle):
             options = request_options(request, args)
         except BridgeError as exc:
             self._reply_error(request_id, exc, send)
-            return
+            return False
         if spec.scheduling == "inline":
             self._run(spec, request_id, args, session_id, send)
-            return
-        if self.shutting_down.is_set():
+            return False
+        if self.shutting_down.is_set() and not admitted:
             # Refused on arrival: what came before the drain began still runs.
             self._reply_error(request_id, ShuttingDown("Worker is shutting down; request not accepted"), send)
-            return
-        once = OnceReply(request_id, send, spec.name, session_id)
-        with self._idle:
-            overloaded = len(self._accepted) >= self.config.max_queued
-            if not overloaded:
-                self._accepted.add(once)
+            return False
+        if type(send) is OnceReply:  # held while commands loaded: accepted already
+            once = send
+            once.command, once.session_id = spec.name, session_id
+            overloaded = False
+        else:
+            once = OnceReply(request_id, send, spec.name, session_id)
+            with self._idle:
+                overloaded = len(self._accepted) >= self.config.max_queued
+                if not overloaded:
+                    self._accepted.add(once)
         if overloaded:
             self._reply_error(request_id, Overloaded(
                 f"{self.config.max_queued} requests are already queued; retry later"), send)
-            return
+            return False
         if options.deadline_ms is not None:
             self.deadlines.add(once, options.deadline_ms)
         self.scheduler.schedule(session_id, spec.scheduling,
                                 lambda: self._run_accepted(spec, request_id, args, session_id, once, options))
+        return True
 
     def _run_accepted(self, spec: CommandSpec, request_id: Any, args: dict[str, Any], session_id: str,
                       once: OnceReply, options: RequestOptions) -> None:

@@ -84,7 +84,8 @@ class Server:
         self.protocol_fd = protocol_fd
         self.input_fd = input_fd
         self.engine = Engine(EngineConfig(mode=config.mode, worker_id=config.worker_id,
-                                          max_concurrency=config.max_concurrency, argv=config.argv),
+                                          max_concurrency=config.max_concurrency, argv=config.argv,
+                                          background_commands=True),
                              adapters=choose_adapters(config.adapters, config.entry_point_adapters))
         self.engine.on_shutdown = lambda: self.begin_drain("shutdown command")
         for adapter in self.engine.adapters:
@@ -160,6 +161,10 @@ class Server:
         self._reader_ident = threading.get_ident()
         self._install_signals()
         self._start_extras()
+        # The adapters' commands load once the first reply is out (bridge.command_loading):
+        # a pool's init ping never waits for them. A worker that cannot load them cannot serve.
+        self.engine.load_commands_in_background(self._first_answered, CONTROL_START_DELAY,
+                                                on_failure=lambda exc: self.exit(1))
         threading.Thread(target=self._watch_parent, name="dspex-parent-watch", daemon=True).start()
         reader = FrameReader(self.config.max_frame_size)
         warm = self.config.warm

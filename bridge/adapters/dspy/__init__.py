@@ -22,11 +22,10 @@ from ...redact import REDACTED, scrub_text
 from ...registry import CommandSpec
 from .errors import ERROR_TYPES
 from .loader import dspy_available, is_loaded, warm_in_background
-from .state import DSPySession, LMHandle
-from .tools import tool
 
 if TYPE_CHECKING:
     from ...engine import Context, Engine
+    from .state import DSPySession, LMHandle
 
 log = logging.getLogger("dspex.dspy")
 
@@ -124,6 +123,8 @@ class DSPyAdapter(Adapter):
     # -- hooks of the engine -------------------------------------------------------------
 
     def new_session_state(self) -> DSPySession:
+        from .state import DSPySession
+
         return DSPySession()
 
     def session_fields(self, state: DSPySession, view: bool = False) -> dict[str, Any]:
@@ -231,3 +232,13 @@ def adapter_of(ctx: Context) -> DSPyAdapter:
 
 
 __all__ = ["DSPyAdapter", "adapter_of", "gemini_available", "tool"]
+
+
+def __getattr__(name: str) -> Any:
+    """`from bridge.adapters.dspy import tool` (plugins) without importing the tools module
+    at every worker's start: the package is imported before the first ping reply."""
+    if name == "tool":
+        from .tools import tool
+
+        return tool
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

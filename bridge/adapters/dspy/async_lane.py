@@ -13,12 +13,17 @@ cancels its task, which closes the LM call's socket (the server sees it abandone
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import asyncio
+
+# asyncio is imported inside the methods, on the lane's first use: importing it costs
+# ~20 ms, which every spawned worker would otherwise pay before its first ping reply.
 
 from ...errors import Cancelled
 
@@ -58,6 +63,8 @@ class AsyncLane:
                 self.limit = limit
 
     def _ensure_started(self) -> asyncio.AbstractEventLoop:
+        import asyncio
+
         loop = self._loop
         if loop is not None:
             return loop
@@ -82,11 +89,15 @@ class AsyncLane:
         """Runs `make()` on the lane once a slot is free; the returned future ends with its
         result. A request cancelled before its turn never starts. `on_start` learns the
         task that runs it (inspect's `stack` walks its await chain)."""
+        import asyncio
+
         loop = self._ensure_started()
         return asyncio.run_coroutine_threadsafe(self._guarded(make, cancel, on_start), loop)
 
     async def _guarded(self, make: Callable[[], Awaitable[T]], cancel: threading.Event,
                        on_start: Callable[[asyncio.Task[Any]], None] | None = None) -> T:
+        import asyncio
+
         assert self._slots is not None
         self.waiting += 1
         try:
@@ -114,12 +125,16 @@ class AsyncLane:
             self._slots.release()
 
     def _watch(self, task: asyncio.Task[Any], cancel: threading.Event) -> None:
+        import asyncio
+
         self._watched[task] = cancel
         if self._sweeper is None or self._sweeper.done():
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     async def _sweep(self) -> None:
         """Cancels the tasks of cancelled requests; one pass over flags, not a wait per task."""
+        import asyncio
+
         while self._watched:
             await asyncio.sleep(SWEEP_INTERVAL_S)
             for task, cancel in list(self._watched.items()):
@@ -128,6 +143,8 @@ class AsyncLane:
 
     async def run_sync(self, run: Callable[[], T]) -> T:
         """Runs a blocking callable on the lane's bounded fallback threads, in this task's context."""
+        import asyncio
+
         import contextvars
 
         if self._sync_pool is None:

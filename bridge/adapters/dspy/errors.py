@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from ...errors import BridgeError
-from .metrics import UnknownMetric
+
+
+class UnknownMetric(BridgeError):
+    """A metric name that no built-in, plugin or client metric has (metrics.resolve_metric)."""
+
+    error_type = "unknown_metric"
 
 
 class ProgramNotFound(BridgeError):

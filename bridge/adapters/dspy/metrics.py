@@ -12,7 +12,6 @@ DSPy's own scoring load it when first called.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import math
 import re
@@ -20,13 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...errors import BridgeError, InvalidArguments
+from ...errors import InvalidArguments
+from .errors import UnknownMetric
 
 MetricFn = Callable[..., Any]
-
-
-class UnknownMetric(BridgeError):
-    error_type = "unknown_metric"
 
 
 @dataclass(frozen=True)
@@ -264,6 +260,8 @@ def score_value(value: Any, name: str) -> float:
 
 
 def _suggest(name: str) -> str:
+    import difflib  # only for a misspelt name: not at every worker's start
+
     close = difflib.get_close_matches(name, METRICS.names(), n=1) if len(name) <= 64 else []
     return f"; did you mean {close[0]!r}?" if close else f"; known metrics: {', '.join(METRICS.names())}"
 

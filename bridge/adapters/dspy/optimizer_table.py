@@ -9,7 +9,6 @@ and what a request must never choose (log folders, wandb keys, callables).
 from __future__ import annotations
 
 import ast
-import difflib
 import functools
 import inspect
 import re
@@ -201,6 +200,8 @@ class OptimizerSpec:
             option = known.get(name)
             if option is None:
                 shown = str(name)[:60]
+                import difflib  # only for a misspelt option: kept off the worker's start-up
+
                 close = difflib.get_close_matches(shown, list(known), n=1) if len(shown) <= 60 else []
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise InvalidArguments(f"{self.name} has no option {shown!r}{hint} (options: "
@@ -240,6 +241,8 @@ def find_optimizer(name: Any) -> OptimizerSpec:
     spec = OPTIMIZERS.get(name)
     if spec is not None:
         return spec
+    import difflib  # only for a misspelt name
+
     close = difflib.get_close_matches(name, list(OPTIMIZERS), n=1) if len(name) <= 64 else []
     hint = f"; did you mean {close[0]!r}?" if close else ""
     raise UnknownOptimizer(f"Unknown optimizer {name[:100]!r}{hint} (optimizers: {', '.join(OPTIMIZERS)})",

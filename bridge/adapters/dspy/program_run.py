@@ -3,7 +3,6 @@ streamed or plain call, and the reply built from the prediction."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -34,6 +33,8 @@ class ProgramRun:
         self.streamed = ctx.wants_events and (args.get("stream") is True or not asks_for_callbacks(args))
 
     async def execute(self) -> dict[str, Any]:
+        import asyncio  # on the lane's thread, where asyncio is loaded (async_lane says why)
+
         dspy = load_dspy()
         record, handle, ctx = self.record, self.handle, self.ctx
         settings = {"adapter": adapter} if (adapter := program_adapter(record, handle)) is not None else {}
