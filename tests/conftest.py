@@ -56,13 +56,13 @@ def lm_args(openai_server: LocalOpenAIServer) -> dict[str, str]:
     return {"model": "openai/local-model", "api_base": openai_server.base_url, "api_key": "sk-test-secret-123456"}
 
 
-@pytest.fixture
-def spawn_worker(tmp_path: Path) -> Iterator:
-    """Spawns `dspex serve` subprocesses (stdin held by the test, as a port would)."""
+def _spawner(directory: Path) -> Iterator[Callable[..., WorkerClient]]:
+    """Spawns `dspex serve` subprocesses (stdin held by the test, as a port would), their
+    stderr kept in `directory`; closes them all at the end."""
     workers: list[WorkerClient] = []
 
     def spawn(*args: str, env: dict[str, str] | None = None) -> WorkerClient:
-        stderr = open(tmp_path / f"worker-{len(workers)}.stderr", "wb")
+        stderr = open(directory / f"worker-{len(workers)}.stderr", "wb")
         client = WorkerClient(dspex_serve_argv(*args), env=env or worker_env(), stderr=stderr, cwd=str(ROOT))
         client.stderr_path = Path(stderr.name)  # type: ignore[attr-defined]
         workers.append(client)
@@ -71,6 +71,19 @@ def spawn_worker(tmp_path: Path) -> Iterator:
     yield spawn
     for client in workers:
         client.close(timeout=5)
+
+
+@pytest.fixture
+def spawn_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerClient]]:
+    """Spawns `dspex serve` subprocesses for one test."""
+    yield from _spawner(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def module_spawn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., WorkerClient]]:
+    """Spawns workers that a module's tests share: for parametrised refusals, each of which
+    would otherwise pay a worker's start and DSPy's import (about a second) to be refused."""
+    yield from _spawner(tmp_path_factory.mktemp("shared-workers"))
 
 
 @pytest.fixture

@@ -55,6 +55,14 @@ def ok(reply: dict[str, Any]) -> dict[str, Any]:
     return reply["result"]
 
 
+def sample_tools_worker(spawn: Callable[..., Any], server: Any, model: str) -> Any:
+    """A worker with the sample tools plugin whose LM is `model` on the local server."""
+    client = spawn("--plugin", "sample_tools", env=worker_env(PLUGINS))
+    ok(client.request("configure_lm", {"model": model, "api_base": server.base_url,
+                                       "api_key": "sk-test-secret-123456"}, timeout=60))
+    return client
+
+
 def copy_transcript_with(path: Path, target: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
     """Copies a transcript, letting `edit(entry)` change each decoded line after the header
     (the replay tests tamper with recorded answers this way)."""

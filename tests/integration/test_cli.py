@@ -69,6 +69,7 @@ def test_help_placeholders_say_what_to_type() -> None:
     (("replay", "recordings/typed_outputs.jsonl", "--jobs", "0"), "--jobs"),
     (("inspect", "recordings/typed_outputs.jsonl", "--limit", "many"), "--limit"),
 ])
+@pytest.mark.slow
 def test_user_errors_are_one_line_and_exit_2(args: tuple[str, ...], fragment: str) -> None:
     done = dspex(*args)
     assert done.returncode == 2, done
@@ -135,6 +136,7 @@ def test_inspect_prints_long_paths_whole_in_a_pipe(tmp_path: Path) -> None:
     assert max(len(line) for line in done.stdout.splitlines()) < len(str(transcript)) + 200
 
 
+@pytest.mark.slow
 def test_demo_prints_a_short_summary_and_raw_frames_with_json() -> None:
     from dspex_cli.demo import STEPS
 

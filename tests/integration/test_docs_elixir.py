@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 
 from fixtures import ROOT, worker_env
 from doc_examples import doc_test
@@ -46,6 +47,7 @@ def _frames(transcript: Path) -> list[dict]:
     return [record for record in records if record.get("type") == "frame"]
 
 
+@pytest.mark.slow
 def test_elixir_md_genserver_runs_supervised_through_the_beam(openai_server: LocalOpenAIServer,
                                                                 tmp_path: Path) -> None:
     elixir = _elixir()
@@ -107,6 +109,7 @@ def test_elixir_md_running_pools_gives_every_worker_its_default_lm(tmp_path: Pat
     assert SUMMARY.search(completed.stdout).groups() == ("2", "0"), completed.stdout
 
 
+@pytest.mark.slow
 def test_elixir_md_compiled_programs_travel_across_two_nodes(openai_server: LocalOpenAIServer,
                                                              tmp_path: Path) -> None:
     """Two Erlang nodes on loopback, each owning a worker: the compiled program's document

@@ -9,6 +9,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from doc_examples import doc_test
 from fixtures import ROOT, worker_env
 from openai_server import LocalOpenAIServer
@@ -19,6 +21,7 @@ SCRIPT = ROOT / "tests" / "elixir" / "twoway_genserver.exs"
 SUMMARY = re.compile(r"^elixir two-way docs: (\d+) passed, (\d+) failed$", re.M)
 
 
+@pytest.mark.slow
 def test_elixir_md_two_way_genserver_runs_through_the_beam(openai_server: LocalOpenAIServer, tmp_path: Path) -> None:
     elixir = _elixir()
     blocks = tmp_path / "blocks"

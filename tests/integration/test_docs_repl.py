@@ -96,6 +96,7 @@ def test_console_examples(steps: list[tuple[str, list[str]]], tmp_path: Path, mo
 
 
 @pytest.mark.parametrize("body", blocks("shell"))
+@pytest.mark.slow
 def test_shell_examples(body: str, tmp_path: Path) -> None:
     commands: list[tuple[str, list[str]]] = []
     for line in body.splitlines():

@@ -34,6 +34,7 @@ def _elixir() -> str:
     return found
 
 
+@pytest.mark.slow
 def test_beam_client_walks_the_contract(openai_server: LocalOpenAIServer, tmp_path: Path) -> None:
     elixir = _elixir()
     requests_before = len(openai_server.requests)

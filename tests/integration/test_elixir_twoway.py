@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from fixtures import ROOT, worker_env
 from openai_server import LocalOpenAIServer
 from test_elixir_client import _elixir
@@ -22,6 +24,7 @@ SCRIPT = ROOT / "tests" / "elixir" / "twoway_client.exs"
 SUMMARY = re.compile(r"^elixir two-way: (\d+) passed, (\d+) failed$", re.M)
 
 
+@pytest.mark.slow
 def test_beam_client_speaks_two_way_frames(openai_server: LocalOpenAIServer, tmp_path: Path) -> None:
     elixir = _elixir()
     before = len(openai_server.requests)

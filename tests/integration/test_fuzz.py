@@ -175,6 +175,7 @@ def test_fuzz_one_worker(fuzz_worker: Callable[..., FuzzWorker], tmp_path: Path)
 
 
 @pytest.mark.parametrize("index", range(4))
+@pytest.mark.slow
 def test_fuzz_short_lived_workers(fuzz_worker: Callable[..., FuzzWorker], tmp_path: Path, index: int) -> None:
     """Warmed-up workers (DSPy imported in the background) fed tiny-to-large random writes,
     then end of input: each leaves by itself (exit 0) with every owed reply written."""

@@ -141,6 +141,7 @@ def test_stack_and_cancel_of_unknown_requests_and_read_only_refusal(start, runti
     assert slow.result(30)["success"] is True  # it ran to its end, untouched
 
 
+@pytest.mark.slow
 def test_cancel_from_the_cli_answers_the_caller(start, runtime: Path, openai_server) -> None:
     worker = start("--worker-id", "victim")
     ok(worker.request("configure_lm", {"model": "openai/delay-20000", "api_base": openai_server.base_url,
@@ -166,6 +167,7 @@ def test_cancel_from_the_cli_answers_the_caller(start, runtime: Path, openai_ser
     assert ok(worker.request("ping"))["status"] == "ok"
 
 
+@pytest.mark.slow
 def test_top_snapshot_without_a_terminal_and_bad_runtime_dirs(start, runtime: Path) -> None:
     start("--worker-id", "snap-a")
     start("--worker-id", "snap-b")

@@ -73,6 +73,7 @@ def test_no_workers(runtime: Path) -> None:
     assert json.loads(inspect(runtime, "--json").stdout) == []
 
 
+@pytest.mark.slow
 def test_worker_list_table_and_json(busy_worker, runtime: Path) -> None:
     result = inspect(runtime)
     assert result.returncode == 0, result.stderr
@@ -84,6 +85,7 @@ def test_worker_list_table_and_json(busy_worker, runtime: Path) -> None:
     assert entry["mode"] == "pool-worker" and entry["socket"].endswith(f"{busy_worker.pid}.sock")
 
 
+@pytest.mark.slow
 def test_worker_overview_by_pid_id_and_socket(busy_worker, runtime: Path, lm_args: dict) -> None:
     socket_path = str(runtime / "dspex" / f"{busy_worker.pid}.sock")
     specs = (str(busy_worker.pid), "busy-one", "busy", socket_path)
@@ -102,6 +104,7 @@ def test_worker_overview_by_pid_id_and_socket(busy_worker, runtime: Path, lm_arg
     assert [s["session_id"] for s in data["sessions"]] == ["sess-a"]
 
 
+@pytest.mark.slow
 def test_each_view_and_no_secret_anywhere(busy_worker, runtime: Path) -> None:
     views = ("status", "sessions", "programs", "inflight", "jobs", "frames", "lm")
     calls = [("busy-one", view, "--limit", "200") for view in views]
@@ -130,6 +133,7 @@ def test_each_view_and_no_secret_anywhere(busy_worker, runtime: Path) -> None:
     assert SECRET not in everything
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_one_line_errors(start, runtime: Path, tmp_path: Path) -> None:
     worker = start("--worker-id", "target")
     not_transcript = tmp_path / "notes.jsonl"
@@ -216,6 +220,7 @@ def test_watch_dashboard_renders_live_state(start, runtime: Path, lm_args: dict)
     assert max(len(line) for line in screen.splitlines()) <= 100
 
 
+@pytest.mark.slow
 def test_watch_exits_with_one_line_when_the_worker_stops(start, runtime: Path) -> None:
     worker = start("--worker-id", "vanishing")
     watcher = subprocess.Popen([sys.executable, "-m", "dspex_cli", "inspect", "vanishing", "--watch"],

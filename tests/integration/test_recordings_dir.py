@@ -31,6 +31,7 @@ def test_the_required_sessions_are_recorded() -> None:
 
 
 @pytest.mark.parametrize("path", RECORDINGS, ids=[p.stem for p in RECORDINGS])
+@pytest.mark.slow
 def test_recording_replays_cleanly(path: Path) -> None:
     result = replay_transcript(str(path))
     assert result.ok, [m.to_dict() for m in result.mismatches[:5]] or result.error
@@ -101,6 +102,7 @@ def test_concurrent_session_had_requests_in_flight_together() -> None:
     assert peak >= 8
 
 
+@pytest.mark.slow
 def test_elixir_client_records_a_session_that_replays(tmp_path: Path) -> None:
     """The regeneration path itself: the Elixir client drives a recording worker."""
     from make_recordings import RECORDING_API_KEY, check, record

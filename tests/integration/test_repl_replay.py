@@ -42,6 +42,7 @@ def test_in_process_replay_leaves_the_consoles_programs_alone(tmp_path: Path) ->
     assert executed["success"] and isinstance(executed["result"]["outputs"]["a"], int)
 
 
+@pytest.mark.slow
 def test_replay_from_an_attached_console_runs_in_a_scratch_worker(tmp_path: Path, live_worker) -> None:
     result = run_repl(tmp_path, f":replay {TRANSCRIPT}\nping\n", "--attach", str(live_worker.pid))
     replayed, ping = replies(result)
@@ -70,6 +71,7 @@ def hostile_transcript(tmp_path: Path, spawn_worker) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_into_attached_needs_confirmation_and_never_cleans_what_it_did_not_create(
         tmp_path: Path, live_worker, hostile_transcript: Path) -> None:
     refused = run_repl(tmp_path, f":replay {hostile_transcript} --into-attached\n", "--attach", str(live_worker.pid))
@@ -124,6 +126,7 @@ def test_a_pipe_never_runs_a_destructive_command_on_an_attached_worker_unasked(t
     _app_state_intact(live_worker)
 
 
+@pytest.mark.slow
 def test_terminal_asks_before_a_destructive_command_and_shows_replay_progress(tmp_path: Path, live_worker,
                                                                              monkeypatch) -> None:
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))  # where the worker's socket is listed
@@ -150,6 +153,7 @@ def test_terminal_asks_before_a_destructive_command_and_shows_replay_progress(tm
     assert live_worker.request("list_programs", {"session_id": "session_alice"})["result"]["programs"] == []
 
 
+@pytest.mark.slow
 def test_a_spawn_console_replays_in_a_fresh_worker_of_the_same_command(tmp_path: Path) -> None:
     spawn = f"{sys.executable} -m dspex_cli serve --no-control"
     result = run_repl(tmp_path, f"qa = q -> a\n:replay {TRANSCRIPT}\n:programs\n", "--spawn", spawn)

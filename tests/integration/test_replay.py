@@ -165,6 +165,7 @@ def test_torn_last_line_still_replays(base_transcript: Path, tmp_path: Path) -> 
     assert result.ok and result.torn
 
 
+@pytest.mark.slow
 def test_worker_target_replays_through_real_framing(base_transcript: Path, tmp_path: Path) -> None:
     argv = dspex_serve_argv("--no-control", "{args}")
     result = replay_transcript(str(base_transcript), worker_argv=argv)
@@ -403,6 +404,7 @@ def _frame_line_without_dir(path: Path) -> None:
 
 @pytest.mark.parametrize("case", ["missing", "empty_dir", "corrupt", "newer", "unparseable_request",
                                   "not_transcript", "no_glob_match"])
+@pytest.mark.slow
 def test_bad_input_exits_3_with_one_line(case: str, base_transcript: Path, tmp_path: Path) -> None:
     target = tmp_path / "bad.jsonl"
     expected = {"missing": "no such file", "empty_dir": "no transcripts", "corrupt": ":4: corrupt line",
@@ -441,6 +443,7 @@ def test_usage_errors_exit_2(args: list[str], fragment: str, base_transcript: Pa
     assert code == 2 and fragment in err
 
 
+@pytest.mark.slow
 def test_progress_bar_only_on_a_terminal(tmp_path: Path) -> None:
     """In a real terminal a progress bar runs while several transcripts replay."""
     import pexpect
@@ -500,6 +503,7 @@ def test_an_ignore_path_that_matches_nothing_is_reported(tmp_path: Path) -> None
     assert orjson.loads(out)["unmatched_ignores"] == ["ping:result.outputs"]
 
 
+@pytest.mark.slow
 def test_update_on_an_unchanged_recording_changes_nothing_and_says_nothing(tmp_path: Path) -> None:
     transcript, original = recording_copy(tmp_path)
     code, out, err = run_cli(str(transcript), "--update")

@@ -55,6 +55,7 @@ def assert_each_answered_once(worker: WorkerClient, futures: list[Any], error_ty
 # ------------------------------------------------------------------ 9.7 drains
 
 
+@pytest.mark.slow
 def test_sigterm_drain_timeout_answers_every_call_in_flight(spawn_worker: Any, openai_server: Any) -> None:
     worker = spawn_worker("--drain-timeout", "1", "--no-warm")
     lm_program(worker, openai_server, "delay-8000")
@@ -89,6 +90,7 @@ time.sleep(120)
 """
 
 
+@pytest.mark.slow
 def test_parent_death_answers_every_call_in_flight(tmp_path: Path, openai_server: Any) -> None:
     argv = [sys.executable, "-c", MIDDLE, *dspex_serve_argv("--no-warm", "--no-control")]
     worker = WorkerClient(argv, env=worker_env(), stderr=subprocess.PIPE, cwd=str(ROOT))
@@ -112,6 +114,7 @@ def test_parent_death_answers_every_call_in_flight(tmp_path: Path, openai_server
 # ------------------------------------------------------------ 9.8 total deadline
 
 
+@pytest.mark.slow
 def test_lm_timeout_bounds_a_dripping_server(spawn_worker: Any, openai_server: Any) -> None:
     worker = spawn_worker("--no-warm")
     lm_program(worker, openai_server, "drip-300", timeout=2)

@@ -110,6 +110,7 @@ def elixir_bin() -> str:
 
 
 @pytest.mark.parametrize("width,height", [(80, 24), (200, 50)])
+@pytest.mark.slow
 def test_top_finds_sorts_opens_stacks_and_cancels_a_stuck_request(start, runtime: Path, openai_server, elixir_bin,
                                                                   width: int, height: int) -> None:
     calm = [start("--worker-id", "w-a"), start("--worker-id", "w-b")]

@@ -79,6 +79,11 @@ def background_engine(gate: threading.Event, fail: bool = False) -> Engine:
     return Engine(EngineConfig(background_commands=True), registry=Registry(), adapters=[GatedAdapter(gate, fail)])
 
 
+def load_now(engine: Engine, on_failure: Any = None) -> None:
+    """Runs the background loader at once and waits for it."""
+    engine.load_commands_in_background(threading.Event(), 0, on_failure=on_failure or (lambda exc: None)).join(10)
+
+
 def test_ping_is_answered_at_once_and_other_requests_wait_in_their_order(gate: threading.Event) -> None:
     engine = background_engine(gate)
     replies = Replies()
@@ -88,9 +93,8 @@ def test_ping_is_answered_at_once_and_other_requests_wait_in_their_order(gate: t
     engine.submit_frame(frame(4, "no_such_command"), replies)
     assert replies.wait_for(1) and replies.ids() == [2] and not engine.commands_loaded
     assert not engine.wait_idle(0.05)  # a drain waits for held requests as for queued ones
-    loader = engine.load_commands_in_background(threading.Event(), 0, on_failure=lambda exc: None)
     gate.set()
-    loader.join(10)
+    load_now(engine)
     frames = replies.wait_for(4)
     assert engine.commands_loaded and RUN_ORDER == [1, 3]
     by_id = {f["id"]: f for f in frames}
@@ -123,9 +127,8 @@ def test_a_drain_that_gives_up_answers_held_requests_exactly_once(gate: threadin
     engine.shutting_down.set()
     assert not engine.wait_idle(0.05)
     assert engine.fail_unfinished(ShuttingDown("Worker is shutting down")) == 1
-    loader = engine.load_commands_in_background(threading.Event(), 0, on_failure=lambda exc: None)
     gate.set()
-    loader.join(10)
+    load_now(engine)
     assert [f["error_type"] for f in replies.wait_for(1)] == ["shutting_down"]
     assert RUN_ORDER == [] and replies.ids() == [1]  # not run afterwards, not answered twice
     assert engine.wait_idle(1)
@@ -155,7 +158,7 @@ def test_commands_that_cannot_load_answer_the_held_requests_and_tell_the_owner(g
     failures: list[BaseException] = []
     engine.submit_frame(frame(1, "note_order", n=1), replies)
     gate.set()
-    engine.load_commands_in_background(threading.Event(), 0, on_failure=failures.append).join(10)
+    load_now(engine, failures.append)
     reply = replies.wait_for(1)[0]
     assert reply["error_type"] == "internal_error" and "could not load its commands" in reply["error"]
     assert "gated_commands" in reply["error"] and isinstance(failures[0], ImportError)

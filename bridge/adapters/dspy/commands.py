@@ -24,7 +24,8 @@ from .program_run import ProgramRun
 # Other runners of programs import these from here (evaluation: errors; compile: the adapter).
 from .program_run import execution_error as _execution_error  # noqa: F401
 from .program_run import program_adapter  # noqa: F401
-from .lm_calls import DeadlineExceeded, call_with_deadline, cancellable_lm, make_observer, make_replay_lm, widen_connection_pools
+from .lm_calls import (DeadlineExceeded, call_with_deadline, cancellable_lm, make_observer, make_replay_lm,
+                       observed_context, widen_connection_pools)
 from .loader import load_dspy
 from .options import GENERATION_OPTIONS, parse_options
 from .state import MAX_PROGRAMS, LMHandle, ProgramRecord
@@ -112,7 +113,7 @@ def _test_call(handle: LMHandle, ctx: Context) -> None:
     try:
         observer = make_observer(ctx)
         lm = cancellable_lm(handle.lm, ctx.cancel, observer)
-        with dspy.context(lm=lm, dspex_observer=observer):
+        with observed_context(dspy, lm, observer):
             call_with_deadline(lambda: lm("Reply with the word ok."), handle.public.get("timeout"))
     except DeadlineExceeded as exc:
         raise LMCallFailed(f"Test call to {handle.model} {exc}") from None

@@ -22,7 +22,7 @@ from ...redact import scrub_text
 from ...registry import STREAMS, Arg, command
 from .commands import COMMANDS, _execution_error, _find_program, _program_lm
 from .errors import InvalidInputs, TooManyErrors
-from .lm_calls import cancellable_lm, make_observer
+from .lm_calls import cancellable_lm, make_observer, observed_context
 from .loader import load_dspy
 from .metrics import METRICS, ResolvedMetric, resolve_metric
 from .signatures import SignatureError, SignatureSpec, coerce_inputs, to_json_safe
@@ -250,7 +250,7 @@ def _evaluate(job: Job, ctx: Context, plan: _Plan, rows: list[tuple[dict[str, An
                               provide_traceback=False)
     lm, observer = _observed(job, ctx, plan)
     try:
-        with dspy.context(lm=lm, dspex_observer=observer):
+        with observed_context(dspy, lm, observer):
             outcome = evaluator(tally.program(plan.program, plan.spec))
     except _Stopped:
         raise JobCancelled(f"Job {job.job_id} was cancelled") from None
@@ -331,7 +331,7 @@ def _batch(job: Job, ctx: Context, plan: _Plan, items: list[Any]) -> dict[str, A
                                 disable_progress_bar=True, provide_traceback=False)
     lm, observer = _observed(job, ctx, plan)
     try:
-        with dspy.context(lm=lm, dspex_observer=observer):
+        with observed_context(dspy, lm, observer):
             executor.execute(run, list(enumerate(items)))
     except _Stopped:
         raise JobCancelled(f"Job {job.job_id} was cancelled") from None

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 
 from ...redact import redact
-from .loader import load_dspy
+from .loader import HISTORY_KEPT, load_dspy
 
 if TYPE_CHECKING:
     from ...engine import Context
@@ -133,6 +133,13 @@ class LMCallObserver:
             self.on_call(record)
 
 
+def observed_context(dspy: Any, lm: Any, observer: LMCallObserver, **settings: Any) -> Any:
+    """The `dspy.context` every runner of programs uses: `lm` (a `cancellable_lm` reporting to
+    `observer`), the observer itself for tools and client metrics (current_observer), and a
+    bounded LM history (loader.HISTORY_KEPT says why)."""
+    return dspy.context(lm=lm, dspex_observer=observer, max_history_size=HISTORY_KEPT, **settings)
+
+
 def current_observer() -> LMCallObserver | None:
     """The observer of the request whose DSPy call runs here (every runner of programs puts
     it into `dspy.context` as `dspex_observer`; DSPy carries that into its worker threads)."""
@@ -141,7 +148,7 @@ def current_observer() -> LMCallObserver | None:
 
 # How far back in an LM's history the entry of the call that just ended may sit: the
 # entries of calls that ended at the same time on other threads come after it.
-_HISTORY_LOOKBACK = 256
+_HISTORY_LOOKBACK = HISTORY_KEPT
 
 
 def history_entry(instance: Any, outputs: Any) -> dict[str, Any] | None:

@@ -109,10 +109,27 @@ def _import_locked() -> ModuleType:
             for name in blocked:
                 if sys.modules.get(name, 0) is None:
                     del sys.modules[name]  # later code that wants them may import them
+        _bound_global_history(module)
         logger.debug("imported dspy %s in %.0f ms", getattr(module, "__version__", "?"),
                      (time.perf_counter() - started) * 1000)
         _dspy = module
         return module
+
+
+# LM call history entries a worker keeps (each holds a whole prompt and response). DSPy keeps
+# 10,000 per LM, per predictor and in its global list: in a worker that serves for weeks that
+# is hundreds of megabytes, and every full garbage collection walks it while requests wait.
+# The LM-call observer only reads the entry of the call that just ended (lm_calls.history_entry).
+HISTORY_KEPT = 256
+
+
+def _bound_global_history(dspy: ModuleType) -> None:
+    """DSPy's global history list is capped by a module constant read at each call; the
+    per-LM and per-predictor lists by `max_history_size`, which lm_calls.observed_context sets."""
+    base_lm = getattr(getattr(dspy, "clients", None), "base_lm", None)
+    if isinstance(getattr(base_lm, "MAX_HISTORY_SIZE", None), int):
+        base_lm.MAX_HISTORY_SIZE = min(base_lm.MAX_HISTORY_SIZE, HISTORY_KEPT)
+        del base_lm.GLOBAL_HISTORY[:-HISTORY_KEPT]
 
 
 def is_loaded() -> bool:

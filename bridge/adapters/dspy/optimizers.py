@@ -21,7 +21,7 @@ from ...registry import Arg, BUILDS_STATE, STREAMS, command
 from . import adapter_of
 from .commands import COMMANDS, _check_program_room, _find_program, _program_lm, _programs, configure_session_lm
 from .errors import CompileFailed, ProgramExists
-from .lm_calls import cancellable_lm, make_observer
+from .lm_calls import cancellable_lm, make_observer, observed_context
 from .loader import load_dspy
 from .metrics import ResolvedMetric, resolve_metric
 from .optimizer_table import OPTIMIZERS, OptimizerSpec, find_optimizer
@@ -220,7 +220,7 @@ def _run_compile(job: Job, ctx: Context, source: ProgramRecord, spec: OptimizerS
     if val and "valset" in spec.takes("valset"):
         compile_kwargs["valset"] = val
     try:
-        with dspy.context(lm=lm, dspex_observer=observer):
+        with observed_context(dspy, lm, observer):
             optimizer = spec.dspy_class()(**init)
             compiled = optimizer.compile(student, **compile_kwargs)
             job.check_cancelled()

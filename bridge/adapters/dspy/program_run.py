@@ -12,7 +12,7 @@ from ...redact import scrub_text
 from ...twoway import RequestContext, asks_for_callbacks
 from .async_lane import LANE
 from .errors import ExecutionFailed, LMCallFailed, LMNotConfigured
-from .lm_calls import LMCallRefused, cancellable_lm, make_observer
+from .lm_calls import LMCallRefused, cancellable_lm, make_observer, observed_context
 from .loader import load_dspy
 from .modules import make_adapter, output_names, parse_program_type, recording_rewards, run_details
 from .signatures import SignatureSpec, to_json_safe
@@ -51,8 +51,8 @@ class ProgramRun:
         ok = False
         try:
             with recording_rewards() as rewards, \
-                    dspy.context(lm=cancellable_lm(handle.lm, ctx.cancel, observer), dspex_observer=observer,
-                                 track_usage=True, **callbacks, **settings):
+                    observed_context(dspy, cancellable_lm(handle.lm, ctx.cancel, observer), observer,
+                                     track_usage=True, **callbacks, **settings):
                 async with asyncio.timeout(budget):
                     prediction = await self._run(dspy, streamed, names)
             ok = True

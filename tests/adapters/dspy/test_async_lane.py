@@ -66,6 +66,7 @@ def test_hundreds_in_flight_at_once_on_few_threads(spawn_worker: Any) -> None:
         server.shutdown()
 
 
+@pytest.mark.slow
 def test_deadline_governs_a_slow_lm_call_and_the_server_sees_it_abandoned(
         worker: Any, lm_args: dict[str, str], openai_server: LocalOpenAIServer) -> None:
     configure(worker, lm_args, "delay-3000")
@@ -92,6 +93,7 @@ def test_the_lms_own_timeout_bounds_the_whole_call(worker: Any, lm_args: dict[st
     assert bounded["error_type"] == "deadline_exceeded"
 
 
+@pytest.mark.slow
 def test_cancel_of_an_in_flight_execute_program(worker: Any, lm_args: dict[str, str],
                                                 openai_server: LocalOpenAIServer) -> None:
     chosen = configure(worker, lm_args, "delay-3000")
@@ -107,6 +109,7 @@ def test_cancel_of_an_in_flight_execute_program(worker: Any, lm_args: dict[str, 
     assert worker.request("cancel", {"request_id": 501})["error_type"] == "request_not_found"
 
 
+@pytest.mark.slow
 def test_a_request_cancelled_while_waiting_for_a_lane_slot_makes_no_lm_call(
         spawn_worker: Any, lm_args: dict[str, str], openai_server: LocalOpenAIServer) -> None:
     worker = spawn_worker("--no-control", "--max-async", "1")
@@ -123,6 +126,7 @@ def test_a_request_cancelled_while_waiting_for_a_lane_slot_makes_no_lm_call(
     assert requests_for(openai_server, chosen) == 1  # the cancelled one never reached the LM
 
 
+@pytest.mark.slow
 def test_max_async_limits_the_lane(spawn_worker: Any, lm_args: dict[str, str],
                                    openai_server: LocalOpenAIServer) -> None:
     worker = spawn_worker("--no-control", "--max-async", "2")
@@ -151,6 +155,7 @@ def test_order_in_a_session_holds_on_the_lane(worker: Any, lm_args: dict[str, st
     assert after.result(10)["error_type"] == "program_not_found"
 
 
+@pytest.mark.slow
 def test_the_pool_stays_free_while_the_lane_waits(worker: Any, lm_args: dict[str, str]) -> None:
     """More LM-bound requests than the pool has threads (64) do not hold up other work."""
     configure(worker, lm_args, "delay-1500")

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from fixtures import PLUGINS, ok, worker_env
+from fixtures import PLUGINS, ok, sample_tools_worker, worker_env
 from openai_server import value_for
 
 LOOKUP = {"name": "lookup", "description": "Finds a row by its text.", "handler": "client",
@@ -25,6 +25,12 @@ def worker(spawn_worker: Any, lm_args: dict[str, str]) -> Any:
     client = spawn_worker("--plugin", "sample_tools", env=worker_env(PLUGINS))
     ok(client.request("configure_lm", {**lm_args, "model": f"openai/cb-{uuid.uuid4().hex[:8]}"}, timeout=60))
     return client
+
+
+@pytest.fixture(scope="module")
+def refusing_worker(module_spawn: Any, openai_server: Any) -> Any:
+    """One worker for all the refused declarations: a refusal creates nothing."""
+    return sample_tools_worker(module_spawn, openai_server, "openai/cb-refusals")
 
 
 def answer_callbacks(worker: Any, answer: Callable[[dict[str, Any]], dict[str, Any] | None]) -> list[dict[str, Any]]:
@@ -90,6 +96,7 @@ def test_an_error_answer_or_a_timeout_is_the_agents_observation(worker: Any) -> 
     assert ok(worker.request("get_stats"))["errors_by_type"].get("callback_failed", 0) == 0  # the request did not fail
 
 
+@pytest.mark.slow
 def test_another_worker_rebuilds_a_client_tool_program_from_program_data(worker: Any, spawn_worker: Any,
                                                                           lm_args: dict[str, str]) -> None:
     program_data = create_agent(worker, [COUNT])
@@ -112,11 +119,12 @@ def test_another_worker_rebuilds_a_client_tool_program_from_program_data(worker:
     ({**LOOKUP, "handler": "server"}, "handler"),
     ({**LOOKUP, "extra": 1}, "unknown keys"),
 ])
-def test_a_bad_client_tool_declaration_is_invalid_arguments(worker: Any, tool: dict[str, Any], why: str) -> None:
-    reply = worker.request("create_program", {"signature": "question -> answer", "program_type": "react",
-                                              "tools": [tool]}, timeout=60)
+def test_a_bad_client_tool_declaration_is_invalid_arguments(refusing_worker: Any, tool: dict[str, Any],
+                                                            why: str) -> None:
+    reply = refusing_worker.request("create_program", {"signature": "question -> answer", "program_type": "react",
+                                                       "tools": [tool]}, timeout=60)
     assert reply["success"] is False and reply["error_type"] == "invalid_arguments" and why in reply["error"]
-    assert worker.request("ping")["success"]
+    assert refusing_worker.request("ping")["success"]
 
 
 def test_a_declared_twice_client_tool_is_refused(worker: Any) -> None:
@@ -195,6 +203,7 @@ def test_many_metric_callbacks_wait_at_once(worker: Any) -> None:
     ({"handler": "client", "name": "m", "field": "answer"}, "unknown keys"),
     ({"handler": "python", "name": "m"}, "handler"),
 ])
+@pytest.mark.slow
 def test_a_bad_client_metric_is_invalid_arguments(worker: Any, metric: dict[str, Any], why: str) -> None:
     ok(worker.request("create_program", {"id": "qa", "signature": "question -> answer"}, timeout=60))
     reply = worker.request("evaluate_program", {"program_id": "qa", "devset": DEVSET, "wait": True,

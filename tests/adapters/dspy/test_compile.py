@@ -21,6 +21,15 @@ def worker(spawn_worker: Any, openai_server: Any) -> Any:
     return client
 
 
+@pytest.fixture(scope="module")
+def refusing_worker(module_spawn: Any, openai_server: Any) -> Any:
+    """One worker for all the refused compiles: a refusal changes nothing in it."""
+    client = module_spawn()
+    configure(client, openai_server)
+    ok(client.request("create_program", {"id": "plain", "signature": SIGNATURE}, timeout=60))
+    return client
+
+
 def test_labeled_few_shot_turns_a_low_score_high(worker: Any) -> None:
     before, _ = score(worker, "plain", DEVSET)
     result = compile_wait(worker, "plain", "labeled_few_shot", trainset=TRAINSET, options={"k": 3},
@@ -76,6 +85,7 @@ def test_compile_replies_at_once_and_progress_grows(spawn_worker: Any, openai_se
     assert job["progress"]["total"] == 8 and seen[-1] == 8 and len(set(seen)) > 2, seen
 
 
+@pytest.mark.slow
 def test_cancel_ends_a_compile_and_no_call_follows(spawn_worker: Any, openai_server: Any) -> None:
     worker = spawn_worker()
     configure(worker, openai_server, model="openai/learn-delay-200")
@@ -116,12 +126,13 @@ def test_cancel_ends_a_compile_and_no_call_follows(spawn_worker: Any, openai_ser
     ({"optimizer": "labeled_few_shot", "program_id": "nope"}, "program_not_found", "Program not found: nope"),
     ({"optimizer": "labeled_few_shot", "new_program_id": "plain"}, "program_exists", "already exists"),
 ])
-def test_bad_compile_requests_are_refused(worker: Any, args: dict[str, Any], error_type: str, fragment: str) -> None:
+def test_bad_compile_requests_are_refused(refusing_worker: Any, args: dict[str, Any], error_type: str, fragment: str) -> None:
     request = {"program_id": "plain", "trainset": TRAINSET, "metric": "exact_match", "wait": True, **args}
-    reply = worker.request("compile_program", {k: v for k, v in request.items() if v is not None}, timeout=60)
+    reply = refusing_worker.request("compile_program", {k: v for k, v in request.items() if v is not None},
+                                    timeout=60)
     assert reply["success"] is False and reply["error_type"] == error_type, reply
     assert fragment in reply["error"], reply["error"]
-    assert ok(worker.request("ping"))["status"] == "ok"
+    assert ok(refusing_worker.request("ping"))["status"] == "ok"
 
 
 def test_list_optimizers_reads_options_from_dspy(worker: Any) -> None:

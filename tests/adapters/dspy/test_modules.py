@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from fixtures import PLUGINS, ok, worker_env
+from fixtures import PLUGINS, ok, sample_tools_worker, worker_env
 from openai_server import LocalOpenAIServer, value_for
 
 SIGNATURE = "question -> answer"
@@ -46,6 +46,12 @@ def worker(spawn_worker: Any, lm: dict[str, str]) -> Any:
     return client
 
 
+@pytest.fixture(scope="module")
+def refusing_worker(module_spawn: Any, openai_server: LocalOpenAIServer) -> Any:
+    """One worker for all the refused create_program calls: a refusal leaves it empty."""
+    return sample_tools_worker(module_spawn, openai_server, "openai/modules-refusals")
+
+
 def create(worker: Any, program_type: str, **extra: Any) -> dict[str, Any]:
     return worker.request("create_program", {"id": extra.pop("id", program_type), "signature":
                                              extra.pop("signature", SIGNATURE), "program_type": program_type,
@@ -60,6 +66,7 @@ def run(worker: Any, program_id: str, **inputs: Any) -> dict[str, Any]:
 @pytest.mark.parametrize("adapter, marker", [("chat", "[[ ## question ## ]]"),
                                              ("json", "Respond with a JSON object"),
                                              ("xml", "<question>\n")])
+@pytest.mark.slow
 def test_each_adapter_formats_the_prompt_and_parses_typed_outputs(worker: Any, openai_server: LocalOpenAIServer,
                                                                   lm: dict[str, str], adapter: str,
                                                                   marker: str) -> None:
@@ -177,6 +184,7 @@ def test_program_of_thought_is_built_where_deno_is_found(spawn_worker: Any, tmp_
     assert created["program_type"] == "program_of_thought" and created["options"] == {"max_iters": 2}
 
 
+@pytest.mark.slow
 def test_program_data_rebuilds_the_same_module_on_another_worker(spawn_worker: Any, worker: Any,
                                                                  lm: dict[str, str]) -> None:
     data = ok(create(worker, "best_of_n", id="b", options={"N": 2, "reward": "shortest"}, adapter="xml"))
@@ -206,12 +214,12 @@ def test_program_data_rebuilds_the_same_module_on_another_worker(spawn_worker: A
     ({"adapter": "jsn"}, "invalid_arguments", "did you mean 'json'"),
     ({"program_type": "predict", "tools": ["shout"]}, "invalid_arguments", "takes no tools; only react"),
 ])
-def test_bad_program_arguments_each_get_a_clear_error(worker: Any, args: dict[str, Any], error_type: str,
-                                                      text: str) -> None:
-    reply = worker.request("create_program", {"id": "bad", "signature": SIGNATURE, **args}, timeout=30)
+def test_bad_program_arguments_each_get_a_clear_error(refusing_worker: Any, args: dict[str, Any],
+                                                      error_type: str, text: str) -> None:
+    reply = refusing_worker.request("create_program", {"id": "bad", "signature": SIGNATURE, **args}, timeout=30)
     assert error_of(reply)[0] == error_type and text in reply["error"], reply
-    assert ok(worker.request("list_programs"))["total_count"] == 0
-    assert ok(worker.request("ping"))["status"] == "ok"
+    assert ok(refusing_worker.request("list_programs"))["total_count"] == 0
+    assert ok(refusing_worker.request("ping"))["status"] == "ok"
 
 
 def test_configure_lm_refuses_an_unknown_adapter(worker: Any, lm: dict[str, str]) -> None:

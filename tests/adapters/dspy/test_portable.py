@@ -43,6 +43,7 @@ def test_export_import_on_a_second_worker_gives_the_same_outputs(compiled: Any, 
     assert "sk-compile-secret-9876" not in str(document)
 
 
+@pytest.mark.slow
 def test_program_data_alone_serves_the_compiled_program(compiled: Any, spawn_worker: Any, openai_server: Any) -> None:
     first, result = compiled
     program_data = result["program_data"]

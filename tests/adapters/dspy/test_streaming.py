@@ -116,6 +116,7 @@ def test_stream_that_is_not_a_boolean_is_refused(worker: Any) -> None:
 
 
 @pytest.mark.parametrize("adapter", ["json", "xml"])
+@pytest.mark.slow
 def test_streaming_on_the_gemini_alias_and_with_the_other_adapters(worker: Any, adapter: str) -> None:
     ok(worker.request("create_program", {"id": "j", "signature": "question -> answer", "adapter": adapter}))
     question = 'say "quoted" \\ and \u00e9 please'

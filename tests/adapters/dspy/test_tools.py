@@ -14,7 +14,7 @@ import pytest
 
 from bridge.adapters.dspy.tools import ToolRegistry, tool
 from doc_examples import doc_test
-from fixtures import PLUGINS, ROOT, ok, worker_env
+from fixtures import PLUGINS, ROOT, ok, sample_tools_worker, worker_env
 from openai_server import LocalOpenAIServer, value_for
 
 
@@ -23,6 +23,12 @@ def worker(spawn_worker: Any, lm_args: dict[str, str]) -> Any:
     client = spawn_worker("--plugin", "sample_tools", env=worker_env(PLUGINS))
     ok(client.request("configure_lm", {**lm_args, "model": f"openai/tools-{uuid.uuid4().hex[:8]}"}, timeout=60))
     return client
+
+
+@pytest.fixture(scope="module")
+def refusing_worker(module_spawn: Any, openai_server: LocalOpenAIServer) -> Any:
+    """One worker for all the refused tool lists: a refusal creates nothing."""
+    return sample_tools_worker(module_spawn, openai_server, "openai/tools-refusals")
 
 
 def react(worker: Any, tools: list[str], question: str = "hello world", **extra: Any) -> dict[str, Any]:
@@ -60,6 +66,7 @@ def test_react_calls_two_plugin_tools_and_the_trajectory_shows_both(worker: Any)
 
 
 @pytest.mark.parametrize("adapter", ["json", "xml"])
+@pytest.mark.slow
 def test_react_works_through_the_other_adapters(worker: Any, adapter: str) -> None:
     steps = react(worker, ["text_stats", "shout"], adapter=adapter)["trajectory"]
     assert [(s["tool"], s["observation"]) for s in steps] == [
@@ -84,12 +91,13 @@ def test_react_without_tools_only_finishes(worker: Any) -> None:
 @pytest.mark.parametrize("tools, text", [
     (["shoot"], "did you mean 'shout'"), (["shout", "nope"], "Unknown tool 'nope'"),
     ("shout", "'tools' must be array"), ([1], "must be a list of tool names")])
-def test_unknown_or_malformed_tools_are_refused(worker: Any, tools: Any, text: str) -> None:
-    reply = worker.request("create_program", {"id": "agent", "signature": "question -> answer",
-                                              "program_type": "react", "tools": tools}, timeout=30)
+def test_unknown_or_malformed_tools_are_refused(refusing_worker: Any, tools: Any, text: str) -> None:
+    reply = refusing_worker.request("create_program", {"id": "agent", "signature": "question -> answer",
+                                                       "program_type": "react", "tools": tools}, timeout=30)
     assert reply["success"] is False and reply["error_type"] == "invalid_arguments" and text in reply["error"], reply
 
 
+@pytest.mark.slow
 def test_program_data_of_a_react_program_rebuilds_its_tools_elsewhere(worker: Any, spawn_worker: Any,
                                                                       lm_args: dict[str, str]) -> None:
     data = ok(worker.request("create_program", {"id": "agent", "signature": "question -> answer",

@@ -26,6 +26,15 @@ def worker(spawn_worker: Callable[..., WorkerClient], runtime: Path) -> WorkerCl
     return client
 
 
+@pytest.fixture(scope="module")
+def refusing_worker(module_spawn: Callable[..., WorkerClient], tmp_path_factory: pytest.TempPathFactory) -> WorkerClient:
+    """One worker for all the refused targets: a refusal makes no reference."""
+    runtime = tmp_path_factory.mktemp("python-refusals")
+    client = module_spawn(env=worker_env(DSPEX_ALLOW=ALLOW, XDG_RUNTIME_DIR=str(runtime)))
+    assert ok(client.request("ping"))["status"] == "ok"
+    return client
+
+
 def call(worker: WorkerClient, target: Any, *args: Any, session: str = "s1", **extra: Any) -> dict[str, Any]:
     return worker.request("python.call", {"target": target, "args": list(args), "session_id": session, **extra})
 
@@ -125,8 +134,8 @@ REFUSED = [
 
 
 @pytest.mark.parametrize(("target", "fragment"), REFUSED)
-def test_refused_targets_answer_not_allowed(worker: WorkerClient, target: str, fragment: str) -> None:
-    for reply in (call(worker, target), worker.request("python.get", {"target": target})):
+def test_refused_targets_answer_not_allowed(refusing_worker: WorkerClient, target: str, fragment: str) -> None:
+    for reply in (call(refusing_worker, target), refusing_worker.request("python.get", {"target": target})):
         assert reply["success"] is False and reply["error_type"] == "not_allowed", reply
         assert fragment in reply["error"], reply
 
