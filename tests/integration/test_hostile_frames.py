@@ -63,15 +63,15 @@ def test_an_id_too_long_to_salvage_is_dropped_and_counted(spawn_worker: Callable
     assert stats["error_count"] >= 1
 
 
-@pytest.mark.parametrize("request_id", [1180591620717411303425, 18446744073709551616, -9223372036854775809,
-                                        18446744073709551615, -9223372036854775808])
-@pytest.mark.parametrize("command", ["ping", "get_stats", "no_such_command", "list_programs"])
 @pytest.fixture(scope="module")
 def hostile_target(module_spawn: Callable[..., WorkerClient]) -> WorkerClient:
     """One worker takes every odd id in turn (and must still serve after all of them)."""
     return module_spawn("--no-warm")
 
 
+@pytest.mark.parametrize("request_id", [1180591620717411303425, 18446744073709551616, -9223372036854775809,
+                                        18446744073709551615, -9223372036854775808])
+@pytest.mark.parametrize("command", ["ping", "get_stats", "no_such_command", "list_programs"])
 def test_ids_beyond_64_bits_are_echoed_as_sent(hostile_target: WorkerClient, request_id: int, command: str) -> None:
     worker = hostile_target
     future = worker.expect(request_id)
