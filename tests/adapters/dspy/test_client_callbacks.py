@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from fixtures import PLUGINS, ok, sample_tools_worker, worker_env
+from fixtures import ok, sample_tools_worker
 from openai_server import value_for
 
 LOOKUP = {"name": "lookup", "description": "Finds a row by its text.", "handler": "client",
@@ -21,10 +21,9 @@ COUNT = {"name": "count_words", "description": "Counts words.", "handler": "clie
 
 
 @pytest.fixture
-def worker(spawn_worker: Any, lm_args: dict[str, str]) -> Any:
-    client = spawn_worker("--plugin", "sample_tools", env=worker_env(PLUGINS))
-    ok(client.request("configure_lm", {**lm_args, "model": f"openai/cb-{uuid.uuid4().hex[:8]}"}, timeout=60))
-    return client
+def worker(spawn_worker: Any, openai_server: Any) -> Any:
+    """A fresh worker per test, its LM a model name of the test's own."""
+    return sample_tools_worker(spawn_worker, openai_server, f"openai/cb-{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture(scope="module")

@@ -19,10 +19,9 @@ from openai_server import LocalOpenAIServer, value_for
 
 
 @pytest.fixture
-def worker(spawn_worker: Any, lm_args: dict[str, str]) -> Any:
-    client = spawn_worker("--plugin", "sample_tools", env=worker_env(PLUGINS))
-    ok(client.request("configure_lm", {**lm_args, "model": f"openai/tools-{uuid.uuid4().hex[:8]}"}, timeout=60))
-    return client
+def worker(spawn_worker: Any, openai_server: Any) -> Any:
+    """A fresh worker per test, its LM a model name of the test's own."""
+    return sample_tools_worker(spawn_worker, openai_server, f"openai/tools-{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture(scope="module")
