@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .context import OnceReply
-from .errors import BridgeError
+from .errors import BridgeError, Overloaded
 
 log = logging.getLogger("dspex.engine")
 
@@ -33,7 +33,7 @@ class BackgroundCommands:
 
     # What the engine provides (declared for readers and type checkers).
     registry: Any
-    adapters: list[Any]
+    config: Any
     _idle: threading.Condition
     _accepted: set[OnceReply]
     submit: Callable[..., bool]
@@ -55,7 +55,8 @@ class BackgroundCommands:
         return self._commands_ready.is_set()
 
     def _hold(self, request: Any, send: Send) -> bool:
-        """Holds a request that needs the full registry; False once it is there."""
+        """Holds a request that needs the full registry (or refuses it, past the engine's
+        queue bound); False once the registry is there and the request may go on."""
         with self._held_lock:
             if self._commands_ready.is_set():
                 return False
@@ -63,10 +64,21 @@ class BackgroundCommands:
             command = request.get("command") if type(request) is dict else None
             once = OnceReply(request_id, send, command if type(command) is str else "", "")
             with self._idle:
-                self._accepted.add(once)
-            # Whether it came before a drain began: such requests run, later ones are refused.
-            self._held.append((request, once, not self.shutting_down.is_set()))
-            return True
+                # Held requests count toward the same bound as queued ones: a client must not
+                # grow the list without limit while the commands load.
+                overloaded = len(self._accepted) >= self.config.max_queued
+                if not overloaded:
+                    self._accepted.add(once)
+            if not overloaded:
+                # Whether it came before a drain began: such requests run, later ones are refused.
+                self._held.append((request, once, not self.shutting_down.is_set()))
+                return True
+        self._reply_error(request_id, self.overloaded_error(), once)  # type: ignore[attr-defined]
+        return True
+
+    def overloaded_error(self) -> Overloaded:
+        """The refusal of a request beyond `EngineConfig.max_queued` (held or queued)."""
+        return Overloaded(f"{self.config.max_queued} requests are already queued; retry later")
 
     def load_commands(self) -> None:
         """Builds the full registry, then dispatches the held requests in arrival order.
@@ -78,8 +90,7 @@ class BackgroundCommands:
         try:
             self.registry = self._build_full_registry()
         except BaseException as exc:
-            self._fail_held(BridgeError(f"The worker could not load its commands: "
-                                                f"{type(exc).__name__}: {exc}"))
+            self._fail_held(BridgeError(f"The worker could not load its commands: {type(exc).__name__}: {exc}"))
             raise
         while True:
             with self._held_lock:

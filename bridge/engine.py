@@ -19,7 +19,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import BridgeError, InvalidRequest, Overloaded, ShuttingDown
+from .errors import BridgeError, InvalidRequest, ShuttingDown
 from .redact import holds_known_secret, remember_environment_secrets
 from .registry import REGISTRY, STREAMS, CommandSpec, Registry
 from .context import Context, Inflight, OnceReply, session_of
@@ -205,8 +205,7 @@ class Engine(FrameIntake, twoway.TwoWayReplies, Lifecycle, BackgroundCommands):
                 if not overloaded:
                     self._accepted.add(once)
         if overloaded:
-            self._reply_error(request_id, Overloaded(
-                f"{self.config.max_queued} requests are already queued; retry later"), send)
+            self._reply_error(request_id, self.overloaded_error(), send)
             return False
         if options.deadline_ms is not None:
             self.deadlines.add(once, options.deadline_ms)

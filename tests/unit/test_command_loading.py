@@ -120,6 +120,24 @@ def test_requests_arriving_while_held_ones_are_dispatched_come_after_them(gate: 
     engine.close()
 
 
+def test_held_requests_are_bounded_like_queued_ones(gate: threading.Event) -> None:
+    # A client flooding a worker whose commands still load gets `overloaded`, not a list
+    # that grows without limit.
+    engine = Engine(EngineConfig(background_commands=True, max_queued=3), registry=Registry(),
+                    adapters=[GatedAdapter(gate)])
+    replies = Replies()
+    for n in range(5):
+        engine.submit_frame(frame(n, "note_order", n=n), replies)
+    refused = replies.wait_for(2)
+    assert [f["id"] for f in refused] == [3, 4] and {f["error_type"] for f in refused} == {"overloaded"}
+    gate.set()
+    load_now(engine)
+    by_id = {f["id"]: f for f in replies.wait_for(5)}
+    assert RUN_ORDER == [0, 1, 2] and all(by_id[n]["success"] for n in range(3))
+    assert engine.wait_idle(5)
+    engine.close()
+
+
 def test_a_drain_that_gives_up_answers_held_requests_exactly_once(gate: threading.Event) -> None:
     engine = background_engine(gate)
     replies = Replies()

@@ -11,25 +11,13 @@ from typing import Any
 
 import pytest
 
-from fixtures import ok, sample_tools_worker
+from fixtures import ok
 from openai_server import value_for
 
 LOOKUP = {"name": "lookup", "description": "Finds a row by its text.", "handler": "client",
           "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}}
 COUNT = {"name": "count_words", "description": "Counts words.", "handler": "client",
          "parameters": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}}
-
-
-@pytest.fixture
-def worker(spawn_worker: Any, openai_server: Any) -> Any:
-    """A fresh worker per test, its LM a model name of the test's own."""
-    return sample_tools_worker(spawn_worker, openai_server, f"openai/cb-{uuid.uuid4().hex[:8]}")
-
-
-@pytest.fixture(scope="module")
-def refusing_worker(module_spawn: Any, openai_server: Any) -> Any:
-    """One worker for all the refused declarations: a refusal creates nothing."""
-    return sample_tools_worker(module_spawn, openai_server, "openai/cb-refusals")
 
 
 def answer_callbacks(worker: Any, answer: Callable[[dict[str, Any]], dict[str, Any] | None]) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from fixtures import PLUGINS, ok, sample_tools_worker, worker_env
+from fixtures import PLUGINS, ok, worker_env
 from openai_server import LocalOpenAIServer, value_for
 
 SIGNATURE = "question -> answer"
@@ -44,12 +44,6 @@ def worker(spawn_worker: Any, lm: dict[str, str]) -> Any:
     client = spawn_worker("--plugin", "sample_tools", env=worker_env(PLUGINS))
     ok(client.request("configure_lm", lm, timeout=60))
     return client
-
-
-@pytest.fixture(scope="module")
-def refusing_worker(module_spawn: Any, openai_server: LocalOpenAIServer) -> Any:
-    """One worker for all the refused create_program calls: a refusal leaves it empty."""
-    return sample_tools_worker(module_spawn, openai_server, "openai/modules-refusals")
 
 
 def create(worker: Any, program_type: str, **extra: Any) -> dict[str, Any]:

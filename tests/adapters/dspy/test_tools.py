@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -14,20 +13,8 @@ import pytest
 
 from bridge.adapters.dspy.tools import ToolRegistry, tool
 from doc_examples import doc_test
-from fixtures import PLUGINS, ROOT, ok, sample_tools_worker, worker_env
-from openai_server import LocalOpenAIServer, value_for
-
-
-@pytest.fixture
-def worker(spawn_worker: Any, openai_server: Any) -> Any:
-    """A fresh worker per test, its LM a model name of the test's own."""
-    return sample_tools_worker(spawn_worker, openai_server, f"openai/tools-{uuid.uuid4().hex[:8]}")
-
-
-@pytest.fixture(scope="module")
-def refusing_worker(module_spawn: Any, openai_server: LocalOpenAIServer) -> Any:
-    """One worker for all the refused tool lists: a refusal creates nothing."""
-    return sample_tools_worker(module_spawn, openai_server, "openai/tools-refusals")
+from fixtures import PLUGINS, ROOT, ok, worker_env
+from openai_server import value_for
 
 
 def react(worker: Any, tools: list[str], question: str = "hello world", **extra: Any) -> dict[str, Any]:
