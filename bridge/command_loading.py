@@ -22,6 +22,7 @@ from typing import Any
 
 from .context import OnceReply
 from .errors import BridgeError, Overloaded
+from .system import stop_signals_left_to_the_main_thread
 
 log = logging.getLogger("dspex.engine")
 
@@ -88,7 +89,8 @@ class BackgroundCommands:
         if self._commands_ready.is_set():
             return
         try:
-            self.registry = self._build_full_registry()
+            with stop_signals_left_to_the_main_thread():  # imports only; dispatch comes after
+                self.registry = self._build_full_registry()
         except BaseException as exc:
             self._fail_held(BridgeError(f"The worker could not load its commands: {type(exc).__name__}: {exc}"))
             raise

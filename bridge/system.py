@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
 import resource
 import sys
+from collections.abc import Iterator
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -50,3 +52,32 @@ def versions() -> dict[str, str | None]:
     from . import __version__
 
     return {"dspex": __version__, "dspy": version_of("dspy"), "python": platform.python_version()}
+
+
+# The signals `dspex serve` ends on (its handlers run on the main thread, which reads frames).
+STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
+
+
+@contextlib.contextmanager
+def stop_signals_left_to_the_main_thread() -> Iterator[None]:
+    """Blocks the stop signals in this thread while the block runs.
+
+    Linux hands a process's signal to any thread that does not block it, often a busy one.
+    Python then only notes it, and its handler waits for the main thread to run bytecode:
+    while that thread sits in `readv` on a quiet port, a second SIGTERM ("now") would wait
+    for the next frame. A background import (seconds of CPU) is the likeliest taker, so it
+    refuses them. Only around work that starts no thread or process: those would inherit
+    the blocked mask.
+    """
+    import signal
+
+    numbers = {getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name)}
+    try:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, numbers)
+    except (AttributeError, OSError, ValueError):  # no pthread_sigmask here: nothing to keep
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -112,7 +112,8 @@ def test_requests_arriving_while_held_ones_are_dispatched_come_after_them(gate: 
     gate.set()
     loader = engine.load_commands_in_background(threading.Event(), 0, on_failure=lambda exc: None)
     n = 50
-    while loader.is_alive() or n < 60:  # new arrivals race the dispatch of the held ones
+    # New arrivals race the dispatch of the held ones (kept under the queue bound).
+    while (loader.is_alive() and n < 5_000) or n < 60:
         engine.submit_frame(frame(n, "note_order", n=n), replies)
         n += 1
     replies.wait_for(n)
@@ -190,4 +191,26 @@ def test_an_in_process_engine_has_every_command_at_once(gate: threading.Event) -
     assert engine.commands_loaded and engine.registry.find("note_order") is not None
     assert isinstance(engine.call("note_order", {"n": 7}), dict) and RUN_ORDER == [7]
     engine.close()
+
+
+def test_a_background_import_leaves_stop_signals_to_the_main_thread() -> None:
+    # Linux gives a process's SIGTERM to any thread not blocking it; one busy importing would
+    # leave the main thread, asleep in readv, unaware of a second ("now") SIGTERM.
+    import signal
+
+    from bridge.system import stop_signals_left_to_the_main_thread
+
+    seen: list[set[int]] = []
+
+    def importing() -> None:
+        with stop_signals_left_to_the_main_thread():
+            seen.append(set(signal.pthread_sigmask(signal.SIG_BLOCK, set())))
+        seen.append(set(signal.pthread_sigmask(signal.SIG_BLOCK, set())))
+
+    thread = threading.Thread(target=importing)
+    thread.start()
+    thread.join(5)
+    stops = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+    assert stops <= seen[0] and not stops & seen[1]
+    assert not stops & set(signal.pthread_sigmask(signal.SIG_BLOCK, set()))  # this thread untouched
 

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+from ...system import stop_signals_left_to_the_main_thread
+
 __all__ = ["DSPyUnavailableError", "dspy_available", "is_loaded", "load_dspy", "warm_in_background"]
 
 logger = logging.getLogger("dspex.dspy_loader")
@@ -200,7 +202,8 @@ def _warm(last_activity: Callable[[], float] | None) -> None:
     if yielding is not None:
         sys.meta_path.insert(0, yielding)
     try:
-        load_dspy()
+        with stop_signals_left_to_the_main_thread():
+            load_dspy()
     except Exception:  # the request that needs DSPy reports it; a warm-up must not crash
         logger.warning("background import of dspy failed", exc_info=True)
         return
