@@ -39,6 +39,11 @@ class Adapter:
 
     #: Unique name; also the key of its slot in every session.
     name: str = "adapter"
+    #: True promises that `ping_fields()` returns the same until the adapter calls
+    #: `engine.ping_fields_changed()` (the engine is given in `bind`). The engine then asks
+    #: once per change and answers pings from that result (bridge.ping_reply); an adapter
+    #: that adds fields without this promise has `ping_fields()` called on every ping.
+    announces_ping_changes: bool = False
 
     def commands(self) -> Iterable[CommandSpec]:
         """The commands this adapter serves (flat names, as the wire contract has them)."""
@@ -82,16 +87,6 @@ class Adapter:
     def ping_fields(self) -> dict[str, Any]:
         """Fields added to every `ping` reply. Must be cheap: pings are frequent."""
         return {}
-
-    def ping_fields_version(self) -> int | None:
-        """A number that changes whenever `ping_fields` would return something else, or
-        None (the default) for fields that may change at any call.
-
-        When every adapter that adds ping fields gives a number, the engine encodes those
-        fields once per combination of numbers and answers pings from that template
-        (bridge.ping_reply) instead of calling `ping_fields` and encoding each reply.
-        """
-        return None
 
     def stats_fields(self, states: list[Any]) -> dict[str, Any]:
         """Fields added to `get_stats` (given every session's slot)."""

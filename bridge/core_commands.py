@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from operator import call as _call
 from typing import Any
-
-import orjson
 
 from .adapter import session_states
 from .engine import Context
@@ -22,9 +19,6 @@ from .system import memory_usage
 from .wire.messages import short_repr
 
 COMMANDS = Registry()
-_dumps = orjson.dumps
-_time = time.time
-_monotonic = time.monotonic
 
 
 def _from_adapters(engine: Any, hook: Callable[[Any, list[Any]], dict[str, Any]],
@@ -55,80 +49,6 @@ def ping(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     for fields in engine.ping_field_sources:
         reply.update(fields())
     return reply
-
-
-class PingTemplate:
-    """A ping reply written by bytes concatenation instead of being built and encoded.
-
-    A ping's result is static except its `timestamp` and `uptime`: the status changes only
-    when a drain begins, mode and worker id never, and each adapter's fields only when its
-    `ping_fields_version()` changes. So the reply's static parts are made once per
-    combination of those, by calling the `ping` handler itself (the template cannot drift
-    from the handler) and encoding its result, and each ping fills in its id and two clock
-    readings. Health pings are the most frequent request of all.
-    """
-
-    __slots__ = ("_engine", "_shutting_down", "_started", "_versions", "_key", "_status", "_rest")
-
-    def __init__(self, engine: Any) -> None:
-        self._engine = engine
-        self._shutting_down = engine.shutting_down.is_set
-        self._started = engine.started
-        from .adapter import Adapter
-
-        # Only adapters that add fields can change them (the engine's ping_field_sources).
-        self._versions = tuple(adapter.ping_fields_version for adapter in engine.adapters
-                               if type(adapter).ping_fields is not Adapter.ping_fields)
-        self._key: tuple[Any, ...] | None = None
-        self._status: bytes | None = None  # up to the result's timestamp value
-        self._rest: bytes | None = None  # after the uptime value, up to the reply's timestamp
-
-    def encoded(self, request_id: Any) -> bytes | None:
-        """The reply to a ping with this id (an int or str), or None when only the generic
-        path can answer it: an adapter whose fields are not versioned, a result that plain
-        orjson cannot encode, a handler that fails (its error reply is the generic path's),
-        an id orjson cannot write (an integer beyond 64 bits, a string with lone surrogates)."""
-        # map, not a comprehension: on Python 3.11 a comprehension is a function call of its own.
-        key = (self._shutting_down(), *map(_call, self._versions))
-        if key != self._key:
-            if None in key or not self._build(key):
-                return None
-        status = self._status
-        if status is None:
-            return None
-        now = _time()
-        try:
-            # One orjson call writes the three values: Python's own float repr (and bytes
-            # %-formatting) cost four times as much. Floats never hold a comma, so the
-            # first two commas end the clock readings whatever the id is.
-            values = _dumps((now, _monotonic() - self._started, request_id))
-        except TypeError:
-            return None
-        first = values.index(b",")
-        second = values.index(b",", first + 1)
-        timestamp = values[1:first]
-        return b"".join((b'{"id":', values[second + 1:-1], status, timestamp, b',"uptime":',
-                         values[first + 1:second], self._rest, timestamp, b"}"))
-
-    def _build(self, key: tuple[Any, ...]) -> bool:
-        # The key is read before the handler runs, so the fields cached under it are at
-        # least as new as it: a change during the build shows up as a new key next time.
-        self._key, self._status, self._rest = key, None, None
-        try:
-            result = ping({}, Context(self._engine, 0, "ping", "anonymous"))
-            rest = dict(result)
-            status = rest.pop("status")
-            clock = (rest.pop("timestamp"), rest.pop("uptime"))
-            if list(result)[:3] != ["status", "timestamp", "uptime"] \
-                    or not all(type(value) is float for value in clock):
-                return False  # an adapter replaced the clock fields: not this template's shape
-            middle = _dumps(rest)[1:-1]
-            self._status = b',"success":true,"result":{"status":' + _dumps(status) + b',"timestamp":'
-        except Exception:
-            return False
-        # The reply's own timestamp is the result's clock reading: one reading, both fields.
-        self._rest = (b"," + middle if middle else b"") + b'},"timestamp":'
-        return True
 
 
 @command("get_stats", read_only=True, scheduling="inline", registry=COMMANDS, tags={REPORTS_STATS})

@@ -33,6 +33,7 @@ from . import twoway
 from .command_loading import BackgroundCommands
 from .intake import NOT_CANCELLABLE, FrameIntake
 from .lifecycle import Lifecycle
+from .ping_reply import AnnouncingEvent, PingTemplate
 from .twoway import Deferred, RequestContext, RequestOptions, request_options
 
 if TYPE_CHECKING:
@@ -115,7 +116,9 @@ class Engine(FrameIntake, twoway.TwoWayReplies, Lifecycle, BackgroundCommands):
         self.recent_lm_calls: deque[dict[str, Any]] = deque(maxlen=self.config.recent_lm_calls)
         # Replay installs this to answer LM calls from a cassette instead of the network.
         self.lm_responder: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
-        self.shutting_down = threading.Event()
+        # Every ping reports the drain, so its start and end refresh the ping cache.
+        self.ping_template = PingTemplate(self)
+        self.shutting_down = AnnouncingEvent(self.ping_template.changed)
         from .jobs import JobTable  # here, not at import: engine <- jobs <- context
 
         self.jobs = JobTable(self)
@@ -126,12 +129,11 @@ class Engine(FrameIntake, twoway.TwoWayReplies, Lifecycle, BackgroundCommands):
         self.on_shutdown: Callable[[], None] | None = None
         for adapter in self.adapters:
             adapter.bind(self)
-        from .core_commands import COMMANDS as CORE, PingTemplate
+        from .core_commands import COMMANDS as CORE
 
-        # The core's ping, answered from a template while adapters say their fields are
-        # unchanged (core_commands.PingTemplate); a registry always holds the core's spec.
+        # The core's ping, answered from the cached result while adapters' fields are
+        # unchanged (bridge.ping_reply); a registry always holds the core's spec.
         self._templated_ping = CORE.find("ping")
-        self.ping_template = PingTemplate(self)
 
     def adapter(self, name: str) -> Adapter:
         """The adapter of that name (KeyError when this engine has none)."""
@@ -146,6 +148,11 @@ class Engine(FrameIntake, twoway.TwoWayReplies, Lifecycle, BackgroundCommands):
 
         return tuple(adapter.ping_fields for adapter in self.adapters
                      if getattr(type(adapter), "ping_fields", None) is not Adapter.ping_fields)
+
+    def ping_fields_changed(self) -> None:
+        """An adapter's ping fields changed (see Adapter.announces_ping_changes): the next
+        ping asks for them again. Cheap, and safe from any thread."""
+        self.ping_template.changed()
 
     def warm(self) -> None:
         """Lets every adapter start its warm-up (background imports)."""

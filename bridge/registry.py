@@ -151,20 +151,11 @@ class Registry:
     def __init__(self) -> None:
         self._specs: dict[str, CommandSpec] = {}
         self._aliases: dict[str, str] = {}
-        self._fast: dict[str, CommandSpec] | None = None
-
-    def fast_inline(self) -> dict[str, CommandSpec]:
-        """Name (and alias) → spec of inline commands without constrained arguments.
-
-        The engine answers these straight from the decoded frame (health pings are the
-        most frequent request of all); rebuilt whenever a command is registered.
-        """
-        fast = self._fast
-        if fast is None:
-            fast = self._fast = {name: self._specs[canonical] for name, canonical in self._aliases.items()
-                                 if self._specs[canonical].scheduling == "inline"
-                                 and not self._specs[canonical].validated}
-        return fast
+        # Name (and alias) -> spec of inline commands without constrained arguments: the
+        # engine answers these straight from the decoded frame (health pings are the most
+        # frequent request of all). One dict kept up to date in place, so the engine binds
+        # it once and looks a command up without a method call.
+        self.fast_inline: dict[str, CommandSpec] = {}
 
     def add(self, spec: CommandSpec) -> CommandSpec:
         if spec.scheduling not in _SCHEDULING:
@@ -175,7 +166,12 @@ class Registry:
                 raise ValueError(f"command {name!r} is already registered")
             self._aliases[name] = spec.name
         self._specs[spec.name] = spec
-        self._fast = None
+        fast = spec.scheduling == "inline" and not spec.validated
+        for name in (spec.name, *spec.aliases):
+            if fast:
+                self.fast_inline[name] = spec
+            else:
+                self.fast_inline.pop(name, None)
         return spec
 
     def find(self, name: str) -> CommandSpec | None:

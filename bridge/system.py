@@ -64,7 +64,7 @@ def stop_signals_left_to_the_main_thread() -> Iterator[None]:
 
     Linux hands a process's signal to any thread that does not block it, often a busy one.
     Python then only notes it, and its handler waits for the main thread to run bytecode:
-    while that thread sits in `readv` on a quiet port, a second SIGTERM ("now") would wait
+    while that thread sits in `read` on a quiet port, a second SIGTERM ("now") would wait
     for the next frame. A background import (seconds of CPU) is the likeliest taker, so it
     refuses them. Only around work that starts no thread or process: those would inherit
     the blocked mask.

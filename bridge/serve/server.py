@@ -21,7 +21,7 @@ from typing import Any
 
 from ..engine import Engine, EngineConfig
 from ..errors import FrameTooLarge, ShuttingDown, TruncatedFrame
-from ..wire.framing import FrameReader, Oversized, header, pack_many, write_all
+from ..wire.framing import FrameReader, Oversized, header, pack_many, unpack_length, write_all
 from .config import ServeConfig
 
 log = logging.getLogger("dspex.serve")
@@ -30,8 +30,12 @@ log = logging.getLogger("dspex.serve")
 EOF_GRACE_SECONDS = 0.5
 # How long a worker that gets no request waits before it opens its control socket anyway.
 CONTROL_START_DELAY = 0.5
-# Bytes read from the port per system call.
-READ_CHUNK = 1 << 20
+# Bytes read from the port per system call: a pipe holds 64 KiB, so a read never returns
+# more. (A fresh bytes object per read is cheaper for a lone ping than a reused buffer
+# read with readv, and this size stays below malloc's mmap threshold.)
+READ_CHUNK = 1 << 16
+# How long exit() waits for the reader to finish the read it is handling.
+EXIT_WAIT_FOR_READER = 1.0
 
 
 class UnknownAdapter(ValueError):
@@ -103,9 +107,14 @@ class Server:
         # burst of pipelined pings) are collected here and written with a single syscall.
         self._batch: list[bytes] | None = None
         self._reader_ident = 0
-        # Held by the reader while it works through one read; exit() takes it so a batch
-        # in the making (a shutdown reply among pipelined frames) is written, not lost.
-        self._chunk_lock = threading.RLock()
+        # The reader's handshake with exit(), instead of a lock taken for every read (a
+        # lock costs a lone ping a tenth of its time): `_handling` while the reader works
+        # through one read, `_exiting` once exit() has begun. With the interpreter's
+        # ordering of attribute writes, each side writes its own flag and then reads the
+        # other's, so a batch in the making (a shutdown reply among pipelined frames) is
+        # written before the exit hooks run, and nothing is written after them.
+        self._handling = False
+        self._exiting = False
         # Observers of the byte streams (the recorder): called once per read and once per
         # write, so their cost does not grow with frames. The kind says what `data` is:
         # b"i"/b"o" one frame's payload, b"I"/b"O" framed bytes as they crossed the pipe.
@@ -123,8 +132,12 @@ class Server:
         """One reply frame, header and payload in one write. The reply channel of a
         request that arrived alone: no batch can be open for it (see run)."""
         data = header(len(payload)) + payload
+        lock = self._write_lock
         try:
-            with self._write_lock:
+            # acquire/release rather than `with`: the context manager protocol costs a
+            # lone ping three times as much.
+            lock.acquire()
+            try:
                 if self.stream_taps:  # inside the lock: the stream is recorded in write order
                     now = time.monotonic()
                     for tap in self.stream_taps:
@@ -133,6 +146,8 @@ class Server:
                 written = os.write(self.protocol_fd, data)
                 if written != len(data):
                     write_all(self.protocol_fd, data[written:])
+            finally:
+                lock.release()
         except OSError as exc:  # the reader of our replies is gone
             log.warning("cannot write reply (%s); exiting", exc)
             self.exit(0)
@@ -170,52 +185,48 @@ class Server:
         warm = self.config.warm
         first_answered = False
         engine = self.engine
-        # One reused buffer: os.read(fd, 1 MiB) would mmap, shrink and unmap a fresh
-        # megabyte on every read, three syscalls and a page fault per ping.
-        read_buffer = bytearray(READ_CHUNK)
-        read_view = memoryview(read_buffer)
         write_frame = self._write_frame
-        chunk_lock = self._chunk_lock
         limit = reader.max_frame_size
+        input_fd = self.input_fd
         while True:
             try:
-                count = os.readv(self.input_fd, [read_buffer])
+                data = os.read(input_fd, READ_CHUNK)
             except OSError as exc:
                 log.warning("reading input failed: %s", exc)
-                count = 0
-            if not count:
+                data = b""
+            if not data:
                 break
+            count = len(data)
             taps = self.stream_taps
-            # The header read byte by byte: on a megabyte bytearray, struct's unpack_from
-            # costs more than the four index operations.
-            if count > 4 and not reader.pending and (
-                    read_buffer[0] << 24 | read_buffer[1] << 16 | read_buffer[2] << 8 | read_buffer[3]) \
-                    == count - 4 <= limit:
+            # Marked busy before anything is handled, then checked: exit() marks itself
+            # first and then waits while the reader is busy (see exit), so either this
+            # read is never handled or exit waits until its replies are written.
+            self._handling = True
+            if self._exiting:
+                self._handling = False
+                self._exit_lock.acquire()  # exit() holds it until the process ends
+            if count > 4 and not reader.pending and unpack_length(data)[0] == count - 4 <= limit:
                 # The read holds exactly one whole frame (a lone request, e.g. a health
                 # ping): skip the incremental parser, a sizeable share of a ping's cost.
                 # No batch is open, so replies go straight to the pipe (write_frame).
-                # Under the chunk lock all the same: exit() must not run its hooks (the
-                # recorder's close) while an inline reply such as shutdown's is being sent.
-                payload = bytes(read_view[4:count])
+                payload = data[4:]
                 if taps:
                     now = time.monotonic()
                     for tap in taps:
                         tap(b"i", payload, now)
-                with chunk_lock:
-                    engine.submit_frame(payload, write_frame)
+                engine.submit_frame(payload, write_frame)
             else:
                 if taps:  # before dispatch: no reply may be recorded ahead of its request
                     now = time.monotonic()
-                    chunk = bytes(read_view[:count])
                     for tap in taps:
-                        tap(b"I", chunk, now)
-                frames = reader.feed(read_view[:count])
-                with chunk_lock:
-                    self._batch = []
-                    try:
-                        self._dispatch(frames, limit)
-                    finally:
-                        self._flush_batch()
+                        tap(b"I", data, now)
+                frames = reader.feed(data)
+                self._batch = []
+                try:
+                    self._dispatch(frames, limit)
+                finally:
+                    self._flush_batch()
+            self._handling = False
             if not first_answered:
                 # Adapters warm up (DSPy imports in the background) and the control socket
                 # opens only after the first request is answered, so the first ping never
@@ -265,7 +276,12 @@ class Server:
     def exit(self, code: int) -> None:
         """Leaves at once, without waiting for pool threads stuck in LM calls."""
         with self._exit_lock:
-            if self._chunk_lock.acquire(timeout=1.0):
+            self._exiting = True
+            if threading.get_ident() != self._reader_ident:
+                deadline = time.monotonic() + EXIT_WAIT_FOR_READER
+                while self._handling and time.monotonic() < deadline:
+                    time.sleep(0.001)
+            if not self._handling or threading.get_ident() == self._reader_ident:
                 self._flush_batch()  # replies already made must not be lost
             for hook in self.exit_hooks:
                 try:

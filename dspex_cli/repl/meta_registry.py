@@ -191,7 +191,7 @@ class MetaRegistry(Registry):
             return
         for alias in (spec.name, *spec.aliases):
             self._aliases.pop(alias, None)
-        self._fast = None
+            self.fast_inline.pop(alias, None)
 
     def run(self, ctx: MetaContext, name: str, argument: str) -> None:
         self.lookup(name).handler(ctx, argument)  # type: ignore[arg-type]

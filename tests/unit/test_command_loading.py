@@ -195,7 +195,7 @@ def test_an_in_process_engine_has_every_command_at_once(gate: threading.Event) -
 
 def test_a_background_import_leaves_stop_signals_to_the_main_thread() -> None:
     # Linux gives a process's SIGTERM to any thread not blocking it; one busy importing would
-    # leave the main thread, asleep in readv, unaware of a second ("now") SIGTERM.
+    # leave the main thread, asleep in read, unaware of a second ("now") SIGTERM.
     import signal
 
     from bridge.system import stop_signals_left_to_the_main_thread

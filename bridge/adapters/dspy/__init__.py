@@ -21,7 +21,7 @@ from ...errors import BridgeError
 from ...redact import REDACTED, scrub_text
 from ...registry import CommandSpec
 from .errors import ERROR_TYPES
-from .loader import dspy_available, is_loaded, warm_in_background
+from .loader import dspy_available, is_loaded, warm_in_background, when_loaded
 
 if TYPE_CHECKING:
     from ...engine import Context, Engine
@@ -46,11 +46,12 @@ class DSPyAdapter(Adapter):
     """Programs per session, the session's LM, and the worker's default LM."""
 
     name = "dspy"
+    # What ping reports moves only with the default LM and the background import's end,
+    # and both announce it (default_lm, bind).
+    announces_ping_changes = True
 
     def __init__(self) -> None:
         self.engine: Engine | None = None
-        # Counts changes of what ping_fields reports besides dspy_loaded (see default_lm).
-        self._lm_changes = 0
         self._default_lm: LMHandle | None = None
         # The worker's own LM from `dspex serve --lm` / DSPEX_LM; reset_state returns to it.
         self.startup_lm: LMHandle | None = None
@@ -62,12 +63,16 @@ class DSPyAdapter(Adapter):
 
     @default_lm.setter
     def default_lm(self, handle: LMHandle | None) -> None:
-        # Set after the handle so a ping that sees the new version sees the new LM too.
         self._default_lm = handle
-        self._lm_changes += 1
+        self._ping_fields_changed()
 
     def bind(self, engine: Engine) -> None:
         self.engine = engine
+        when_loaded(self._ping_fields_changed)  # dspy_loaded turns true
+
+    def _ping_fields_changed(self) -> None:
+        if self.engine is not None:
+            self.engine.ping_fields_changed()
 
     def commands(self) -> Iterable[CommandSpec]:
         import importlib
@@ -163,11 +168,6 @@ class DSPyAdapter(Adapter):
             "gemini_available": gemini_available(),
             **self._lm_model(),
         }
-
-    def ping_fields_version(self) -> int:
-        # dspy_available and gemini_available are cached for the worker's life; what moves
-        # is the background import's end (once) and the default LM (each assignment).
-        return self._lm_changes * 2 + is_loaded()
 
     def stats_fields(self, states: list[DSPySession]) -> dict[str, Any]:
         return {"programs_count": sum(len(state.programs) for state in states),

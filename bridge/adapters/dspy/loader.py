@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -88,6 +89,13 @@ def load_dspy() -> ModuleType:
 
 
 def _import_locked() -> ModuleType:
+    module = _import_once()
+    if _loaded_callbacks:
+        _announce_loaded()  # outside the import lock: callbacks take locks of their own
+    return module
+
+
+def _import_once() -> ModuleType:
     global _dspy
     with _lock:
         if _dspy is not None:
@@ -132,6 +140,39 @@ def _bound_global_history(dspy: ModuleType) -> None:
     if isinstance(getattr(base_lm, "MAX_HISTORY_SIZE", None), int):
         base_lm.MAX_HISTORY_SIZE = min(base_lm.MAX_HISTORY_SIZE, HISTORY_KEPT)
         del base_lm.GLOBAL_HISTORY[:-HISTORY_KEPT]
+
+
+# Called once DSPy is imported (a ping reports it). Bound methods are held weakly: an engine
+# built and dropped before the import (tests build hundreds) is not kept alive by this.
+_loaded_callbacks: list[weakref.WeakMethod[Callable[[], None]]] = []
+_callbacks_lock = threading.Lock()
+
+
+def when_loaded(callback: Callable[[], None]) -> None:
+    """Calls the bound method `callback` once DSPy has been imported: from the importing
+    thread, or at once if it already is. Failures are logged, never raised into the import."""
+    with _callbacks_lock:
+        if _dspy is None:
+            _loaded_callbacks[:] = [ref for ref in _loaded_callbacks if ref() is not None]
+            _loaded_callbacks.append(weakref.WeakMethod(callback))  # type: ignore[arg-type]
+            return
+    _call_quietly(callback)
+
+
+def _announce_loaded() -> None:
+    with _callbacks_lock:
+        callbacks = [ref() for ref in _loaded_callbacks]
+        _loaded_callbacks.clear()
+    for callback in callbacks:
+        if callback is not None:
+            _call_quietly(callback)
+
+
+def _call_quietly(callback: Callable[[], None]) -> None:
+    try:
+        callback()
+    except Exception:
+        logger.warning("a callback on DSPy's import failed", exc_info=True)
 
 
 def is_loaded() -> bool:
