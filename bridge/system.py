@@ -69,15 +69,15 @@ def stop_signals_left_to_the_main_thread() -> Iterator[None]:
     refuses them. Only around work that starts no thread or process: those would inherit
     the blocked mask.
     """
-    import signal
+    import _signal  # not `signal`: its enums cost milliseconds of a worker's start-up
 
-    numbers = {getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name)}
+    numbers = {getattr(_signal, name) for name in STOP_SIGNALS if hasattr(_signal, name)}
     try:
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, numbers)
+        previous = _signal.pthread_sigmask(_signal.SIG_BLOCK, numbers)
     except (AttributeError, OSError, ValueError):  # no pthread_sigmask here: nothing to keep
         yield
         return
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, previous)

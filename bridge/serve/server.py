@@ -9,10 +9,10 @@ of the parent all lead to a drained, prompt exit.
 
 from __future__ import annotations
 
+import _signal  # the C module: `signal` builds its enums at import, a tenth of the start-up
 import importlib
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -34,6 +34,8 @@ CONTROL_START_DELAY = 0.5
 # more. (A fresh bytes object per read is cheaper for a lone ping than a reused buffer
 # read with readv, and this size stays below malloc's mmap threshold.)
 READ_CHUNK = 1 << 16
+# The signals that drain the worker, by number (the reason a log line gives).
+STOP_SIGNAL_NAMES = {_signal.SIGTERM: "SIGTERM", _signal.SIGINT: "SIGINT", _signal.SIGHUP: "SIGHUP"}
 # How long exit() waits for the reader to finish the read it is handling.
 EXIT_WAIT_FOR_READER = 1.0
 
@@ -296,10 +298,10 @@ class Server:
             self._signals += 1
             if self._signals > 1:
                 os._exit(1)  # the second signal means now
-            self.begin_drain(signal.Signals(signum).name)
+            self.begin_drain(STOP_SIGNAL_NAMES.get(signum, f"signal {signum}"))
 
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, on_signal)
+        for number in STOP_SIGNAL_NAMES:
+            _signal.signal(number, on_signal)
 
     def _watch_parent(self) -> None:
         """Exits when the parent dies, even if our stdin was inherited elsewhere."""

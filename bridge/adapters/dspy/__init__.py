@@ -99,7 +99,11 @@ class DSPyAdapter(Adapter):
         return self.default_lm
 
     def configure_from_serve(self, options: dict[str, Any]) -> None:
-        if options.get("max_async"):
+        from ...serve.config import DEFAULT_MAX_ASYNC
+
+        # The lane's module loads with the first request that needs it, not at start-up,
+        # unless its limit was changed.
+        if options.get("max_async") and options["max_async"] != DEFAULT_MAX_ASYNC:
             from .async_lane import LANE
 
             LANE.set_limit(int(options["max_async"]))

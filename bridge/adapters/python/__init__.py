@@ -11,27 +11,53 @@ reply, so a worker that does not use it answers byte for byte as before.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ...adapter import Adapter, AdapterView
 from ...errors import BridgeError
 from ...registry import CommandSpec
-from .allow import HOW_TO_ENABLE, AllowList
 from .errors import ERROR_TYPES, NotAllowed
-from .refs import Counter, RefTable
 
 if TYPE_CHECKING:
     from ...engine import Engine
+    from .allow import AllowList
+    from .refs import Counter
 
 GENERATED_REF_ID = re.compile(r"^r-[0-9a-f]{16}$")
+_counter_lock = threading.Lock()
 
 
 class PythonSession:
     """What one session holds: its references."""
 
     def __init__(self, worker: Counter) -> None:
+        from .refs import RefTable
+
         self.refs = RefTable(worker)
+
+
+class _NothingAllowed:
+    """The allow-list of a worker that enables nothing (the default): falsy, no entries.
+    Stands in for an AllowList so that the allow-list's module (its patterns) loads only
+    when a worker is given entries, not with every worker's start-up."""
+
+    def __bool__(self) -> bool:
+        return False
+
+    def entries(self) -> list[str]:
+        return []
+
+
+def allow_list(entries: Iterable[str]) -> AllowList | _NothingAllowed:
+    """An AllowList of `entries` (ValueError for a malformed one), or the empty stand-in."""
+    entries = list(entries)
+    if not entries:
+        return _NothingAllowed()
+    from .allow import AllowList
+
+    return AllowList(entries)
 
 
 class PythonAdapter(Adapter):
@@ -44,8 +70,21 @@ class PythonAdapter(Adapter):
         its --allow / DSPEX_ALLOW entries over in `configure_from_serve` instead. Raises
         ValueError for an entry that is not a module name or `pkg.*` prefix."""
         self.engine: Engine | None = None
-        self.worker_refs = Counter()
-        self.allow = AllowList(allow)
+        self._worker_refs: Counter | None = None
+        self.allow = allow_list(allow)
+
+    @property
+    def worker_refs(self) -> Counter:
+        """References held by every session of this worker (made on first use)."""
+        counter = self._worker_refs
+        if counter is None:
+            from .refs import Counter
+
+            with _counter_lock:
+                if self._worker_refs is None:
+                    self._worker_refs = Counter()
+                counter = self._worker_refs
+        return counter
 
     def bind(self, engine: Engine) -> None:
         self.engine = engine
@@ -54,10 +93,12 @@ class PythonAdapter(Adapter):
         """The serve config's entries (--allow, then DSPEX_ALLOW), added to those given at
         construction."""
         entries = options.get("allow") or []
-        self.allow = AllowList([*self.allow.entries(), *entries])
+        self.allow = allow_list([*self.allow.entries(), *entries])
 
     def require_enabled(self) -> None:
         if not self.allow:
+            from .allow import HOW_TO_ENABLE
+
             raise NotAllowed(HOW_TO_ENABLE)
 
     def commands(self) -> Iterable[CommandSpec]:
