@@ -53,8 +53,13 @@ class FrameIntake:
     _reply_error: Callable[..., None]
     _protocol_error: Callable[..., None]
 
-    def submit_frame(self, payload: bytes, send: Send) -> None:
+    def submit_frame(self, payload: bytes, send: Send, inline_send: Send | None = None) -> None:
         """Takes one raw frame payload; every outcome ends in a reply or a counted log line.
+
+        `inline_send`, when given, takes the replies of inline commands (ping, get_stats),
+        which are made before this call returns: a reader working through a burst of frames
+        hands its batch's `append` here, so those replies skip the thread check `send`
+        needs for replies that may come later from other threads.
 
         Never raises: it runs on the reader thread, and an exception there would end the
         worker for every client because of one frame.
@@ -111,9 +116,12 @@ class FrameIntake:
                                 if taps:
                                     for tap in taps:
                                         tap("out", data, now)
-                                send(data)
+                                if inline_send is None:
+                                    send(data)
+                                else:
+                                    inline_send(data)
                                 return
-                        self._run_inline(spec, request_id, args or {}, send)
+                        self._run_inline(spec, request_id, args or {}, send if inline_send is None else inline_send)
                         return
             self.submit(request, send)
         except BaseException as exc:  # the last line of defence; each path above has its own

@@ -222,10 +222,11 @@ class Server:
                     now = time.monotonic()
                     for tap in taps:
                         tap(b"I", data, now)
+                skipped = reader.oversized
                 frames = reader.feed(data)
                 self._batch = []
                 try:
-                    self._dispatch(frames, limit)
+                    self._dispatch(frames, limit, reader.oversized != skipped)
                 finally:
                     self._flush_batch()
             self._handling = False
@@ -244,14 +245,22 @@ class Server:
         self.finish(EOF_GRACE_SECONDS, "input ended")
         return 0
 
-    def _dispatch(self, frames: list[bytes | Oversized], limit: int) -> None:
+    def _dispatch(self, frames: list[bytes | Oversized], limit: int, oversized: bool) -> None:
         engine = self.engine
+        send = self.send
+        # Inline replies are made on this thread before submit_frame returns: straight into
+        # the batch (see Engine.submit_frame). The batch list is fixed for this read.
+        batch_append = self._batch.append  # type: ignore[union-attr]
+        if not oversized:  # the common case: no marker to look for among the frames
+            for frame in frames:
+                engine.submit_frame(frame, send, batch_append)  # type: ignore[arg-type]
+            return
         for frame in frames:
             if isinstance(frame, Oversized):
                 engine._protocol_error(FrameTooLarge(
                     f"Frame of {frame.length} bytes exceeds the limit of {limit}; skipped"))
             else:
-                engine.submit_frame(frame, self.send)
+                engine.submit_frame(frame, send, batch_append)
 
     def finish(self, grace: float, reason: str) -> None:
         """Gives in-flight work `grace` seconds, answers whatever is left with an error

@@ -73,6 +73,9 @@ class FrameReader:
             data = chunk
         frames: list[bytes | Oversized] = []
         append = frames.append
+        # A slice of bytes is bytes already (the serve loop's reads); only a slice of the
+        # buffer or of a memoryview needs the copy.
+        sliced_bytes = type(data) is bytes
         unpack = _HEADER.unpack_from
         limit = self.max_frame_size
         start = 0
@@ -89,7 +92,7 @@ class FrameReader:
             stop = start + 4 + length
             if stop > end:
                 break
-            append(bytes(data[start + 4:stop]))
+            append(data[start + 4:stop] if sliced_bytes else bytes(data[start + 4:stop]))
             start = stop
         if data is buffer:
             del buffer[:start]
