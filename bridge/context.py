@@ -6,10 +6,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidArguments
+from .plain_record import PlainRecord
 from .sessions import ANONYMOUS, Session
 
 if TYPE_CHECKING:
@@ -18,25 +18,30 @@ if TYPE_CHECKING:
 Send = Callable[[bytes], None]
 
 
-@dataclass
-class Inflight:
-    """One request being worked on; what `inspect inflight` shows."""
+class Inflight(PlainRecord):
+    """One request being worked on; what `inspect inflight` shows (a plain record, see
+    bridge.plain_record)."""
 
-    request_id: Any
-    command: str
-    session_id: str
-    started: float  # monotonic
-    cancel: threading.Event
-    # What handlers said about their progress through Context.note (program, model,
-    # endpoint, phase, attempt); read by `inspect inflight` and `dspex top`.
-    detail: dict[str, Any] = field(default_factory=dict)
-    # The thread serving the request, and any helper thread it handed its work to (an LM
-    # call under a deadline): `inspect stack REQUEST_ID` shows these threads' stacks.
-    thread: int | None = None
-    threads: tuple[int, ...] = ()
-    # The asyncio task serving it on an event loop (the DSPy adapter's lane): a suspended
-    # coroutine is on no thread's stack, so `stack` walks the task's await chain instead.
-    task: Any = None
+    _fields = ("request_id", "command", "session_id", "started", "cancel", "detail", "thread", "threads", "task")
+
+    def __init__(self, request_id: Any, command: str, session_id: str, started: float, cancel: threading.Event,
+                 detail: dict[str, Any] | None = None, thread: int | None = None, threads: tuple[int, ...] = (),
+                 task: Any = None) -> None:
+        self.request_id = request_id
+        self.command = command
+        self.session_id = session_id
+        self.started = started  # monotonic
+        self.cancel = cancel
+        # What handlers said about their progress through Context.note (program, model,
+        # endpoint, phase, attempt); read by `inspect inflight` and `dspex top`.
+        self.detail: dict[str, Any] = {} if detail is None else detail
+        # The thread serving the request, and any helper thread it handed its work to (an LM
+        # call under a deadline): `inspect stack REQUEST_ID` shows these threads' stacks.
+        self.thread = thread
+        self.threads = threads
+        # The asyncio task serving it on an event loop (the DSPy adapter's lane): a suspended
+        # coroutine is on no thread's stack, so `stack` walks the task's await chain instead.
+        self.task = task
 
 
 # Notes a handler may make are values for a table a client can see; a runaway handler

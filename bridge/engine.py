@@ -16,7 +16,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import BridgeError, InvalidRequest, ShuttingDown
@@ -33,6 +32,7 @@ from . import twoway
 from .command_loading import BackgroundCommands
 from .intake import NOT_CANCELLABLE, FrameIntake
 from .lifecycle import Lifecycle
+from .plain_record import PlainRecord
 from .ping_reply import AnnouncingEvent, PingTemplate
 from .twoway import Deferred, RequestContext, RequestOptions, request_options
 
@@ -54,18 +54,26 @@ DEFAULT_MAX_QUEUED = 10_000
 UNKNOWN_BUCKET = "(unknown)"
 
 
-@dataclass
-class EngineConfig:
-    mode: str = "standalone"
-    worker_id: str | None = None
-    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
-    max_queued: int = DEFAULT_MAX_QUEUED
-    argv: list[str] = field(default_factory=list)
-    recent_frames: int = 200
-    recent_lm_calls: int = 100
-    # `dspex serve`: the adapters' and plugins' commands load after the first reply
-    # (bridge.command_loading); requests that need them meanwhile are held, not refused.
-    background_commands: bool = False
+class EngineConfig(PlainRecord):
+    """How an engine is built (a plain record, not a dataclass: see bridge.plain_record)."""
+
+    _fields = ("mode", "worker_id", "max_concurrency", "max_queued", "argv", "recent_frames",
+               "recent_lm_calls", "background_commands")
+
+    def __init__(self, mode: str = "standalone", worker_id: str | None = None,
+                 max_concurrency: int = DEFAULT_MAX_CONCURRENCY, max_queued: int = DEFAULT_MAX_QUEUED,
+                 argv: list[str] | None = None, recent_frames: int = 200, recent_lm_calls: int = 100,
+                 background_commands: bool = False) -> None:
+        self.mode = mode
+        self.worker_id = worker_id
+        self.max_concurrency = max_concurrency
+        self.max_queued = max_queued
+        self.argv: list[str] = [] if argv is None else argv
+        self.recent_frames = recent_frames
+        self.recent_lm_calls = recent_lm_calls
+        # `dspex serve`: the adapters' and plugins' commands load after the first reply
+        # (bridge.command_loading); requests that need them meanwhile are held, not refused.
+        self.background_commands = background_commands
 
 
 class Engine(FrameIntake, twoway.TwoWayReplies, Lifecycle, BackgroundCommands):

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import LimitExceeded
+from .plain_record import PlainRecord
 
 if TYPE_CHECKING:
     from .adapter import Adapter
@@ -21,15 +21,22 @@ if TYPE_CHECKING:
 ANONYMOUS = "anonymous"
 
 
-@dataclass
-class Session:
-    session_id: str
-    data: dict[str, Any] = field(default_factory=dict)
-    # adapter name -> that adapter's per-session state
-    state: dict[str, Any] = field(default_factory=dict)
-    created_at: float = field(default_factory=time.time)
-    last_activity: float = field(default_factory=time.time)
-    _slot_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+class Session(PlainRecord):
+    """One client session: its data and each adapter's state (a plain record, see
+    bridge.plain_record)."""
+
+    _fields = ("session_id", "data", "state", "created_at", "last_activity", "_slot_lock")
+    _hidden = frozenset({"_slot_lock"})
+
+    def __init__(self, session_id: str, data: dict[str, Any] | None = None, state: dict[str, Any] | None = None,
+                 created_at: float | None = None, last_activity: float | None = None) -> None:
+        self.session_id = session_id
+        self.data: dict[str, Any] = {} if data is None else data
+        # adapter name -> that adapter's per-session state
+        self.state: dict[str, Any] = {} if state is None else state
+        self.created_at = time.time() if created_at is None else created_at
+        self.last_activity = time.time() if last_activity is None else last_activity
+        self._slot_lock = threading.Lock()
 
     def slot(self, adapter: Adapter) -> Any:
         """The adapter's state in this session, made on first use."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 DEFAULT_MAX_FRAME = 64 * 1024 * 1024
 HEADER_SIZE = 4
@@ -32,11 +31,26 @@ def pack_many(payloads: list[bytes]) -> bytes:
     return b"".join([pack_header(len(p)) + p for p in payloads])
 
 
-@dataclass(frozen=True)
 class Oversized:
-    """Stands in for a frame that exceeded the limit and was skipped."""
+    """Stands in for a frame that exceeded the limit and was skipped (a plain immutable
+    value, not a dataclass: see bridge.plain_record)."""
 
-    length: int
+    __slots__ = ("length",)
+
+    def __init__(self, length: int) -> None:
+        object.__setattr__(self, "length", length)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Oversized is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Oversized and other.length == self.length  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((Oversized, self.length))
+
+    def __repr__(self) -> str:
+        return f"Oversized(length={self.length})"
 
 
 class FrameReader:
