@@ -108,6 +108,7 @@ class FrameIntake:
                                 head, tail = cached
                                 data = b"".join((b'{"id":', written_id, head, timestamp, b',"uptime":', uptime,
                                                  tail, timestamp, b"}"))
+                                # Stats.count_command, written out (no call on this path).
                                 stats = self.stats
                                 stats.command_count += 1
                                 counts = stats.by_command
@@ -116,12 +117,9 @@ class FrameIntake:
                                 if taps:
                                     for tap in taps:
                                         tap("out", data, now)
-                                if inline_send is None:
-                                    send(data)
-                                else:
-                                    inline_send(data)
+                                (inline_send or send)(data)
                                 return
-                        self._run_inline(spec, request_id, args or {}, send if inline_send is None else inline_send)
+                        self._run_inline(spec, request_id, args or {}, inline_send or send)
                         return
             self.submit(request, send)
         except BaseException as exc:  # the last line of defence; each path above has its own
@@ -147,11 +145,8 @@ class FrameIntake:
     def _run_inline(self, spec: CommandSpec, request_id: Any, args: dict[str, Any], send: Send) -> None:
         """The short path of an unvalidated inline command (ping): no scheduling, no bookkeeping
         beyond the counters; errors still become replies."""
-        stats = self.stats
         name = spec.name
-        stats.command_count += 1
-        counts = stats.by_command
-        counts[name] = counts.get(name, 0) + 1
+        self.stats.count_command(name)
         try:
             session_id = args.get("session_id")
             if session_id is None:

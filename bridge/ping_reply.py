@@ -17,6 +17,7 @@ changes a field, the ping path calls no Python function at all.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -95,7 +96,7 @@ class AnnouncingEvent(threading.Event):
     """A threading.Event that calls `on_change` after each set and clear: the engine's
     shutting_down flag, whose state every ping reports."""
 
-    def __init__(self, on_change: Any) -> None:
+    def __init__(self, on_change: Callable[[], None]) -> None:
         super().__init__()
         self._on_change = on_change
 

@@ -8,8 +8,6 @@ that path. Classes that the engine needs before the first reply therefore write 
 
 from __future__ import annotations
 
-from typing import Any
-
 
 class PlainRecord:
     """Equality and repr over `_fields` (in that order); mutable and unhashable like a
@@ -29,7 +27,3 @@ class PlainRecord:
     def __repr__(self) -> str:
         shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields if name not in self._hidden)
         return f"{type(self).__name__}({shown})"
-
-    def values(self) -> dict[str, Any]:
-        """The fields as a dict, in order."""
-        return {name: getattr(self, name) for name in self._fields}

@@ -25,7 +25,8 @@ def dspy_serve_options(options: argparse.Namespace, environ: Mapping[str, str]) 
     if (options.lm is None or not options.lm.strip()) and not any(
             name.startswith("DSPEX_LM") and value.strip() for name, value in environ.items()):
         # No LM named anywhere (the usual pool worker): the LM parser's module, a tenth of
-        # the time to the first reply, is not needed.
+        # the time to the first reply, is not needed. Any DSPEX_LM* variable goes to the
+        # parser, which alone knows their names (lm_config.STARTUP_LM_ENV) and their errors.
         return {"startup_lm": None, "max_async": options.max_async}
     from bridge.adapters.dspy.lm_config import LMConfigError, startup_lm_config
 

@@ -139,11 +139,17 @@ def test_held_requests_are_bounded_like_queued_ones(gate: threading.Event) -> No
     engine.close()
 
 
-def test_a_drain_that_gives_up_answers_held_requests_exactly_once(gate: threading.Event) -> None:
+def held_then_draining(gate: threading.Event) -> tuple[Engine, Replies]:
+    """An engine holding request 1 (its commands not loaded yet) whose drain has begun."""
     engine = background_engine(gate)
     replies = Replies()
     engine.submit_frame(frame(1, "note_order", n=1), replies)
     engine.shutting_down.set()
+    return engine, replies
+
+
+def test_a_drain_that_gives_up_answers_held_requests_exactly_once(gate: threading.Event) -> None:
+    engine, replies = held_then_draining(gate)
     assert not engine.wait_idle(0.05)
     assert engine.fail_unfinished(ShuttingDown("Worker is shutting down")) == 1
     gate.set()
@@ -156,10 +162,7 @@ def test_a_drain_that_gives_up_answers_held_requests_exactly_once(gate: threadin
 
 def test_held_requests_still_run_when_a_drain_begins(gate: threading.Event) -> None:
     # Accepted before the drain: they run, as queued requests do; new ones are refused.
-    engine = background_engine(gate)
-    replies = Replies()
-    engine.submit_frame(frame(1, "note_order", n=1), replies)
-    engine.shutting_down.set()
+    engine, replies = held_then_draining(gate)
     engine.submit_frame(frame(2, "note_order", n=2), replies)  # held too, but came after
     gate.set()
     engine.load_commands()
