@@ -25,7 +25,8 @@ from .errors import InvalidInputs, TooManyErrors
 from .lm_calls import cancellable_lm, make_observer, observed_context
 from .loader import load_dspy
 from .metrics import METRICS, ResolvedMetric, resolve_metric
-from .signatures import SignatureError, SignatureSpec, coerce_inputs, to_json_safe
+from .json_values import to_json_safe
+from .signatures import SignatureError, SignatureSpec, coerce_inputs
 from .state import LMHandle, ProgramRecord
 
 # A devset or a batch is held in memory with every example's outputs: bounded.

@@ -210,7 +210,7 @@ class ClientMetric(ResolvedMetric):
 
 
 def _as_object(value: Any) -> dict[str, Any]:
-    from .signatures import to_json_safe
+    from .json_values import to_json_safe
 
     to_dict = getattr(value, "toDict", None)
     raw = to_dict() if callable(to_dict) else value if isinstance(value, dict) else {"value": value}

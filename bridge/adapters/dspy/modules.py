@@ -19,7 +19,8 @@ from typing import Any
 from ...errors import InvalidArguments
 from ...redact import scrub_values
 from .errors import Unsupported
-from .signatures import SignatureSpec, build_dspy_signature, to_json_safe
+from .json_values import to_json_safe
+from .signatures import SignatureSpec, build_dspy_signature
 from .tools import ClientTool, ToolSpec, dspy_tools
 
 # Bounds that keep one request from asking for thousands of LM calls.

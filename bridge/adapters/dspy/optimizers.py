@@ -26,7 +26,8 @@ from .loader import load_dspy
 from .metrics import ResolvedMetric, resolve_metric
 from .optimizer_table import OPTIMIZERS, OptimizerSpec, find_optimizer
 from .portable import record_with_state, rebuild_args
-from .signatures import SignatureSpec, to_json_safe
+from .json_values import to_json_safe
+from .signatures import SignatureSpec
 from .state import LMHandle, ProgramRecord
 
 MAX_EXAMPLES = 10_000

@@ -20,7 +20,7 @@ from ...errors import BridgeError
 from ...registry import BUILDS_STATE, Arg, command
 from .commands import COMMANDS, _check_program_room, _programs, build_record
 from .errors import InvalidProgramState, ProgramExists, ProgramNotFound
-from .signatures import to_json_safe
+from .json_values import to_json_safe
 from .state import ProgramRecord
 
 FORMAT = "dspex.program"

@@ -15,7 +15,8 @@ from .errors import ExecutionFailed, LMCallFailed, LMNotConfigured
 from .lm_calls import LMCallRefused, cancellable_lm, make_observer, observed_context
 from .loader import load_dspy
 from .modules import make_adapter, output_names, parse_program_type, recording_rewards, run_details
-from .signatures import SignatureSpec, to_json_safe
+from .json_values import to_json_safe
+from .signatures import SignatureSpec
 from .state import LMHandle, ProgramRecord
 from .streaming import run_streamed, status_callback, streamed_fields
 

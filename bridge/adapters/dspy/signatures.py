@@ -14,7 +14,6 @@ type language itself lives in types.py.
 from __future__ import annotations
 
 import keyword
-import math
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -42,7 +41,6 @@ __all__ = [
     "parse_type",
     "python_type_text",
     "signature_def",
-    "to_json_safe",
     "type_to_python",
 ]
 
@@ -359,41 +357,6 @@ def field_mapping(spec: SignatureSpec) -> dict[str, dict[str, str]]:
         "inputs": {f.name: f.type_text for f in spec.inputs},
         "outputs": {f.name: f.type_text for f in spec.outputs},
     }
-
-
-# ------------------------------------------------------------------------ values
-
-
-def to_json_safe(value: Any) -> Any:
-    """Converts DSPy outputs (pydantic models, Predictions, tuples, sets, ...) to JSON values.
-
-    NaN and infinities become `null`: strict JSON has no spelling for them.
-    """
-    to_dict = getattr(value, "toDict", None)
-    if callable(to_dict) and not isinstance(value, type):
-        # Prediction/Example: their own dict view, not the str() the fallback would give.
-        value = to_dict()
-    from pydantic_core import to_jsonable_python
-
-    return _finite(to_jsonable_python(value, fallback=_fallback, inf_nan_mode="null"))
-
-
-def _fallback(value: Any) -> Any:
-    to_dict = getattr(value, "toDict", None)
-    if callable(to_dict) and not isinstance(value, type):
-        return to_json_safe(to_dict())
-    return str(value)
-
-
-def _finite(value: Any) -> Any:
-    # pydantic's inf_nan_mode covers models; plain floats inside containers pass through.
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    return value
 
 
 def coerce_inputs(spec: SignatureSpec, inputs: Mapping[str, Any] | None) -> dict[str, Any]:

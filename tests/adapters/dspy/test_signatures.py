@@ -27,9 +27,9 @@ from bridge.adapters.dspy.signatures import (
     parse_type,
     python_type_text,
     signature_def,
-    to_json_safe,
     type_to_python,
 )
+from bridge.adapters.dspy.json_values import to_json_safe
 
 from fixtures import ROOT  # noqa: E402
 
