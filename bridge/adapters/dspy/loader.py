@@ -120,6 +120,9 @@ def _import_once() -> ModuleType:
                 if sys.modules.get(name, 0) is None:
                     del sys.modules[name]  # later code that wants them may import them
         _bound_global_history(module)
+        from .model_metadata import install as remember_model_metadata
+
+        remember_model_metadata()  # DSPy's per-call price-map walk, once per model (model_metadata says why)
         logger.debug("imported dspy %s in %.0f ms", getattr(module, "__version__", "?"),
                      (time.perf_counter() - started) * 1000)
         _dspy = module
