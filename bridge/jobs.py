@@ -19,13 +19,13 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import twoway
 from .context import Context
 from .twoway import Deferred, RequestContext
 from .errors import BridgeError, Cancelled, InvalidArguments, JobNotFound, LimitExceeded
+from .plain_record import PlainRecord
 from .registry import Arg, Registry, command
 
 if TYPE_CHECKING:
@@ -53,36 +53,75 @@ class JobCancelled(Cancelled):
     """Raised inside a job's work once the job is cancelled."""
 
 
-@dataclass
-class Job:
-    """One job: what `get_job` reports, updated by the job's work as it goes."""
+class Job(PlainRecord):
+    """One job: what `get_job` reports, updated by the job's work as it goes (a plain
+    record, see bridge.plain_record)."""
+
+    _fields = ("job_id", "kind", "session_id", "request_id", "total", "created_at", "started", "status", "done",
+               "score", "best_score", "lm_calls", "tokens", "cost", "result", "error", "finished", "cancel",
+               "_ended", "thread_alive", "_lock", "watchers", "_on_end")
+    _hidden = frozenset({"cancel", "_ended", "_lock", "watchers", "_on_end"})
 
     job_id: str
     kind: str
     session_id: str
     request_id: Any
-    total: int | None = None
-    created_at: float = field(default_factory=time.time)
-    started: float = field(default_factory=time.monotonic)
-    status: str = RUNNING
-    done: int = 0
-    score: float | None = None        # the current (latest) score the work saw
-    best_score: float | None = None
-    lm_calls: int = 0
-    tokens: dict[str, int] = field(default_factory=dict)
-    cost: float = 0.0
-    result: dict[str, Any] | None = None
-    error: BridgeError | None = None
-    finished: float | None = None     # monotonic
-    cancel: threading.Event = field(default_factory=threading.Event, repr=False)
-    _ended: threading.Event = field(default_factory=threading.Event, repr=False)
+    total: int | None
+    created_at: float
+    started: float
+    status: str
+    done: int
+    score: float | None        # the current (latest) score the work saw
+    best_score: float | None
+    lm_calls: int
+    tokens: dict[str, int]
+    cost: float
+    result: dict[str, Any] | None
+    error: BridgeError | None
+    finished: float | None     # monotonic
+    cancel: threading.Event
+    _ended: threading.Event
     # The work's thread may outlive a cancel by the LM call it is in: it still counts
     # against MAX_RUNNING_JOBS until it has returned.
-    thread_alive: bool = True
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    thread_alive: bool
+    _lock: threading.Lock
     # Called after each progress update (streamed progress events subscribe here).
-    watchers: list[Callable[[Job], None]] = field(default_factory=list, repr=False)
-    _on_end: list[Callable[[Job], None]] = field(default_factory=list, repr=False)
+    watchers: list[Callable[[Job], None]]
+    _on_end: list[Callable[[Job], None]]
+
+    def __init__(self, job_id: str, kind: str, session_id: str, request_id: Any, total: int | None = None,
+                 created_at: float | None = None, started: float | None = None, status: str = RUNNING,
+                 done: int = 0, score: float | None = None, best_score: float | None = None, lm_calls: int = 0,
+                 tokens: dict[str, int] | None = None, cost: float = 0.0, result: dict[str, Any] | None = None,
+                 error: BridgeError | None = None, finished: float | None = None,
+                 cancel: threading.Event | None = None, _ended: threading.Event | None = None,
+                 thread_alive: bool = True, _lock: threading.Lock | None = None,
+                 watchers: list[Callable[[Job], None]] | None = None,
+                 _on_end: list[Callable[[Job], None]] | None = None) -> None:
+        # None stands for "a fresh one": each job gets its own clocks, dicts, lists, lock, events.
+        self.job_id = job_id
+        self.kind = kind
+        self.session_id = session_id
+        self.request_id = request_id
+        self.total = total
+        self.created_at = time.time() if created_at is None else created_at
+        self.started = time.monotonic() if started is None else started
+        self.status = status
+        self.done = done
+        self.score = score
+        self.best_score = best_score
+        self.lm_calls = lm_calls
+        self.tokens = {} if tokens is None else tokens
+        self.cost = cost
+        self.result = result
+        self.error = error
+        self.finished = finished
+        self.cancel = threading.Event() if cancel is None else cancel
+        self._ended = threading.Event() if _ended is None else _ended
+        self.thread_alive = thread_alive
+        self._lock = threading.Lock() if _lock is None else _lock
+        self.watchers = [] if watchers is None else watchers
+        self._on_end = [] if _on_end is None else _on_end
 
     # -- what the work calls -----------------------------------------------------------
 

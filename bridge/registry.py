@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidArguments, UnknownCommand
+from .plain_record import FrozenRecord
 
 if TYPE_CHECKING:
     from .engine import Context
@@ -57,21 +57,24 @@ _ARG_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-@dataclass(frozen=True)
-class Arg:
-    """One documented argument of a command."""
+class Arg(FrozenRecord):
+    """One documented argument of a command (a frozen plain record, see bridge.plain_record)."""
+
+    _fields = ("name", "type", "required", "help", "choices")
 
     name: str
-    type: str = "any"
-    required: bool = False
-    help: str = ""
+    type: str
+    required: bool
+    help: str
     # The values completion offers and the docs list. The handler checks the value (it may
     # accept other spellings, such as "ChainOfThought" for chain_of_thought).
-    choices: tuple[str, ...] = ()
+    choices: tuple[str, ...]
 
-    def __post_init__(self) -> None:
-        if self.type not in _ARG_TYPES:
-            raise ValueError(f"argument {self.name!r}: unknown type {self.type!r}")
+    def __init__(self, name: str, type: str = "any", required: bool = False, help: str = "",
+                 choices: tuple[str, ...] = ()) -> None:
+        if type not in _ARG_TYPES:
+            raise ValueError(f"argument {name!r}: unknown type {type!r}")
+        self.__dict__.update(name=name, type=type, required=required, help=help, choices=choices)
 
     def accepts(self, value: Any) -> bool:
         if value is None:
@@ -81,30 +84,41 @@ class Arg:
         return isinstance(value, _ARG_TYPES[self.type])
 
 
-@dataclass(frozen=True)
-class CommandSpec:
-    """A registered command: its handler and everything the tools around it need to know."""
+class CommandSpec(FrozenRecord):
+    """A registered command: its handler and everything the tools around it need to know
+    (a frozen plain record, see bridge.plain_record)."""
+
+    _fields = ("name", "handler", "summary", "args", "scheduling", "aliases", "read_only", "destructive",
+               "plugin", "extra", "tags")
 
     name: str
     handler: Handler
     summary: str
-    args: tuple[Arg, ...] = ()
+    args: tuple[Arg, ...]
     # Scheduling classes, see engine.SessionScheduler:
     #   "inline"  answered on the reader thread at once (ping, get_stats): never queued;
     #   "read"    runs concurrently with other reads of its session (execute_program);
     #   "write"   waits for the session's earlier requests and holds back its later ones;
     #   "global"  a write across every session (cleanup, reset_state).
-    scheduling: str = "write"
-    aliases: tuple[str, ...] = ()
+    scheduling: str
+    aliases: tuple[str, ...]
     # What running it does to the worker, for tools that must not change it by accident:
     # read_only commands leave every session as it was (a read-only console allows only
     # them); destructive ones delete state or stop the worker (a console asks first).
-    read_only: bool = False
-    destructive: bool = False
-    plugin: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    read_only: bool
+    destructive: bool
+    plugin: str | None
+    extra: dict[str, Any]
     # Effect tags (see CREATES_PROGRAM ...): never part of the wire contract.
-    tags: frozenset[str] = frozenset()
+    tags: frozenset[str]
+
+    def __init__(self, name: str, handler: Handler, summary: str, args: tuple[Arg, ...] = (),
+                 scheduling: str = "write", aliases: tuple[str, ...] = (), read_only: bool = False,
+                 destructive: bool = False, plugin: str | None = None, extra: dict[str, Any] | None = None,
+                 tags: frozenset[str] = frozenset()) -> None:
+        self.__dict__.update(name=name, handler=handler, summary=summary, args=args, scheduling=scheduling,
+                             aliases=aliases, read_only=read_only, destructive=destructive, plugin=plugin,
+                             extra={} if extra is None else extra, tags=tags)
 
     def has(self, tag: str) -> bool:
         """Whether the command carries this effect tag."""

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from ..engine import DEFAULT_MAX_CONCURRENCY
+from ..plain_record import PlainRecord
 from ..wire.framing import DEFAULT_MAX_FRAME
 
 # The asyncio lane's default limit (kept here, not imported: config must not load an adapter).
@@ -76,36 +76,71 @@ class ConfigError(ValueError):
     """A setting the worker cannot start with; `dspex serve` prints it and exits 2."""
 
 
-@dataclass
-class ServeConfig:
-    mode: str = "standalone"
-    worker_id: str | None = None
-    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+class ServeConfig(PlainRecord):
+    """Everything `dspex serve` was told at start (a plain record, see bridge.plain_record)."""
+
+    _fields = ("mode", "worker_id", "max_concurrency", "max_async", "max_frame_size", "plugins", "record",
+               "control", "drain_timeout", "warm", "metrics", "argv", "parent_pid", "log_level", "replay_cassette",
+               "adapter_options", "adapters", "record_ignore", "entry_point_adapters")
+
+    mode: str
+    worker_id: str | None
+    max_concurrency: int
     # LM-bound requests (execute_program) in flight at once on the asyncio lane, apart from the pool.
-    max_async: int = DEFAULT_MAX_ASYNC
-    max_frame_size: int = DEFAULT_MAX_FRAME
-    plugins: list[str] = field(default_factory=list)
-    record: str | None = None
-    control: str = "on"  # on | read-only | off
-    drain_timeout: float = 30.0
-    warm: bool = True
-    metrics: str | None = None  # HOST:PORT of /metrics; None: not served
-    argv: list[str] = field(default_factory=list)
-    parent_pid: int | None = None  # noted at process start; None means "now"
-    log_level: str = "warning"
+    max_async: int
+    max_frame_size: int
+    plugins: list[str]
+    record: str | None
+    control: str  # on | read-only | off
+    drain_timeout: float
+    warm: bool
+    metrics: str | None  # HOST:PORT of /metrics; None: not served
+    argv: list[str]
+    parent_pid: int | None  # noted at process start; None means "now"
+    log_level: str
     # Set by `dspex replay --worker`: external calls are answered from this cassette.
-    replay_cassette: str | None = None
+    replay_cassette: str | None
     # Per adapter, what it takes from the command line (DSPy: "startup_lm", the LMConfig of
     # --lm / DSPEX_LM; python: "allow", the --allow / DSPEX_ALLOW list). Handed to each
     # adapter's `configure_from_serve`.
-    adapter_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    adapter_options: dict[str, dict[str, Any]]
     # Names of the adapters to serve; None serves every known one (DSPy, entry points, plugins').
-    adapters: list[str] | None = None
+    adapters: list[str] | None
     # Reply paths a recording's header tells replay to leave uncompared (DSPEX_RECORD_IGNORE).
-    record_ignore: list[str] = field(default_factory=list)
+    record_ignore: list[str]
     # Whether the `dspex.adapters` entry point group is scanned: off by default, because
     # scanning every installed distribution costs start-up time (DSPEX_ENTRY_POINT_ADAPTERS).
-    entry_point_adapters: bool = False
+    entry_point_adapters: bool
+
+    def __init__(self, mode: str = "standalone", worker_id: str | None = None,
+                 max_concurrency: int = DEFAULT_MAX_CONCURRENCY, max_async: int = DEFAULT_MAX_ASYNC,
+                 max_frame_size: int = DEFAULT_MAX_FRAME, plugins: list[str] | None = None, record: str | None = None,
+                 control: str = "on", drain_timeout: float = 30.0, warm: bool = True, metrics: str | None = None,
+                 argv: list[str] | None = None, parent_pid: int | None = None, log_level: str = "warning",
+                 replay_cassette: str | None = None, adapter_options: dict[str, dict[str, Any]] | None = None,
+                 adapters: list[str] | None = None, record_ignore: list[str] | None = None,
+                 entry_point_adapters: bool = False) -> None:
+        # None for a list or dict stands for a fresh empty one (`adapters` excepted: None there
+        # means "every adapter").
+        self.mode = mode
+        self.worker_id = worker_id
+        self.max_concurrency = max_concurrency
+        self.max_async = max_async
+        self.max_frame_size = max_frame_size
+        self.plugins = [] if plugins is None else plugins
+        self.record = record
+        self.control = control
+        self.drain_timeout = drain_timeout
+        self.warm = warm
+        self.metrics = metrics
+        self.argv = [] if argv is None else argv
+        self.parent_pid = parent_pid
+        self.log_level = log_level
+        self.replay_cassette = replay_cassette
+        self.adapter_options = {} if adapter_options is None else adapter_options
+        self.adapters = adapters
+        self.record_ignore = [] if record_ignore is None else record_ignore
+        self.entry_point_adapters = entry_point_adapters
 
 
 # Reads one adapter's settings from the parsed flags and the environment; raises

@@ -17,10 +17,9 @@ meta.py's handlers, which the terminal console loads on the first meta-command.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bridge.registry import CommandSpec, Registry
+from bridge.registry import Arg, CommandSpec, Handler, Registry
 
 from .parsing import ParseError, closest
 
@@ -156,12 +155,25 @@ class MetaContext:
 MetaHandler = Callable[[MetaContext, str], None]
 
 
-@dataclass(frozen=True)
 class MetaSpec(CommandSpec):
-    """A meta-command: its handler `(ctx, argument)`, usage line and completion kind."""
+    """A meta-command: its handler `(ctx, argument)`, usage line and completion kind.
 
-    usage: str = ""
-    complete: str | None = None
+    A frozen plain record like the CommandSpec it extends (see bridge.plain_record): its
+    fields are CommandSpec's, then these two.
+    """
+
+    _fields = (*CommandSpec._fields, "usage", "complete")
+
+    usage: str
+    complete: str | None
+
+    def __init__(self, name: str, handler: Handler, summary: str, args: tuple[Arg, ...] = (),
+                 scheduling: str = "write", aliases: tuple[str, ...] = (), read_only: bool = False,
+                 destructive: bool = False, plugin: str | None = None, extra: dict[str, Any] | None = None,
+                 tags: frozenset[str] = frozenset(), usage: str = "", complete: str | None = None) -> None:
+        super().__init__(name, handler, summary, args, scheduling, aliases, read_only, destructive, plugin, extra,
+                         tags)
+        self.__dict__.update(usage=usage, complete=complete)
 
 
 class MetaRegistry(Registry):
