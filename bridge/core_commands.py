@@ -62,7 +62,7 @@ def get_stats(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
         "error_count": stats.error_count,
         "protocol_errors": stats.protocol_errors,
         "errors_by_type": dict(stats.errors_by_type),
-        "commands_by_name": dict(stats.by_command),
+        "commands_by_name": stats.by_command,  # a copy already
         "inflight": len(engine.inflight),  # inline commands such as this one are never in it
         "lm_calls": stats.lm_calls,
         "usage": dict(stats.usage),

@@ -120,7 +120,9 @@ class Engine(FrameIntake, twoway.TwoWayReplies, Lifecycle, BackgroundCommands):
         # for events (inspect subscriptions), ring buffers for the inspect views.
         self.frame_taps: list[FrameTap] = []
         self.listeners: list[Listener] = []
-        self.recent_frames: deque[tuple[str, float, bytes]] = deque(maxlen=self.config.recent_frames)
+        # (direction, monotonic time, payload), or a cached ping's request and reply in one
+        # entry: read them through frame_log().
+        self.recent_frames: deque[tuple[Any, ...]] = deque(maxlen=self.config.recent_frames)
         self.recent_lm_calls: deque[dict[str, Any]] = deque(maxlen=self.config.recent_lm_calls)
         # Replay installs this to answer LM calls from a cassette instead of the network.
         self.lm_responder: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None

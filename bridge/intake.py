@@ -36,6 +36,9 @@ _dumps = orjson.dumps
 _monotonic = time.monotonic
 _time = time.time
 _PLAIN_IDS = (int, str)
+# Marks an entry of `recent_frames` that holds a request and its reply (a cached ping's):
+# one append instead of two on the ping path. `frame_log` expands it.
+EXCHANGE = "in+out"
 
 
 class FrameIntake:
@@ -44,7 +47,6 @@ class FrameIntake:
     # What the engine provides (declared for readers and type checkers).
     recent_frames: Any
     frame_taps: list[Any]
-    registry: Any
     stats: Any
     ping_template: Any
     started: float
@@ -52,6 +54,19 @@ class FrameIntake:
     submit: Callable[[Any, Send], None]
     _reply_error: Callable[..., None]
     _protocol_error: Callable[..., None]
+
+    @property
+    def registry(self) -> Any:
+        """The commands this engine serves (a `Registry`)."""
+        return self._registry
+
+    @registry.setter
+    def registry(self, registry: Any) -> None:
+        # The inline commands' table is bound here, where the registry is replaced (at the
+        # engine's start, and when the adapters' commands have loaded): the ping path then
+        # reads one attribute instead of two. `Registry.add` keeps the table up to date in place.
+        self._registry = registry
+        self._inline_commands = registry.fast_inline
 
     def submit_frame(self, payload: bytes, send: Send, inline_send: Send | None = None) -> None:
         """Takes one raw frame payload; every outcome ends in a reply or a counted log line.
@@ -66,10 +81,11 @@ class FrameIntake:
         """
         # One function for the whole decode-and-dispatch step, the inline reply included:
         # a health ping arrives alone and finds the interpreter's caches cold, so each
-        # Python call layer it passes costs several times what a warm loop shows.
+        # Python call layer it passes costs several times what a warm loop shows. For the
+        # same reason the cached ping is tested before anything it does not need.
+        recorded = False  # whether the request is in recent_frames (see the last handler)
         try:
             now = _monotonic()
-            self.recent_frames.append(("in", now, payload))
             taps = self.frame_taps
             if taps:
                 for tap in taps:
@@ -77,6 +93,8 @@ class FrameIntake:
             try:
                 request = _loads(payload)
             except JSONDecodeError:
+                self.recent_frames.append(("in", now, payload))
+                recorded = True
                 self._undecodable(payload, send)
                 return
             if type(request) is dict:
@@ -85,8 +103,10 @@ class FrameIntake:
                 if type(request_id) is float:  # an integer beyond 64 bits, read as a float by orjson
                     request = codec.decode_exact(payload, request)
                     request_id = request.get("id")
-                # Only a string is looked up: a list or object as command must reach validation.
-                spec = self.registry.fast_inline.get(command) if type(command) is str else None
+                try:
+                    spec = self._inline_commands.get(command)
+                except TypeError:  # a list or an object as command: validation will say so
+                    spec = None
                 if spec is not None:
                     args = request.get("args")
                     if type(request_id) in _PLAIN_IDS and (args is None or type(args) is dict):
@@ -108,25 +128,40 @@ class FrameIntake:
                                 head, tail = cached
                                 data = b"".join((b'{"id":', written_id, head, timestamp, b',"uptime":', uptime,
                                                  tail, timestamp, b"}"))
-                                # Stats.count_command, written out (no call on this path).
-                                stats = self.stats
-                                stats.command_count += 1
-                                counts = stats.by_command
-                                counts["ping"] = counts.get("ping", 0) + 1
-                                self.recent_frames.append(("out", now, data))
+                                self.stats.pings += 1  # counted apart (Stats.pings says why)
+                                # Request and reply in one entry (see frame_log).
+                                self.recent_frames.append((EXCHANGE, now, payload, data))
                                 if taps:
                                     for tap in taps:
                                         tap("out", data, now)
                                 (inline_send or send)(data)
                                 return
+                        self.recent_frames.append(("in", now, payload))
+                        recorded = True
                         self._run_inline(spec, request_id, args or {}, inline_send or send)
                         return
+            self.recent_frames.append(("in", now, payload))
+            recorded = True
             self.submit(request, send)
         except BaseException as exc:  # the last line of defence; each path above has its own
             if not isinstance(exc, Exception):
                 raise
+            if not recorded:  # the frame that failed belongs in inspect's view of recent frames
+                self.recent_frames.append(("in", _monotonic(), payload))
             self.stats.count_error("internal_error", protocol=True)
             log.error("frame of %d bytes could not be handled: %s", len(payload), describe_error(exc)[1])
+
+    def frame_log(self) -> list[tuple[str, float, bytes]]:
+        """The recent frames in and out as (direction, monotonic time, payload), oldest
+        first: a cached ping's request and reply, kept as one entry, become two here."""
+        frames: list[tuple[str, float, bytes]] = []
+        for entry in list(self.recent_frames):
+            if entry[0] == EXCHANGE:
+                frames.append(("in", entry[1], entry[2]))
+                frames.append(("out", entry[1], entry[3]))
+            else:
+                frames.append(entry)
+        return frames
 
     def _undecodable(self, payload: bytes, send: Send) -> None:
         try:

@@ -105,7 +105,7 @@ def render_metrics(engine: Engine) -> str:
 
     stats = engine.stats
     copied = stats.metrics_snapshot()
-    received = snapshot(lambda: dict(stats.by_command))
+    received = snapshot(lambda: stats.by_command)
     out = _Writer(engine.worker_id)
     out.family("dspex_up", "gauge", "1 while the worker serves")
     out.sample("dspex_up", 1, mode=engine.config.mode)

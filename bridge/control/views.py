@@ -97,7 +97,7 @@ def _status(args: dict[str, Any], server: ControlServer) -> dict[str, Any]:
             "callbacks_outstanding": len(engine.callbacks.outstanding()),
             "stray_callback_answers": engine.callbacks.stray_answers,
         },
-        "commands_by_name": snapshot(lambda: dict(stats.by_command)),
+        "commands_by_name": snapshot(lambda: stats.by_command),
         "errors_by_type": snapshot(lambda: dict(stats.errors_by_type)),
         "usage": snapshot(lambda: dict(stats.usage)), "cost_usd": round(stats.cost, 9),
         "rates": server.rates.rates(),
@@ -162,7 +162,7 @@ def _frames(args: dict[str, Any], server: ControlServer) -> dict[str, Any]:
     engine = server.engine
     limit = int_arg(args, "limit", 20, 1, 100_000)  # more than the ring holds means all of it
     max_string = int_arg(args, "max_string", DEFAULT_STRING_LIMIT, 16, 100_000)
-    frames = snapshot(lambda: list(engine.recent_frames))
+    frames = snapshot(engine.frame_log)
     shown = frames[-limit:]
     # Replies in the window need their requests' arrival times; earlier requests are only
     # decoded for their id (cheap), never redacted or cut.

@@ -481,7 +481,7 @@ def test_secrets_never_in_replies_records_or_errors(engine: Engine, lm_args: dic
     replies.append(engine.call("get_stats"))
     _assert_no_secret(replies, SECRET, PLAIN_SECRET)
     _assert_no_secret(list(engine.recent_lm_calls), SECRET, PLAIN_SECRET)
-    _assert_no_secret([payload.decode("utf-8", "replace") for _, _, payload in engine.recent_frames
+    _assert_no_secret([payload.decode("utf-8", "replace") for _, _, payload in engine.frame_log()
                        if _ == "out"], SECRET, PLAIN_SECRET)
     assert engine.recent_lm_calls[-1]["error"] is not None
 

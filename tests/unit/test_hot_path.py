@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from bridge import Adapter, Engine, EngineConfig
+from bridge.ping_reply import PingTemplate
 from bridge.redact import _KEY_SHAPES, known_secrets, remember_environment_secrets, scrub_text
 from bridge.registry import Registry, command
 from bridge.wire.framing import FrameReader, pack
@@ -112,3 +113,47 @@ def test_an_undecodable_frame_is_answered_with_its_own_id_not_a_nested_one(engin
     replies.clear()
     engine.submit_frame(b'{"id": 12, "command": "x", "args": {"v": 1e999', replies.append)  # truncated: salvaged
     assert orjson.loads(replies[0])["id"] == 12
+
+
+@pytest.fixture
+def quiet_engine() -> Iterator[Engine]:
+    """Pings answered from the cached reply: no adapter adds a field to them."""
+    eng = Engine(EngineConfig(worker_id="hot"), registry=EXTRA, adapters=[QuietAdapter()])
+    yield eng
+    eng.close()
+
+
+def test_a_cached_ping_is_one_entry_of_recent_frames_and_two_frames_of_the_log(quiet_engine: Engine) -> None:
+    engine = quiet_engine
+    payloads = [orjson.dumps({"id": n, "command": "ping", "args": {}}) for n in range(3)]
+    replies: list[bytes] = []
+    for payload in payloads:
+        engine.submit_frame(payload, replies.append)
+    assert isinstance(engine.ping_template.result, tuple)  # the cached path answered
+    assert len(engine.recent_frames) == 3
+    log = engine.frame_log()
+    assert [(direction, payload) for direction, _, payload in log] == [
+        pair for payload, reply in zip(payloads, replies) for pair in (("in", payload), ("out", reply))]
+    engine.submit_frame(orjson.dumps({"id": 9, "command": "get_stats"}), replies.append)
+    assert [direction for direction, _, _ in engine.frame_log()[-2:]] == ["in", "out"]
+    counted = orjson.loads(replies[-1])["result"]
+    # Cached pings are counted apart (Stats.pings) and reported with the rest.
+    assert counted["command_count"] == 4 and counted["commands_by_name"] == {"ping": 3, "get_stats": 1}
+    assert engine.stats.reset() == (4, 0) and engine.stats.by_command == {}
+
+
+def test_a_frame_whose_handling_fails_is_in_the_log_once(quiet_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = quiet_engine
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a bug in the engine")
+
+    monkeypatch.setattr(engine, "submit", broken)  # after the request was recorded
+    engine.submit_frame(b'{"id": 1, "command": "list_programs"}', lambda data: None)
+    monkeypatch.setattr(PingTemplate, "build", broken)  # before the cached ping records it
+    engine.ping_template.result = None
+    engine.submit_frame(b'{"id": 2, "command": "ping"}', lambda data: None)
+    log = engine.frame_log()
+    assert [(direction, payload) for direction, _, payload in log] == [
+        ("in", b'{"id": 1, "command": "list_programs"}'), ("in", b'{"id": 2, "command": "ping"}')]
+    assert engine.stats.error_count == 2

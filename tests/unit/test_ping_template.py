@@ -147,7 +147,7 @@ def test_fields_are_asked_once_per_change_and_again_after_it() -> None:
         after = templated(engine, {"id": 6, "command": "ping"})[1]["result"]
         assert after["tally"] == 7 and announcing.calls == 2
         assert engine.stats.by_command["ping"] == 6  # cached pings are counted like the rest
-        assert [direction for direction, _, _ in engine.recent_frames].count("out") == 6
+        assert [direction for direction, _, _ in engine.frame_log()].count("out") == 6
     finally:
         engine.close()
 
