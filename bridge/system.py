@@ -6,7 +6,6 @@ import contextlib
 import functools
 import os
 import platform
-import resource
 import sys
 from collections.abc import Iterator
 
@@ -32,6 +31,8 @@ def memory_usage() -> dict[str, float]:
             vms_pages, rss_pages = (int(x) for x in handle.read().split()[:2])
         rss, vms = rss_pages * _PAGE, vms_pages * _PAGE
     except OSError:  # not Linux: peak RSS is the best cheap figure
+        import resource  # here: only a system without /proc needs it
+
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
         vms = 0
     total = total_memory()

@@ -6,7 +6,6 @@ measured (docs/benchmarks.md).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Mapping
@@ -17,8 +16,9 @@ from bridge.serve.config import SERVE_HELP, ConfigError, build_parser, read_conf
 __all__ = ["SERVE_HELP", "build_parser", "dspy_serve_options", "run_serve"]
 
 
-def dspy_serve_options(options: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Any]:
+def dspy_serve_options(options: Any, environ: Mapping[str, str]) -> dict[str, Any]:
     """The DSPy adapter's settings: its default LM from --lm and DSPEX_LM_* (None without one).
+    `options` are the parsed options (bridge.serve.options: argparse's or the short path's).
 
     Raises the parser's LMConfigError (a ValueError naming the variable) for a bad value.
     """

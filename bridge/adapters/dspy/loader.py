@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import importlib
-import importlib.abc
 import importlib.util
 import logging
 import os
@@ -213,8 +212,11 @@ _waiting_lock = threading.Lock()
 _warm_thread = threading.local()  # `active` is set on the warm-up thread only
 
 
-class _Yielding(importlib.abc.MetaPathFinder):
-    """A finder that finds nothing: it only pauses the warm-up thread between modules."""
+class _Yielding:
+    """A finder that finds nothing: it only pauses the warm-up thread between modules.
+
+    A plain class with `find_spec`, which is all `sys.meta_path` asks of a finder:
+    subclassing importlib.abc.MetaPathFinder would import importlib.abc before the first reply."""
 
     def __init__(self, last_activity: Callable[[], float]) -> None:
         self.last_activity = last_activity
