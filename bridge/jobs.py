@@ -15,7 +15,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -44,7 +43,7 @@ MAX_RUNNING_JOBS = 32
 KEEP_FINISHED_S = 600.0
 
 # The ids start_job makes up (replay maps recorded ones to those of the replay).
-GENERATED_JOB_ID = re.compile(r"^job-[0-9]+-[0-9a-f]{8}$")
+GENERATED_JOB_ID = r"^job-[0-9]+-[0-9a-f]{8}$"  # a pattern; compiled by replay, not at start-up
 
 RUNNING, SUCCEEDED, FAILED, CANCELLED = "running", "succeeded", "failed", "cancelled"
 

@@ -35,8 +35,8 @@ def _from_adapters() -> tuple[frozenset[str], re.Pattern[str]]:
 
     adapters = default_adapters()
     keys = _CORE_VARYING_KEYS.union(*(adapter.replay_varying_keys() for adapter in adapters))
-    patterns = [p.pattern.lstrip("^").rstrip("$") for p in (GENERATED_JOB_ID, *(
-        pattern for adapter in adapters for pattern in adapter.generated_id_patterns()))]
+    patterns = [p.lstrip("^").rstrip("$") for p in (GENERATED_JOB_ID, *(
+        pattern.pattern for adapter in adapters for pattern in adapter.generated_id_patterns()))]
     return keys, re.compile("|".join([*patterns, _UUID]))
 
 

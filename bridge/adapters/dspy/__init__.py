@@ -33,7 +33,8 @@ log = logging.getLogger("dspex.dspy")
 COMMAND_MODULES: tuple[str, ...] = ("commands", "evaluation", "usage", "portable", "optimizers")
 
 # Program ids the worker makes up when create_program names none (replay maps them).
-GENERATED_PROGRAM_ID = re.compile(r"^program_[0-9a-f]{12}$")
+# A string, compiled when replay asks: a regex compiled at import costs a worker's start-up.
+GENERATED_PROGRAM_ID = r"^program_[0-9a-f]{12}$"
 
 
 @functools.lru_cache(maxsize=1)
@@ -219,7 +220,7 @@ class DSPyAdapter(Adapter):
         return frozenset({"dspy_loaded"})
 
     def generated_id_patterns(self) -> tuple[re.Pattern[str], ...]:
-        return (GENERATED_PROGRAM_ID,)
+        return (re.compile(GENERATED_PROGRAM_ID),)
 
 
 def _loopback(url: Any) -> bool:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .allow import AllowList
     from .refs import Counter
 
-GENERATED_REF_ID = re.compile(r"^r-[0-9a-f]{16}$")
+GENERATED_REF_ID = r"^r-[0-9a-f]{16}$"  # compiled when replay asks (start-up time)
 _counter_lock = threading.Lock()
 
 
@@ -149,7 +149,7 @@ class PythonAdapter(Adapter):
         return frozenset({"repr"})  # reprs may hold memory addresses
 
     def generated_id_patterns(self) -> tuple[re.Pattern[str], ...]:
-        return (GENERATED_REF_ID,)
+        return (re.compile(GENERATED_REF_ID),)
 
 
 def refs_view(engine: Engine, args: dict[str, Any]) -> dict[str, Any]:
