@@ -36,9 +36,12 @@ CONTROL_START_DELAY = 0.5
 READ_CHUNK = 1 << 16
 # The size of a read while requests come one at a time: its bytes object fits Python's
 # small-object allocator (512 bytes with the object's header), where a 64 KiB one is taken
-# from malloc and shrunk to what arrived, ~650 of a lone ping's ~25,000 instructions. A
-# read that fills it means a burst: the next read takes READ_CHUNK.
+# from malloc and shrunk to what arrived, ~650 of a lone ping's ~25,000 instructions.
 SMALL_READ = 448
+# A read that brought at least this much means requests are coming in bursts (pipelined):
+# the next read takes READ_CHUNK, so a burst is not cut into several reads, each with its own
+# write of replies. A read of less (a lone request or two) goes back to SMALL_READ.
+BURST_BYTES = 256
 # The signals that drain the worker, by number (the reason a log line gives).
 STOP_SIGNAL_NAMES = {_signal.SIGTERM: "SIGTERM", _signal.SIGINT: "SIGINT", _signal.SIGHUP: "SIGHUP"}
 # How long exit() waits for the reader to finish the read it is handling.
@@ -205,7 +208,7 @@ class Server:
             if not data:
                 break
             count = len(data)
-            size = READ_CHUNK if count == size else SMALL_READ
+            size = READ_CHUNK if count >= BURST_BYTES else SMALL_READ
             taps = self.stream_taps
             # Marked busy before anything is handled, then checked: exit() marks itself
             # first and then waits while the reader is busy (see exit), so either this

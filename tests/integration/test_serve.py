@@ -172,6 +172,20 @@ def test_oversized_frame_is_skipped_and_next_frame_answered(spawn_worker: Any) -
     assert "exceeds the limit of 1024" in worker.stderr_path.read_text()
 
 
+def test_frames_around_the_read_sizes_are_answered_alone_and_in_bursts(spawn_worker: Any) -> None:
+    # The reader reads 448 bytes at a time while requests come alone and 64 KiB after a
+    # burst (bridge/serve/server.py): frames on each side of both sizes, sent alone, then a
+    # burst of mixed sizes in one write, all come back, in order.
+    worker = spawn_worker("--no-warm")
+    for request_id, size in enumerate([0, 300, 400, 405, 406, 448, 1000, 70_000, 200_000, 10]):
+        assert ok(worker.request("ping", {"pad": "x" * size}, request_id=request_id, timeout=10))["status"] == "ok"
+    burst = [{"id": 100 + n, "command": "ping", "args": {"pad": "y" * (n * 37 % 900)}} for n in range(50)]
+    futures = [worker.expect(request["id"]) for request in burst]
+    worker.send_raw(b"".join(pack(orjson.dumps(request)) for request in burst))
+    assert [future.result(10)["id"] for future in futures] == [request["id"] for request in burst]
+    assert worker.close() == 0
+
+
 def test_truncated_frame_at_end_of_input(spawn_worker: Any) -> None:
     worker = spawn_worker()
     ok(worker.request("ping", timeout=5))
