@@ -259,8 +259,8 @@ def notes_block(notes: str) -> str:
 
 
 def before_note(label: str) -> str:
-    return (f"The before column is {label}, measured by the same command (`--before-json`) in the "
-            "same session on the same machine.\n\n")
+    return (f"The before column is {label}, measured by the same command on the same machine "
+            "(`--before-json`); only its ratios compare with this run's.\n\n")
 
 
 def missed_note(figures: list[Figure]) -> str:

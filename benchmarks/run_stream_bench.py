@@ -172,15 +172,20 @@ of `tw_ask` calling 10 client tools in turn). The burst's requests were all writ
 
 What the numbers say:
 - The burst target is out of reach of DSPy 3.4 on this machine, not of the port: DSPy's own
-  per-call work (adapter formatting and parsing, lm15 request building, callbacks, usage)
-  costs a few ms of CPU per call, so {r['burst']} calls need seconds of CPU on 2 cores even
-  natively in one process ({r['native_burst_s']:.2f} s above, same server, same run). The worker
-  adds its own per-request work on top (validation, the per-request LM copy, the observer that
-  records each call for inspect and usage, replies). The lane itself holds: none of the
-  requests failed, the threads stayed few and RSS modest (tests/adapters/dspy/test_async_lane.py
-  checks that 500+ calls are at the LM server at the same moment).
+  per-call work (adapter formatting and parsing, lm15 request building, usage) costs about
+  3.5 ms of CPU per `acall` here, so {r['burst']} calls need seconds of CPU on 2 cores even
+  natively in one process ({r['native_burst_s']:.2f} s above, same server, same run). The native
+  side widens DSPy's connection pools through the adapter's own function, which also applies
+  the adapter's two changes to DSPy (a bounded LM history; model metadata looked up once per
+  model, bridge/adapters/dspy/model_metadata.py): without the second, DSPy walks its whole
+  price map for this unlisted model 2-4 times per call, and the same burst took 15-21 s
+  natively and through the port in the runs before it (2026-12-01). The worker adds its own
+  per-request work on top (validation, the per-request LM copy, the observer that records each
+  call for inspect and usage, replies). The lane itself holds: none of the requests failed,
+  the threads stayed few and RSS modest (tests/adapters/dspy/test_async_lane.py checks that
+  500+ calls are at the LM server at the same moment).
 - The callback ratio moves a lot from run to run on this shared 2-core machine (1.51x, 1.67x,
-  1.70x and 0.34x in four runs on the day this was written): a callback's round trip wakes
+  1.70x, 0.34x, 1.35x and 2.27x in six runs on 2026-12-01): a callback's round trip wakes
   a waiting request thread, whose wake-up latency depends on what else the cores are doing.
   Treat the target as not reliably met.
 {END_MARK}"""
