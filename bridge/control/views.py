@@ -190,7 +190,7 @@ def _lm(args: dict[str, Any], server: ControlServer) -> dict[str, Any]:
     preview = int_arg(args, "preview", 160, 16, 100_000)
     full = args.get("full") is True
     wanted = {key: str(args[key]) for key in LM_FILTERS if args.get(key) not in (None, "")}
-    calls = snapshot(lambda: list(engine.recent_lm_calls))
+    calls = snapshot(engine.lm_call_log)
     matching = [c for c in calls if all(str(c.get(k)) == v for k, v in wanted.items())]
     return {"calls": [describe_lm_call(c, preview, full=full) for c in matching[-limit:]], "total": len(calls),
             "matching": len(matching), "capacity": engine.recent_lm_calls.maxlen}

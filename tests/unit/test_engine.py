@@ -460,6 +460,8 @@ def _assert_no_secret(value: Any, *secrets: str) -> None:
 
 
 def test_secrets_never_in_replies_records_or_errors(engine: Engine, lm_args: dict[str, str]) -> None:
+    published: list[dict[str, Any]] = []  # what subscribers (inspect --follow, the recorder) get
+    engine.listeners.append(lambda kind, data: published.append(data) if kind == "lm_call" else None)
     replies = [engine.call("configure_lm", lm_args),
                engine.call("configure_lm", {**lm_args, "api_key": PLAIN_SECRET, "session_id": "p"})]
     ok(replies[0])
@@ -480,10 +482,18 @@ def test_secrets_never_in_replies_records_or_errors(engine: Engine, lm_args: dic
     replies.append(engine.call("list_sessions"))
     replies.append(engine.call("get_stats"))
     _assert_no_secret(replies, SECRET, PLAIN_SECRET)
-    _assert_no_secret(list(engine.recent_lm_calls), SECRET, PLAIN_SECRET)
+    _assert_no_secret(engine.lm_call_log(), SECRET, PLAIN_SECRET)
+    assert len(published) >= 2
+    _assert_no_secret(published, SECRET, PLAIN_SECRET)
     _assert_no_secret([payload.decode("utf-8", "replace") for _, _, payload in engine.frame_log()
                        if _ == "out"], SECRET, PLAIN_SECRET)
     assert engine.recent_lm_calls[-1]["error"] is not None
+    # A prompt that quotes a remembered secret: the ring keeps records as made and masks them
+    # when read, so the value is in the ring and in no view of it.
+    engine.call("execute_program", {"program_id": "p", "inputs": {"question": f"is {PLAIN_SECRET} right?"}})
+    assert PLAIN_SECRET in orjson.dumps(list(engine.recent_lm_calls)).decode()
+    _assert_no_secret(engine.lm_call_log(), SECRET, PLAIN_SECRET)
+    _assert_no_secret(published, SECRET, PLAIN_SECRET)
 
 
 def test_secret_quoted_in_a_handler_error_is_scrubbed(engine: Engine) -> None:

@@ -23,7 +23,6 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any, TypeVar
 
 
-from ...redact import redact
 from .loader import HISTORY_KEPT, load_dspy
 
 if TYPE_CHECKING:
@@ -124,8 +123,7 @@ class LMCallObserver:
             "latency_ms": round((time.monotonic() - started) * 1000, 3),
             "usage": usage, "cost": cost, "timestamp": time.time(),
         }
-        record = redact(record)
-        ctx.engine.record_lm_call(record)
+        ctx.engine.record_lm_call(record)  # the engine masks secrets where a record leaves it
         for totals in (session_usage(ctx), getattr(self.program, "usage", None)):
             if totals is not None:
                 totals.add(usage, cost)
