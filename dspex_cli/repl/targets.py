@@ -157,6 +157,11 @@ class InProcessTarget(Target):
                 if self._engine is None:
                     from bridge import Engine, EngineConfig
 
+                    from .parsing import registry as console_registry
+
+                    # The console's plugins first: an engine takes the commands registered
+                    # when it is built, and the console loads plugins on its first use of them.
+                    console_registry()
                     self._engine = Engine(EngineConfig(mode="standalone", worker_id=f"repl-{os.getpid()}",
                                                        argv=["dspex", "repl"]))
                 engine = self._engine

@@ -70,7 +70,8 @@ command_lines = st.one_of(
 def test_the_short_path_reads_what_argparse_reads_or_leaves_it_to_argparse(argv: list[str]) -> None:
     quick = parse_common(argv)
     if quick is not None:
-        assert vars(quick) == argparse_reading(argv), argv
+        # Compared by repr: `--drain-timeout nan` reads as NaN both ways, and NaN != NaN.
+        assert repr(vars(quick)) == repr(argparse_reading(argv)), argv
 
 
 @pytest.mark.parametrize("argv", [
