@@ -82,7 +82,8 @@ class FrameIntake:
         # One function for the whole decode-and-dispatch step, the inline reply included:
         # a health ping arrives alone and finds the interpreter's caches cold, so each
         # Python call layer it passes costs several times what a warm loop shows. For the
-        # same reason the cached ping is tested before anything it does not need.
+        # same reason a cached ping is recorded once, request and reply together, at its end;
+        # every other path records its request before anything can reply to it.
         recorded = False  # whether the request is in recent_frames (see the last handler)
         try:
             now = _monotonic()
